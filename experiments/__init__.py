@@ -1,0 +1,1 @@
+"""Studies and benchmarks (entry points run as ``python -m experiments.X``)."""

@@ -1,0 +1,1 @@
+"""Structured lottery tickets: gates, importance scores, masks, tickets, aggregation."""

@@ -1,0 +1,1 @@
+"""Multi-task learning core: shared encoder + task heads, samplers, trainer."""

@@ -1,0 +1,1 @@
+"""Task definitions (data, not code), GLUE readers and metrics."""
