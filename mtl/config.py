@@ -1,0 +1,213 @@
+"""Typed run configuration: defaults here, a YAML file overrides them, flags override the YAML.
+
+Every field of :class:`TrainConfig` is also a command-line flag (``--batch-size``), generated
+from the dataclass so the two can never drift apart. A run saves its resolved config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+SAMPLERS = ("round-robin", "proportional", "temperature")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+POOLINGS = ("cls", "pooler", "mean")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. Field docs double as ``--help`` text (``metadata['help']``)."""
+
+    tasks: list[str] = field(default_factory=list, metadata={"help": "comma-separated task names, e.g. rte,mrpc,stsb"})
+    output_dir: str = field(default="", metadata={"help": "directory for every artifact of the run"})
+    model: str = field(default="minilm", metadata={"help": "'minilm' (packaged all-MiniLM-L6-v2), a HF hub name, or a local path"})
+    glue_dir: str | None = field(default=None, metadata={"help": "GLUE TSV directory (default: $GLUE_DIR; unset: Hugging Face hub)"})
+    task_def: list[str] = field(default_factory=list, metadata={"help": "extra task-definition YAML file(s), comma-separated"})
+    epochs: float = field(default=5.0, metadata={"help": "training epochs (fractions allowed)"})
+    lr: float = field(default=1e-4, metadata={"help": "peak learning rate (AdamW)"})
+    batch_size: int = field(default=32, metadata={"help": "training batch size (per step, before accumulation)"})
+    eval_batch_size: int = field(default=128, metadata={"help": "evaluation batch size"})
+    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    max_seq_length: int = field(default=128, metadata={"help": "truncate inputs to this many tokens"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "fraction of optimizer steps used for linear warm-up"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases / LayerNorm)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})
+    seed: int = field(default=1, metadata={"help": "seed for weights of task heads, data order and sampler"})
+    sampler: str = field(default="round-robin", metadata={"help": f"task sampler: {', '.join(SAMPLERS)}"})
+    temperature: float = field(default=2.0, metadata={"help": "T for the temperature sampler (p ~ n^(1/T))"})
+    pooling: str = field(default="cls", metadata={"help": f"sentence representation for task heads: {', '.join(POOLINGS)}"})
+    head_dropout: float = field(default=0.1, metadata={"help": "dropout before each task head"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA with support, else fp32), fp32, bf16, fp16 (CUDA only)"})
+    group_by_length: bool = field(default=True, metadata={"help": "length-grouped batches (less padding)"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "use the first N training examples of each task"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "use the first N dev examples of each task"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after N optimizer steps (overrides epochs)"})
+    eval_every_epoch: bool = field(default=True, metadata={"help": "evaluate every epoch (else only at the end)"})
+    keep_best: bool = field(default=True, metadata={"help": "restore the best epoch (mean primary dev metric) at the end"})
+    save_model: bool = field(default=True, metadata={"help": "save the final model under OUTPUT/model"})
+    save_checkpoints: bool = field(default=False, metadata={"help": "save a full training checkpoint every epoch"})
+    log_every: int = field(default=50, metadata={"help": "log the mean training loss every N steps"})
+    num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: all cores)"})
+    cache_dir: str | None = field(default=None, metadata={"help": "tokenization cache (default: $MTL_CACHE_DIR or ~/.cache/mtl_tickets)"})
+    progress: bool = field(default=True, metadata={"help": "tqdm progress bars"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`UserError` naming the bad value and what is allowed."""
+        _choice("sampler", self.sampler, SAMPLERS)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("pooling", self.pooling, POOLINGS)
+        _positive("epochs", self.epochs, allow_zero=True)
+        _positive("lr", self.lr)
+        _positive("batch_size", self.batch_size)
+        _positive("eval_batch_size", self.eval_batch_size)
+        _positive("grad_accum", self.grad_accum)
+        _positive("max_seq_length", self.max_seq_length)
+        _positive("temperature", self.temperature)
+        _positive("log_every", self.log_every)
+        for name in ("max_train_samples", "max_eval_samples", "max_steps", "num_threads"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise UserError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0.0 <= self.head_dropout < 1.0:
+            raise UserError(f"--head-dropout must be in [0, 1), got {self.head_dropout}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise UserError("--weight-decay and --max-grad-norm must be >= 0")
+
+    def resolved_glue_dir(self) -> Path | None:
+        """``--glue-dir``, else ``$GLUE_DIR``, else None (meaning: the Hugging Face hub)."""
+        value = self.glue_dir or os.environ.get("GLUE_DIR")
+        return Path(value).expanduser() if value else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(options)}; got {value!r}")
+
+
+def _positive(name: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise UserError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
+
+
+# ---------------------------------------------------------------- dataclass <-> flags / YAML
+
+
+def _base_type(annotation: Any) -> tuple[type, bool, bool]:
+    """(element type, optional?, is list?) of a field annotation such as ``int | None`` or ``list[str]``."""
+    args = typing.get_args(annotation)
+    optional = type(None) in args
+    if optional:
+        annotation = next(a for a in args if a is not type(None))
+    if typing.get_origin(annotation) is list:
+        return typing.get_args(annotation)[0], optional, True
+    return annotation, optional, False
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def _converter(elem: type, optional: bool, is_list: bool):
+    def convert(text: str):
+        if optional and text.strip().lower() in ("none", "null", ""):
+            return None
+        if is_list:
+            return [elem(part.strip()) for part in text.split(",") if part.strip()]
+        return _parse_bool(text) if elem is bool else elem(text)
+
+    convert.__name__ = getattr(elem, "__name__", "value")
+    return convert
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
+    """Add one ``--kebab-case`` flag per dataclass field; unset flags stay absent (``SUPPRESS``)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        elem, optional, is_list = _base_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if elem is bool and not optional and not is_list:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=_converter(elem, optional, is_list),
+                                default=argparse.SUPPRESS, help=help_text, metavar=f.name.upper())
+
+
+def coerce_value(cls: type, name: str, value: Any) -> Any:
+    """Convert a YAML value to the field's type (``"rte,mrpc"`` -> list, ``"3e-5"`` -> float)."""
+    hints = typing.get_type_hints(cls)
+    elem, optional, is_list = _base_type(hints[name])
+    if value is None:
+        if optional:
+            return None
+        raise UserError(f"config key {name!r} cannot be null")
+    try:
+        if is_list:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return [elem(str(v).strip()) for v in items if str(v).strip()]
+        if elem is bool:
+            return value if isinstance(value, bool) else _parse_bool(str(value))
+        if elem is float and isinstance(value, (int, float, str)):
+            return float(value)
+        if elem is int and isinstance(value, bool):
+            raise ValueError(value)
+        return elem(value)
+    except (TypeError, ValueError):
+        raise UserError(f"config key {name!r}: cannot read {value!r} as {getattr(elem, '__name__', elem)}") from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or non-mapping is a :class:`UserError`."""
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of option: value")
+    return data
+
+
+def build_config(cls: type, yaml_values: dict[str, Any], flag_values: dict[str, Any]):
+    """Defaults < YAML < flags. Unknown YAML keys are an error listing the valid ones."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in yaml_values.items():
+        name = str(key).replace("-", "_")
+        if name not in names:
+            raise UserError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(names))}")
+        values[name] = coerce_value(cls, name, value)
+    values.update(flag_values)
+    return cls(**values)
+
+
+def save_config(config: Any, path: Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from .io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))

@@ -1,0 +1,147 @@
+"""Tokenized task data: tokenize once (disk cache), length-grouped batches, dynamic padding."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tasks.task_def import Example, TaskDef
+
+from .io import atomic_write
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class TokenizedSplit:
+    """One split of one task, tokenized without padding.
+
+    ``input_ids[i]`` / ``token_type_ids[i]``: 1-D int tensors of example i (length ``lengths[i]``);
+    ``labels``: (N,) long (class index) or float (regression score).
+    """
+
+    task: str
+    split: str
+    input_ids: list[torch.Tensor]
+    token_type_ids: list[torch.Tensor] | None
+    labels: torch.Tensor
+    lengths: torch.Tensor  # (N,) long
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def subset(self, indices: Sequence[int], split: str | None = None) -> "TokenizedSplit":
+        """The examples at ``indices`` (e.g. a held-out slice of train)."""
+        idx = list(indices)
+        return TokenizedSplit(
+            task=self.task, split=split or self.split,
+            input_ids=[self.input_ids[i] for i in idx],
+            token_type_ids=None if self.token_type_ids is None else [self.token_type_ids[i] for i in idx],
+            labels=self.labels[idx], lengths=self.lengths[idx])
+
+
+def tokenize(tokenizer, examples: Sequence[Example], task: TaskDef, split: str, max_length: int) -> TokenizedSplit:
+    """Tokenize sentence(-pair) examples with truncation and no padding."""
+    text_a = [e.text_a for e in examples]
+    pair = any(e.text_b is not None for e in examples)
+    text_b = [e.text_b or "" for e in examples] if pair else None
+    enc = tokenizer(text_a, text_b, truncation=True, max_length=max_length, padding=False)
+    ids = [torch.tensor(x, dtype=torch.int32) for x in enc["input_ids"]]
+    tt = enc.get("token_type_ids")
+    types = [torch.tensor(x, dtype=torch.int8) for x in tt] if tt is not None else None
+    dtype = torch.float32 if task.head == "regression" else torch.long
+    labels = torch.tensor([e.label for e in examples], dtype=dtype)
+    lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
+    return TokenizedSplit(task.name, split, ids, types, labels, lengths)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MTL_CACHE_DIR") or Path.home() / ".cache" / "mtl_tickets")
+
+
+def cache_key(tokenizer, source: dict, max_length: int) -> str:
+    """Hash of everything the tokenized result depends on: data source, tokenizer, max length."""
+    tok = {"name": getattr(tokenizer, "name_or_path", ""), "vocab": len(tokenizer),
+           "cls": type(tokenizer).__name__, "lower": getattr(tokenizer, "do_lower_case", None)}
+    blob = json.dumps({"v": CACHE_VERSION, "src": source, "tok": tok, "max_length": max_length}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def file_fingerprint(path: Path) -> dict:
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def load_or_tokenize(tokenizer, task: TaskDef, split: str, max_length: int, read_examples,
+                     source: dict, cache_dir: Path | None) -> TokenizedSplit:
+    """Return the cached tokenization for ``source`` or call ``read_examples()`` and tokenize (then cache)."""
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{task.name}-{split}-{cache_key(tokenizer, source, max_length)}.pt"
+        if path.is_file():
+            try:
+                data = torch.load(path, weights_only=True)
+                return TokenizedSplit(**data)
+            except Exception:  # corrupt or stale cache: fall through and rebuild it
+                path.unlink(missing_ok=True)
+    result = tokenize(tokenizer, read_examples(), task, split, max_length)
+    if path is not None:
+        try:
+            atomic_write(path, lambda p: torch.save(vars(result), p))
+        except OSError:
+            pass  # a read-only cache directory only costs speed
+    return result
+
+
+# ---------------------------------------------------------------- batching
+
+def length_grouped_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
+                           group_by_length: bool = True, mega_factor: int = 50) -> list[list[int]]:
+    """Shuffle, then sort inside mega-batches of ``batch_size * mega_factor`` by length, then shuffle batch order.
+
+    Every index appears exactly once. Batches of similar lengths need little padding while the
+    order stays random from epoch to epoch (the generator decides everything).
+    """
+    n = len(lengths)
+    perm = torch.randperm(n, generator=generator)
+    if not group_by_length:
+        return [perm[i:i + batch_size].tolist() for i in range(0, n, batch_size)]
+    mega = batch_size * mega_factor
+    batches: list[list[int]] = []
+    for start in range(0, n, mega):
+        chunk = perm[start:start + mega]
+        chunk = chunk[torch.argsort(lengths[chunk], descending=True, stable=True)]
+        batches.extend(chunk[i:i + batch_size].tolist() for i in range(0, len(chunk), batch_size))
+    order = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in order]
+
+
+def eval_batches(lengths: torch.Tensor, batch_size: int) -> list[list[int]]:
+    """Deterministic batches sorted by length (longest first) for fast evaluation."""
+    order = torch.argsort(lengths, descending=True, stable=True)
+    return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+def collate(data: TokenizedSplit, indices: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad the examples at ``indices`` to the longest one: input_ids/attention_mask/token_type_ids (B, T), labels (B,)."""
+    seqs = [data.input_ids[i] for i in indices]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = s
+        mask[row, : len(s)] = 1
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": data.labels[list(indices)]}
+    if data.token_type_ids is not None:
+        types = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, i in enumerate(indices):
+            t = data.token_type_ids[i]
+            types[row, : len(t)] = t
+        batch["token_type_ids"] = types
+    return batch

