@@ -46,7 +46,7 @@ class TrainConfig:
     temperature: float = field(default=2.0, metadata={"help": "T for the temperature sampler (p ~ n^(1/T))"})
     pooling: str = field(default="cls", metadata={"help": f"sentence representation for task heads: {', '.join(POOLINGS)}"})
     head_dropout: float = field(default=0.1, metadata={"help": "dropout before each task head"})
-    precision: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA with support, else fp32), fp32, bf16, fp16 (CUDA only)"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast where the CPU/GPU has native bf16, else fp32), fp32, bf16, fp16 (CUDA only)"})
     group_by_length: bool = field(default=True, metadata={"help": "length-grouped batches (less padding)"})
     max_train_samples: int | None = field(default=None, metadata={"help": "use the first N training examples of each task"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "use the first N dev examples of each task"})

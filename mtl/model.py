@@ -37,6 +37,7 @@ def load_encoder(name: str):
 
     path = resolve_model_path(name)
     hf_logging.set_verbosity_error()  # the "weights not used / newly initialised" report is noise here
+    hf_logging.disable_progress_bar()  # per-tensor loading bars; our own bars show progress
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         encoder = AutoModel.from_pretrained(path, attn_implementation="sdpa")

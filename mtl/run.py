@@ -45,22 +45,15 @@ def resolve_tasks(config: TrainConfig) -> tuple[TaskRegistry, list[TaskDef]]:
 def load_split(task: TaskDef, split: str, tokenizer, config: TrainConfig, max_samples: int | None) -> TokenizedSplit:
     """Read one split from the GLUE directory / the task's own files / the hub, tokenized (cached)."""
     from tasks.hub import load_hub_split
-    from tasks.readers import read_split
+    from tasks.readers import read_split, split_path
 
     glue_dir = config.resolved_glue_dir()
     cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
-    root = Path(task.base_dir) if task.base_dir is not None else glue_dir
-    if root is not None:
-        if task.base_dir is None and not root.is_dir():
-            raise UserError(f"GLUE directory not found: {root} (set --glue-dir or GLUE_DIR)")
-        if split not in task.files:
-            raise UserError(f"task {task.name} has no {split!r} file in its definition (files: {', '.join(task.files)})")
-        file_path = root / task.files[split]
-        if not file_path.is_file():
-            raise UserError(f"{task.name} {split} file not found: {file_path}")
+    if task.base_dir is not None or glue_dir is not None:
+        file_path = split_path(task, glue_dir, split)  # clear error for a missing directory or file
         source = {**file_fingerprint(file_path), "max_samples": max_samples, "split": split}
         return load_or_tokenize(tokenizer, task, split, config.max_seq_length,
-                                lambda: read_split(task, root, split, max_samples=max_samples), source, cache_dir)
+                                lambda: read_split(task, glue_dir, split, max_samples=max_samples), source, cache_dir)
     if task.hub is None:
         raise UserError(f"task {task.name} has no Hugging Face hub source: pass --glue-dir DIR or set GLUE_DIR")
     source = {"hub": task.hub, "split": split, "max_samples": max_samples}

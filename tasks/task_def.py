@@ -1,0 +1,230 @@
+"""A task is data: where its files are, which columns hold text and label, its head and metrics.
+
+``TaskDef`` validates itself in ``__post_init__`` and raises ``UserError`` naming the task,
+the bad value and the valid options; ``tasks.registry.load_task_defs`` adds the YAML file
+and line. See the header of ``tasks/glue.yaml`` for the YAML schema.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from mtl.errors import UserError
+from mtl.metrics import CLASSIFICATION_METRICS, METRICS, REGRESSION_METRICS
+
+LOSSES_BY_HEAD: dict[str, tuple[str, ...]] = {
+    "classification": ("cross_entropy",),
+    "regression": ("mse",),
+}
+METRICS_BY_HEAD: dict[str, tuple[str, ...]] = {
+    "classification": CLASSIFICATION_METRICS,
+    "regression": REGRESSION_METRICS,
+}
+FORMATS: tuple[str, ...] = ("tsv", "csv", "jsonl")
+OVERRIDE_KEYS: tuple[str, ...] = ("text_a", "text_b", "label", "num_columns")
+HUB_KEYS: tuple[str, ...] = ("path", "name", "splits", "text_a", "text_b", "label")
+HUB_REQUIRED: tuple[str, ...] = ("path", "splits", "text_a", "label")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_ALIAS_RE = re.compile(r"^[^\s,]+$")
+
+Column = str | int
+"""A column: 0-based index for TSV/CSV (negative counts from the end, -1 = last column),
+or a name: a JSONL key, or a header field of a CSV/TSV file that has a header."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled pair. ``label``: class index (classification) or float score (regression)."""
+
+    text_a: str
+    text_b: str | None
+    label: int | float
+
+
+@dataclass(frozen=True)
+class SplitColumns:
+    """Where the fields of one split live (task columns merged with that split's overrides)."""
+
+    text_a: Column
+    text_b: Column | None
+    label: Column
+    num_columns: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskDef:
+    """One task. Hash and identity are by ``name`` (dict fields would make it unhashable).
+
+    ``files`` maps split name -> file path relative to the GLUE directory, or to ``base_dir``
+    when set (user tasks: the YAML file's directory); absolute paths are used as they are.
+    ``overrides`` maps split name -> {text_a|text_b|label|num_columns: value} for splits whose
+    layout differs (MNLI dev files have 16 columns, train has 12).
+    ``source``: the YAML file the task came from (for error messages); None if built in code.
+    """
+
+    name: str
+    head: str
+    loss: str
+    labels: tuple[str, ...]
+    metrics: tuple[str, ...]
+    primary: str
+    files: dict[str, str]
+    dev_splits: tuple[str, ...]
+    metric_suffix: dict[str, str] = field(default_factory=dict)
+    format: str = "tsv"
+    header: bool = True
+    text_a: Column = 0
+    text_b: Column | None = None
+    label: Column = 1
+    num_columns: int | None = None
+    hub: dict[str, Any] | None = None
+    aliases: tuple[str, ...] = ()
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    base_dir: str | None = None
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("labels", "metrics", "dev_splits", "aliases"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, (list, tuple)):
+                self._fail(f"'{name}' must be a list, got {value!r}")
+            if name != "labels" and not all(isinstance(item, str) for item in value):
+                self._fail(f"'{name}' must be a list of strings, got {list(value)}")
+            object.__setattr__(self, name, tuple(value))
+        self._check_identity()
+        self._check_head()
+        self._check_hub()
+        self._check_files()
+        self._check_columns()
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    @property
+    def num_labels(self) -> int:
+        """Output width of the head: ``len(labels)`` for classification, 1 for regression."""
+        return len(self.labels) if self.head == "classification" else 1
+
+    def columns(self, split: str) -> SplitColumns:
+        """Column spec for ``split``: the task-level columns with ``overrides[split]`` applied."""
+        spec = {"text_a": self.text_a, "text_b": self.text_b, "label": self.label,
+                "num_columns": self.num_columns}
+        spec.update(self.overrides.get(split, {}))
+        return SplitColumns(**spec)
+
+    def metric_key(self, metric: str, split: str) -> str:
+        """Report key of ``metric`` on ``split``, e.g. ``accuracy_mm`` for MNLI dev_mismatched."""
+        return metric + self.metric_suffix.get(split, "")
+
+    def _fail(self, message: str) -> NoReturn:
+        raise UserError(f"task '{self.name}': {message}")
+
+    def _check_identity(self) -> None:
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            raise UserError(
+                f"task name {self.name!r} is invalid: use lower-case letters, digits and '_', "
+                "starting with a letter (spellings like 'SST-2' go in 'aliases')"
+            )
+        for alias in self.aliases:
+            if not isinstance(alias, str) or not _ALIAS_RE.match(alias):
+                self._fail(f"alias {alias!r} is invalid: a non-empty string without spaces or commas")
+
+    def _check_head(self) -> None:
+        if not isinstance(self.head, str) or self.head not in LOSSES_BY_HEAD:
+            self._fail(f"unknown head {self.head!r} (valid: {', '.join(LOSSES_BY_HEAD)})")
+        losses = LOSSES_BY_HEAD[self.head]
+        if self.loss not in losses:
+            self._fail(f"loss {self.loss!r} does not fit head {self.head!r} (valid: {', '.join(losses)})")
+        if self.head == "classification":
+            if len(self.labels) < 2:
+                self._fail(f"a classification task needs at least 2 labels, got {list(self.labels)}")
+            if not all(isinstance(label, str) for label in self.labels):
+                self._fail(f"labels must be strings (quote them in YAML), got {list(self.labels)}")
+            if len(set(self.labels)) != len(self.labels):
+                self._fail(f"labels contain duplicates: {list(self.labels)}")
+        elif self.labels:
+            self._fail(f"a regression task has no labels list, got {list(self.labels)}")
+        self._check_metrics()
+
+    def _check_metrics(self) -> None:
+        if not self.metrics:
+            self._fail(f"'metrics' is empty (valid: {', '.join(METRICS)})")
+        fitting = METRICS_BY_HEAD[self.head]
+        for metric in self.metrics:
+            if metric not in METRICS:
+                self._fail(f"unknown metric {metric!r} (valid: {', '.join(METRICS)})")
+            if metric not in fitting:
+                self._fail(f"metric {metric!r} does not fit head {self.head!r} (valid: {', '.join(fitting)})")
+        if "f1" in self.metrics and len(self.labels) != 2:
+            self._fail(f"metric 'f1' is binary (positive class = labels[1]) "
+                       f"but the task has {len(self.labels)} labels")
+        if self.primary not in self.metrics:
+            self._fail(f"primary metric {self.primary!r} is not in metrics {list(self.metrics)}")
+
+    def _check_files(self) -> None:
+        if self.format not in FORMATS:
+            self._fail(f"unknown format {self.format!r} (valid: {', '.join(FORMATS)})")
+        for name in ("metric_suffix", "overrides"):
+            if not isinstance(getattr(self, name), dict):
+                self._fail(f"'{name}' must be a mapping, got {getattr(self, name)!r}")
+        if not isinstance(self.files, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in self.files.items()
+        ):
+            self._fail(f"'files' must map split names to paths, got {self.files!r}")
+        if not self.files and self.hub is None:
+            self._fail("needs 'files' (split -> path) or a 'hub' entry")
+        known = set(self.files) | set((self.hub or {}).get("splits", {}) or {})
+        if not self.dev_splits:
+            self._fail(f"'dev_splits' is empty (splits: {', '.join(sorted(known))})")
+        for split in self.dev_splits:
+            if split not in known:
+                self._fail(f"dev split {split!r} has no file (splits: {', '.join(sorted(known))})")
+        for split, suffix in self.metric_suffix.items():
+            if split not in known or not isinstance(suffix, str):
+                self._fail(f"metric_suffix entry {split!r}: {suffix!r} must map a known split to a string "
+                           f"(splits: {', '.join(sorted(known))})")
+
+    def _check_columns(self) -> None:
+        if not isinstance(self.header, bool):
+            self._fail(f"'header' must be true or false, got {self.header!r}")
+        for split, override in self.overrides.items():
+            if split not in self.files or not isinstance(override, dict):
+                self._fail(f"overrides for {split!r} must be a mapping for a split in files "
+                           f"({', '.join(self.files)})")
+            bad = sorted(set(override) - set(OVERRIDE_KEYS))
+            if bad:
+                self._fail(f"overrides for {split!r}: unknown keys {bad} (valid: {', '.join(OVERRIDE_KEYS)})")
+        for split in self.files:
+            self._check_split_columns(split, self.columns(split))
+
+    def _check_split_columns(self, split: str, spec: SplitColumns) -> None:
+        n = spec.num_columns
+        if n is not None and (type(n) is not int or n < 1):
+            self._fail(f"{split}: 'num_columns' must be a positive integer or null, got {n!r}")
+        for what in ("text_a", "text_b", "label"):
+            column = getattr(spec, what)
+            if column is None and what == "text_b":
+                continue
+            if isinstance(column, bool) or not isinstance(column, (int, str)) or column == "":
+                self._fail(f"{split}: column {what}={column!r} must be an index or a name")
+            if isinstance(column, int) and self.format == "jsonl":
+                self._fail(f"{split}: column {what}={column} must be a key name for jsonl files")
+            if isinstance(column, str) and self.format != "jsonl" and not self.header:
+                self._fail(f"{split}: column {what}={column!r} is a name but 'header' is false; use an index")
+            if isinstance(column, int) and n is not None and not -n <= column < n:
+                self._fail(f"{split}: column {what}={column} is out of range for {n} columns")
+
+    def _check_hub(self) -> None:
+        if self.hub is None:
+            return
+        if not isinstance(self.hub, dict):
+            self._fail(f"'hub' must be a mapping with keys {', '.join(HUB_KEYS)}, got {self.hub!r}")
+        bad = sorted(set(self.hub) - set(HUB_KEYS))
+        missing = [key for key in HUB_REQUIRED if key not in self.hub]
+        if bad or missing:
+            self._fail(f"hub: unknown keys {bad}, missing keys {missing} (valid: {', '.join(HUB_KEYS)})")
+        splits = self.hub["splits"]
+        if not isinstance(splits, dict) or not all(isinstance(v, str) for v in splits.values()):
+            self._fail(f"hub.splits must map split names to hub split names, got {splits!r}")
