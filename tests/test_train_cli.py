@@ -72,11 +72,20 @@ ERRORS = [
 
 
 @pytest.mark.parametrize("args,fragment,detail", ERRORS)
-def test_user_errors_exit_2_with_one_line(args, fragment, detail, tmp_path):
-    env = {"GLUE_DIR": str(glue_dir() or tmp_path)}
-    r = run_train([*args, "--output-dir", str(tmp_path / "o")] if "--output-dir" not in args else args, env_extra=env)
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
+def test_user_errors_exit_2_with_one_line(args, fragment, detail, tmp_path, capsys, monkeypatch):
+    import train
+
+    monkeypatch.setenv("GLUE_DIR", str(glue_dir() or tmp_path))
+    code = train.main([*args, "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert lines[0].startswith("error: ") and fragment in lines[0] and detail in lines[0]
-    assert "Traceback" not in r.stderr
+
+
+def test_entry_point_prints_one_line_without_traceback(tmp_path):
+    r = run_train(["--tasks", "nope", "--output-dir", str(tmp_path / "o")])
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "error: unknown task 'nope' (known tasks: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)"]
