@@ -50,6 +50,8 @@ class TrainConfig:
     group_by_length: bool = field(default=True, metadata={"help": "length-grouped batches (less padding)"})
     max_train_samples: int | None = field(default=None, metadata={"help": "use the first N training examples of each task"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "use the first N dev examples of each task"})
+    holdout_fraction: float = field(default=0.0, metadata={"help": "hold out this fraction of each task's training set "
+                                                          "(fixed split, same for every seed) and select the best epoch on it, not on dev"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after N optimizer steps (overrides epochs)"})
     eval_every_epoch: bool = field(default=True, metadata={"help": "evaluate every epoch (else only at the end)"})
     keep_best: bool = field(default=True, metadata={"help": "restore the best epoch (mean primary dev metric) at the end"})
@@ -82,6 +84,8 @@ class TrainConfig:
                 _positive(name, getattr(self, name))
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise UserError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise UserError(f"--holdout-fraction must be in [0, 1), got {self.holdout_fraction}")
         if not 0.0 <= self.head_dropout < 1.0:
             raise UserError(f"--head-dropout must be in [0, 1), got {self.head_dropout}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:

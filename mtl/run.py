@@ -61,12 +61,29 @@ def load_split(task: TaskDef, split: str, tokenizer, config: TrainConfig, max_sa
                             lambda: load_hub_split(task, split, max_samples=max_samples), source, cache_dir)
 
 
+HOLDOUT_SEED = 20_211_231  # fixed: every seed and every ticket of a study sees the same held-out slice
+
+
+def split_holdout(train: TokenizedSplit, fraction: float) -> tuple[TokenizedSplit, TokenizedSplit | None]:
+    """Split ``fraction`` of ``train`` off (fixed permutation, independent of the run's seed)."""
+    if fraction <= 0:
+        return train, None
+    n_hold = max(1, round(fraction * len(train)))
+    if n_hold >= len(train):
+        raise UserError(f"--holdout-fraction {fraction} leaves no training examples for task {train.task}")
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(HOLDOUT_SEED)).tolist()
+    return train.subset(sorted(perm[n_hold:])), train.subset(sorted(perm[:n_hold]), split="holdout")
+
+
 def load_task_data(tasks: list[TaskDef], tokenizer, config: TrainConfig, train: bool = True) -> dict[str, TaskData]:
     data = {}
     for task in tasks:
-        train_split = load_split(task, "train", tokenizer, config, config.max_train_samples) if train else None
+        train_split, holdout = None, None
+        if train:
+            full = load_split(task, "train", tokenizer, config, config.max_train_samples)
+            train_split, holdout = split_holdout(full, config.holdout_fraction)
         dev = {s: load_split(task, s, tokenizer, config, config.max_eval_samples) for s in task.dev_splits}
-        data[task.name] = TaskData(task, train_split, dev)
+        data[task.name] = TaskData(task, train_split, dev, holdout)
     return data
 
 
@@ -103,7 +120,8 @@ def run_training(config: TrainConfig, before_batch=None, model_hook=None) -> dic
     trainer = Trainer(model, data, config, out, pad_id=tokenizer.pad_token_id or 0, before_batch=before_batch)
     summary = trainer.train()
     summary["wall_seconds"] = round(time.time() - start, 1)
-    summary["data"] = {t: {"train": len(d.train) if d.train else 0, **{s: len(v) for s, v in d.dev.items()}}
+    summary["data"] = {t: {"train": len(d.train) if d.train else 0, **{s: len(v) for s, v in d.dev.items()},
+                           **({"holdout": len(d.holdout)} if d.holdout is not None else {})}
                        for t, d in data.items()}
     summary["machine"] = machine_info()
     atomic_write_json(out / "metrics.json", summary["metrics"])

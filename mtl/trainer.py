@@ -34,6 +34,7 @@ class TaskData:
     task: TaskDef
     train: TokenizedSplit | None
     dev: dict[str, TokenizedSplit] = field(default_factory=dict)
+    holdout: TokenizedSplit | None = None  # slice of train held out for model selection
 
 
 def pick_device(name: str) -> torch.device:
@@ -136,15 +137,21 @@ class Trainer:
 
     # ------------------------------------------------------------ evaluation
 
+    @property
+    def has_holdout(self) -> bool:
+        return any(d.holdout is not None for d in self.data.values())
+
     @torch.inference_mode()
-    def evaluate(self, splits: str = "dev") -> dict[str, dict[str, float]]:
-        """Metrics (percent) of every task on its dev split(s): ``{task: {metric[_suffix]: value}}``."""
+    def evaluate(self, which: str = "dev") -> dict[str, dict[str, float]]:
+        """Metrics (percent) of every task on its dev split(s) (``which="dev"``) or its held-out
+        slice of train (``which="holdout"``): ``{task: {metric[_suffix]: value}}``."""
         was_training = self.model.training
         self.model.eval()
         results: dict[str, dict[str, float]] = {}
         for name, d in self.data.items():
             self.before_batch(name)
-            for split, tokenized in d.dev.items():
+            splits = d.dev if which == "dev" else ({"holdout": d.holdout} if d.holdout is not None else {})
+            for split, tokenized in splits.items():
                 preds = self.predict(name, tokenized)
                 results.setdefault(name, {}).update(compute_metrics(d.task, preds, tokenized.labels, split))
         self.model.train(was_training)
@@ -225,13 +232,17 @@ class Trainer:
             last_epoch = epoch == n_epochs - 1 or micro_step >= micro_total
             if cfg.eval_every_epoch or last_epoch:
                 metrics = self.evaluate()
-                score = selection_score(metrics, self.model.tasks) if metrics else -math.inf
+                holdout = self.evaluate("holdout") if self.has_holdout else None
+                chosen_on = holdout if holdout else metrics
+                score = selection_score(chosen_on, self.model.tasks) if chosen_on else -math.inf
                 record = {"epoch": epoch + 1, "step": opt_step, "eval": metrics, "score": score}
+                if holdout:
+                    record["holdout"] = holdout
                 history.append(record)
                 self._log(record)
                 bar.write(f"epoch {epoch + 1}: " + format_metrics(metrics))
                 if score > best["score"] or best["epoch"] is None:
-                    best = {"score": score, "epoch": epoch + 1, "metrics": metrics,
+                    best = {"score": score, "epoch": epoch + 1, "metrics": metrics, "holdout": holdout,
                             "state": self._state_copy() if cfg.keep_best and not last_epoch else None}
             if cfg.save_checkpoints:
                 self.save_checkpoint(optimizer, scheduler, epoch + 1, opt_step)
@@ -243,6 +254,8 @@ class Trainer:
         final = best if cfg.keep_best else (history[-1] if history else best)
         return {
             "metrics": final.get("metrics") or final.get("eval") or {},
+            "holdout_metrics": final.get("holdout"),
+            "selected_on": "holdout" if self.has_holdout else "dev",
             "best_epoch": best["epoch"], "kept_epoch": best["epoch"] if cfg.keep_best else (history[-1]["epoch"] if history else None),
             "history": history, "optimizer_steps": opt_step, "train_examples": seen,
             "train_seconds": round(train_time, 2),

@@ -1,0 +1,177 @@
+"""Multiplicative gates on attention heads and FFN neurons, applied by forward pre-hooks.
+
+Per layer ``l`` (module paths from :mod:`masks.arch`):
+
+- heads: the input of the attention output projection, ``[B, T, H*d]`` viewed
+  ``[B, T, H, d]``, is multiplied by ``heads[l]`` (``[H]``);
+- FFN: the input of the FFN down projection, ``[B, T, I]``, is multiplied by ``ffn[l]``
+  (``[I]``).
+
+A gate of 0 removes the unit exactly; 1 keeps it. Attention itself is untouched, so the
+model's attention implementation (SDPA) stays in use. Nothing in the model is copied.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from masks.arch import EncoderShape, attn_out_modules, ffn_down_modules, shape_of
+from masks.mask import Mask
+from mtl.errors import UserError
+
+_KINDS = ("heads", "ffn")
+
+
+class _GateHook:
+    """Forward pre-hook of one gated Linear; delegates to its :class:`Gates`."""
+
+    def __init__(self, gates: "Gates", kind: str, layer: int) -> None:
+        self.gates = gates
+        self.kind = kind
+        self.layer = layer
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        return self.gates._gate_input(self.kind, self.layer, args)
+
+
+class Gates:
+    """Multiplicative gates on every head and FFN neuron of an encoder (via forward pre-hooks).
+
+    heads: float ``[L, H]``, ffn: float ``[L, I]``; ones by default (1 = keep, 0 = pruned).
+    Build with :func:`attach_gates`. Three regimes, chosen per forward:
+
+    - all ones, no grad: the hooks return None (no-op);
+    - masked, no grad: the input is multiplied by a per-channel vector cached at
+      :meth:`set_mask` (``heads[l].repeat_interleave(d)`` -> ``[H*d]``; ``ffn[l]`` -> ``[I]``);
+      layers whose gates are all ones are skipped;
+    - requires grad (importance scoring): the vector is built from the gate tensor in the
+      hook so gradients reach ``heads`` / ``ffn``.
+
+    If you edit ``heads``/``ffn`` in place, call :meth:`refresh`.
+    """
+
+    def __init__(self, encoder: nn.Module) -> None:
+        self.shape: EncoderShape = shape_of(encoder)
+        param = next(encoder.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        L, H, I = self.shape.num_layers, self.shape.num_heads, self.shape.intermediate
+        self.heads = torch.ones(L, H, device=device)  # [L, H] float32
+        self.ffn = torch.ones(L, I, device=device)  # [L, I] float32
+        self.mask: Mask | None = None  # the mask last given to set_mask
+        self.is_identity = True
+        self._vectors: dict[tuple[str, int], torch.Tensor | None] = {}
+        self._converted: dict[tuple[str, int, torch.dtype, torch.device], torch.Tensor] = {}
+        self._handles = []
+        for kind, modules in (("heads", attn_out_modules(encoder)), ("ffn", ffn_down_modules(encoder))):
+            for layer, module in enumerate(modules):
+                hook = _GateHook(self, kind, layer)
+                self._handles.append(module.register_forward_pre_hook(hook))
+        self.refresh()
+
+    # --- public API ----------------------------------------------------------------------
+    def set_mask(self, mask: Mask | None) -> None:
+        """Gate values := mask (True -> 1, False -> 0); None = all ones. UserError on shape mismatch."""
+        if mask is not None:
+            if not isinstance(mask, Mask):
+                raise UserError(f"set_mask expects a Mask or None, got {type(mask).__name__}")
+            mask.check_shape(self.shape)
+        with torch.no_grad():
+            if mask is None:
+                self.heads.fill_(1.0)
+                self.ffn.fill_(1.0)
+            else:
+                self.heads.copy_(mask.heads)
+                self.ffn.copy_(mask.ffn)
+        self.mask = mask
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute the identity flag and the cached per-channel vectors from the gate values."""
+        with torch.no_grad():
+            d = self.shape.head_dim
+            self._vectors.clear()
+            self._converted.clear()
+            for layer in range(self.shape.num_layers):
+                head_g, ffn_g = self.heads[layer], self.ffn[layer]  # [H], [I]
+                self._vectors["heads", layer] = None if bool((head_g == 1).all()) else head_g.repeat_interleave(d)
+                self._vectors["ffn", layer] = None if bool((ffn_g == 1).all()) else ffn_g.clone()
+            self.is_identity = all(v is None for v in self._vectors.values())
+
+    def requires_grad_(self, flag: bool = True) -> "Gates":
+        """Make ``heads`` and ``ffn`` (leaf tensors) require grad, for importance scoring."""
+        self.heads.requires_grad_(flag)
+        self.ffn.requires_grad_(flag)
+        return self
+
+    @property
+    def requires_grad(self) -> bool:
+        return self.heads.requires_grad or self.ffn.requires_grad
+
+    def to(self, device: torch.device | str) -> "Gates":
+        """Move the gate tensors (the hooks also adapt lazily to the input's device)."""
+        flag = self.requires_grad
+        with torch.no_grad():
+            self.heads = self.heads.detach().to(device)
+            self.ffn = self.ffn.detach().to(device)
+        self.requires_grad_(flag)
+        self.refresh()
+        return self
+
+    def remove(self) -> None:
+        """Detach all hooks; the encoder is ungated afterwards. Safe to call twice."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def __enter__(self) -> "Gates":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    # --- the hook ------------------------------------------------------------------------
+    def _gate_input(self, kind: str, layer: int, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        x = args[0]  # heads: [B, T, H*d]; ffn: [B, T, I]
+        if self.requires_grad:
+            g = self.heads[layer].repeat_interleave(self.shape.head_dim) if kind == "heads" else self.ffn[layer]
+            return (x * g.to(device=x.device, dtype=x.dtype), *args[1:])
+        if self.is_identity:
+            return None
+        vec = self._vectors[kind, layer]  # [H*d] or [I], None = layer all ones
+        if vec is None:
+            return None
+        if vec.dtype != x.dtype or vec.device != x.device:
+            key = (kind, layer, x.dtype, x.device)
+            if key not in self._converted:
+                self._converted[key] = vec.to(device=x.device, dtype=x.dtype)
+            vec = self._converted[key]
+        return (x * vec, *args[1:])
+
+
+def find_gates(encoder: nn.Module) -> Gates | None:
+    """The :class:`Gates` attached to ``encoder``, or None."""
+    for module in attn_out_modules(encoder):
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, _GateHook):
+                return hook.gates
+    return None
+
+
+def attach_gates(encoder: nn.Module, mask: Mask | None = None) -> Gates:
+    """Attach gates (all ones, or ``mask`` if given) to a base encoder; returns the :class:`Gates`.
+
+    UserError if the encoder already carries gates (use :func:`find_gates`, or ``remove()`` first).
+    """
+    if find_gates(encoder) is not None:
+        raise UserError("encoder already has gates attached; reuse them (find_gates) or call .remove() first")
+    gates = Gates(encoder)
+    if mask is not None:
+        gates.set_mask(mask)
+    return gates

@@ -1,0 +1,153 @@
+"""Cut winning / random / losing tickets (masks, True = keep) from importance scores.
+
+- winning: prune the lowest-scoring units (keep the most important);
+- losing: prune the highest-scoring units;
+- random: prune a uniformly random set of exactly the same size (seeded generator).
+
+Ranking is global across layers. Heads keep at least ``min_heads_per_layer`` per layer: when
+that binds, the next candidates in order are pruned instead, so counts stay exact.
+Counts: ``n_prune = floor(fraction * count + 0.5)`` (round half up).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+from masks.arch import EncoderShape
+from masks.importance import Importance
+from masks.mask import Mask, format_fraction
+from mtl.errors import UserError
+
+KINDS: tuple[str, ...] = ("winning", "random", "losing")
+GRANULARITIES: tuple[str, ...] = ("neuron", "layer")
+
+
+def n_to_prune(fraction: float, count: int) -> int:
+    """Units pruned out of ``count`` for ``fraction`` (round half up, exact for 0.3*10)."""
+    return int(math.floor(fraction * count + 0.5 + 1e-9))
+
+
+def _check_fraction(name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+        raise UserError(f"{name} must be a fraction in [0, 1), got {value!r}")
+    return float(value)
+
+
+def prune_order(scores: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Flat indices of ``scores`` (any shape) in the order they are pruned.
+
+    winning: ascending score; losing: descending; ties by flat index (stable sort).
+    random: a permutation from ``generator``.
+    """
+    flat = scores.detach().flatten().float().cpu()
+    if kind == "random":
+        return torch.randperm(flat.numel(), generator=generator)
+    if not bool(torch.isfinite(flat).all()):
+        raise UserError("importance scores contain NaN or inf; re-run scoring")
+    return torch.sort(flat, descending=(kind == "losing"), stable=True).indices
+
+
+def _prune_heads(
+    order: torch.Tensor, n_prune: int, num_heads: int, keep_min: int, num_layers: int
+) -> torch.Tensor:
+    """bool ``[L, H]`` keep-mask: prune ``order`` greedily, never below ``keep_min`` per layer."""
+    keep = torch.ones(num_layers * num_heads, dtype=torch.bool)  # [L*H]
+    kept = [num_heads] * num_layers
+    pruned = 0
+    for idx in order.tolist():
+        if pruned == n_prune:
+            break
+        layer = idx // num_heads
+        if kept[layer] > keep_min:
+            keep[idx] = False
+            kept[layer] -= 1
+            pruned += 1
+    return keep.view(num_layers, num_heads)
+
+
+def _prune_flat(order: torch.Tensor, n_prune: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """bool keep-mask of ``shape`` with the first ``n_prune`` indices of ``order`` pruned."""
+    keep = torch.ones(math.prod(shape), dtype=torch.bool)
+    keep[order[:n_prune]] = False
+    return keep.view(shape)
+
+
+def _ffn_mask(
+    imp: Importance, kind: str, frac: float, shape: EncoderShape, granularity: str, gen: torch.Generator
+) -> torch.Tensor:
+    """bool ``[L, I]``: neurons ranked globally, or whole layers ranked by ``ffn_layer_raw``."""
+    L, I = shape.num_layers, shape.intermediate
+    if granularity == "layer":
+        order = prune_order(imp.ffn_layer_raw[:, 0], kind, gen)  # [L]
+        layer_keep = _prune_flat(order, n_to_prune(frac, L), (L,))  # [L]
+        return layer_keep[:, None].expand(L, I).clone()
+    order = prune_order(imp.ffn, kind, gen)  # [L*I]
+    return _prune_flat(order, n_to_prune(frac, L * I), (L, I))
+
+
+def cut_ticket(
+    imp: Importance,
+    kind: str,
+    sparsity: float,
+    *,
+    shape: EncoderShape,
+    ffn_sparsity: float | None = None,
+    min_heads_per_layer: int = 1,
+    granularity: str = "neuron",
+    seed: int = 0,
+    meta: dict[str, str] | None = None,
+) -> Mask:
+    """Cut one ticket (True = keep) from ``imp``.
+
+    ``sparsity`` in [0, 1) is the fraction of heads pruned, and of FFN units pruned unless
+    ``ffn_sparsity`` is given (FFN units = neurons, or whole FFN layers for
+    ``granularity="layer"``). ``random`` prunes exactly as many units per granularity as
+    ``winning``, drawn with ``torch.Generator().manual_seed(seed)``.
+    Returns a Mask with heads ``[L, H]``, ffn ``[L, I]``.
+    """
+    if kind not in KINDS:
+        raise UserError(f"unknown ticket kind {kind!r}; valid: {', '.join(KINDS)}")
+    if granularity not in GRANULARITIES:
+        raise UserError(f"unknown granularity {granularity!r}; valid: {', '.join(GRANULARITIES)}")
+    head_frac = _check_fraction("sparsity", sparsity)
+    ffn_frac = head_frac if ffn_sparsity is None else _check_fraction("ffn_sparsity", ffn_sparsity)
+    imp.check_shape(shape)
+    L, H = shape.num_layers, shape.num_heads
+    if not 0 <= min_heads_per_layer <= H:
+        raise UserError(f"min_heads_per_layer must be in 0..{H}, got {min_heads_per_layer}")
+    n_heads = n_to_prune(head_frac, L * H)
+    if n_heads > L * (H - min_heads_per_layer):
+        raise UserError(
+            f"sparsity {sparsity} prunes {n_heads} of {L * H} heads, but keeping "
+            f"{min_heads_per_layer} per layer allows at most {L * (H - min_heads_per_layer)}; "
+            "lower the sparsity or min_heads_per_layer"
+        )
+    gen = torch.Generator().manual_seed(int(seed))
+    heads = _prune_heads(prune_order(imp.heads, kind, gen), n_heads, H, min_heads_per_layer, L)
+    ffn = _ffn_mask(imp, kind, ffn_frac, shape, granularity, gen)
+    info = {
+        "model": imp.meta.get("model", "unknown"),
+        "tasks": imp.meta.get("tasks", ""),
+        "shape": shape.describe(),
+        "kind": kind,
+        "sparsity": format_fraction(head_frac),
+        "ffn_sparsity": format_fraction(ffn_frac),
+        "scorer": imp.meta.get("scorer", "gate_grad"),
+        "normalize_heads": imp.meta.get("normalize_heads", ""),
+        "seed": str(seed),
+        "granularity": granularity,
+        "min_heads_per_layer": str(min_heads_per_layer),
+    }
+    mask = Mask(heads, ffn, {**info, **{str(k): str(v) for k, v in (meta or {}).items()}})
+    mask.meta["param_sparsity"] = f"{mask.sparsity(shape):.4f}"
+    return mask
+
+
+def cut_all(
+    imp: Importance, sparsities: Iterable[float], kinds: Iterable[str] = KINDS, **kw: object
+) -> dict[tuple[str, float], Mask]:
+    """``{(kind, sparsity): cut_ticket(imp, kind, sparsity, **kw)}`` for every pair."""
+    return {(kind, s): cut_ticket(imp, kind, s, **kw) for kind in kinds for s in sparsities}

@@ -1,0 +1,127 @@
+"""Tickets: winning keeps the top scores, losing the bottom, random matches the counts."""
+
+import pytest
+import torch
+
+from masks.arch import EncoderShape
+from masks.importance import Importance
+from masks.tickets import KINDS, cut_all, cut_ticket
+from mtl.errors import UserError
+
+SHAPE = EncoderShape(num_layers=3, num_heads=4, head_dim=8, hidden=32, intermediate=10)
+
+
+def make_imp(heads: torch.Tensor | None = None, ffn_layer: list[float] | None = None) -> Importance:
+    """Distinct scores: heads [3,4], ffn [3,10] (a fixed permutation), ffn_layer_raw [3,1]."""
+    g = torch.Generator().manual_seed(0)
+    if heads is None:
+        heads = torch.randperm(12, generator=g).float().view(3, 4)
+    ffn = torch.randperm(30, generator=g).float().view(3, 10)
+    layer = torch.tensor(ffn_layer or [2.0, 0.5, 1.0]).view(3, 1)
+    return Importance(heads, ffn, heads.clone(), ffn.clone(), layer, {"model": "tiny", "tasks": "rte"})
+
+
+def pruned_set(keep: torch.Tensor) -> set[int]:
+    return set((~keep).flatten().nonzero().flatten().tolist())
+
+
+def test_winning_prunes_lowest_and_losing_prunes_highest():
+    heads = torch.tensor([[0.0, 5, 9, 3], [8, 1, 6, 11], [4, 10, 2, 7]])  # lowest never fills a layer
+    imp = make_imp(heads)
+    win = cut_ticket(imp, "winning", 0.5, shape=SHAPE)
+    lose = cut_ticket(imp, "losing", 0.5, shape=SHAPE)
+    flat = heads.flatten()
+    assert pruned_set(win.heads) == set(flat.argsort()[:6].tolist())  # scores 0..5
+    assert pruned_set(lose.heads) == set(flat.argsort()[6:].tolist())  # scores 6..11
+    ffn = imp.ffn.flatten()
+    assert pruned_set(win.ffn) == set(ffn.argsort()[:15].tolist())
+    assert pruned_set(lose.ffn) == set(ffn.argsort()[15:].tolist())
+    assert win.heads[imp.heads >= 6].all() and not win.heads[imp.heads < 6].any()
+
+
+def test_min_heads_per_layer_binds_and_count_stays_exact():
+    heads = torch.tensor([[0.0, 1, 2, 3], [4, 8, 9, 10], [5, 6, 7, 11]])  # layer 0 holds the 4 lowest
+    win = cut_ticket(make_imp(heads), "winning", 0.5, shape=SHAPE)
+    assert win.heads.sum(1).tolist() == [1, 3, 2]
+    assert pruned_set(win.heads) == {0, 1, 2, 4, 8, 9}  # 3 of layer 0, then scores 4, 5, 6
+    lose = cut_ticket(make_imp(-heads), "losing", 0.5, shape=SHAPE)
+    assert torch.equal(lose.heads, win.heads)  # same rule in the other direction
+    none = cut_ticket(make_imp(heads), "winning", 0.5, shape=SHAPE, min_heads_per_layer=0)
+    assert pruned_set(none.heads) == {0, 1, 2, 3, 4, 8}
+    with pytest.raises(UserError, match="at most 9"):
+        cut_ticket(make_imp(heads), "winning", 0.8, shape=SHAPE)  # 10 of 12 heads > 3 * (4 - 1)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.25, 0.5, 0.7])
+def test_random_matches_winning_counts(sparsity):
+    imp = make_imp()
+    win = cut_ticket(imp, "winning", sparsity, shape=SHAPE, ffn_sparsity=0.3)
+    for seed in range(5):
+        rnd = cut_ticket(imp, "random", sparsity, shape=SHAPE, ffn_sparsity=0.3, seed=seed)
+        assert rnd.num_heads_kept == win.num_heads_kept == 12 - round(sparsity * 12)
+        assert rnd.num_ffn_kept == win.num_ffn_kept == 30 - 9
+        assert bool((rnd.heads.sum(1) >= 1).all())
+        assert rnd.meta["kind"] == "random" and rnd.meta["seed"] == str(seed)
+
+
+def test_random_is_seeded_and_seeds_differ():
+    imp = make_imp()
+    a = cut_ticket(imp, "random", 0.5, shape=SHAPE, seed=7)
+    b = cut_ticket(imp, "random", 0.5, shape=SHAPE, seed=7)
+    c = cut_ticket(imp, "random", 0.5, shape=SHAPE, seed=8)
+    assert a.same_units(b)
+    assert not a.same_units(c)
+    state = torch.random.get_rng_state()
+    cut_ticket(imp, "random", 0.5, shape=SHAPE, seed=9)
+    assert torch.equal(torch.random.get_rng_state(), state)  # global RNG untouched
+
+
+def test_ties_are_broken_by_position():
+    imp = make_imp(torch.zeros(3, 4))
+    win = cut_ticket(imp, "winning", 0.5, shape=SHAPE)
+    assert pruned_set(win.heads) == {0, 1, 2, 4, 5, 6}  # flat order, at most 3 per layer
+    lose = cut_ticket(imp, "losing", 0.5, shape=SHAPE)
+    assert torch.equal(lose.heads, win.heads)
+
+
+def test_layer_granularity_prunes_whole_ffn_layers():
+    imp = make_imp(ffn_layer=[2.0, 0.5, 1.0])
+    win = cut_ticket(imp, "winning", 0.5, shape=SHAPE, ffn_sparsity=0.4, granularity="layer")
+    assert win.ffn.all(1).tolist() == [True, False, True]  # round(0.4 * 3) = 1 layer: the lowest
+    assert win.ffn.any(1).tolist() == [True, False, True]
+    lose = cut_ticket(imp, "losing", 0.5, shape=SHAPE, ffn_sparsity=0.4, granularity="layer")
+    assert lose.ffn.all(1).tolist() == [False, True, True]
+    rnd = cut_ticket(imp, "random", 0.5, shape=SHAPE, ffn_sparsity=0.7, granularity="layer", seed=3)
+    assert rnd.ffn.all(1).sum() == 1 and (rnd.ffn.all(1) == rnd.ffn.any(1)).all()
+    assert win.meta["granularity"] == "layer"
+
+
+def test_meta_and_param_sparsity():
+    imp = make_imp()
+    mask = cut_ticket(imp, "winning", 0.3, shape=SHAPE, seed=4, meta={"run": "x"})
+    assert mask.meta["sparsity"] == "0.30" and mask.meta["kind"] == "winning"
+    assert mask.meta["model"] == "tiny" and mask.meta["tasks"] == "rte" and mask.meta["run"] == "x"
+    assert mask.meta["shape"] == SHAPE.describe() and mask.meta["granularity"] == "neuron"
+    assert float(mask.meta["param_sparsity"]) == pytest.approx(mask.sparsity(SHAPE), abs=1e-4)
+    assert mask.num_heads_kept == 12 - 4 and mask.num_ffn_kept == 30 - 9  # round(3.6)=4, round(9)=9
+
+
+def test_bad_inputs_are_user_errors():
+    imp = make_imp()
+    for bad in (1.0, -0.1, 1.5):
+        with pytest.raises(UserError, match=r"in \[0, 1\)"):
+            cut_ticket(imp, "winning", bad, shape=SHAPE)
+    with pytest.raises(UserError, match="ffn_sparsity"):
+        cut_ticket(imp, "winning", 0.1, shape=SHAPE, ffn_sparsity=1.0)
+    with pytest.raises(UserError, match="valid: winning, random, losing"):
+        cut_ticket(imp, "best", 0.1, shape=SHAPE)
+    with pytest.raises(UserError, match="granularity"):
+        cut_ticket(imp, "winning", 0.1, shape=SHAPE, granularity="block")
+    with pytest.raises(UserError, match="needs"):
+        cut_ticket(imp, "winning", 0.1, shape=EncoderShape(2, 4, 8, 32, 10))
+
+
+def test_cut_all_covers_every_kind_and_sparsity():
+    masks = cut_all(make_imp(), [0.1, 0.5], shape=SHAPE, seed=1)
+    assert set(masks) == {(k, s) for k in KINDS for s in (0.1, 0.5)}
+    assert masks["random", 0.5].num_heads_kept == masks["winning", 0.5].num_heads_kept
