@@ -21,6 +21,7 @@ from .errors import UserError
 SAMPLERS = ("round-robin", "proportional", "temperature")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 POOLINGS = ("cls", "pooler", "mean")
+TICKET_KINDS = ("winning", "random", "losing")
 
 
 @dataclass
@@ -62,6 +63,20 @@ class TrainConfig:
     cache_dir: str | None = field(default=None, metadata={"help": "tokenization cache (default: $MTL_CACHE_DIR or ~/.cache/mtl_tickets)"})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bars"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
+    # ---- tickets (masks/apply.py)
+    mask: str | None = field(default=None, metadata={"help": "train with the encoder gated by this mask file "
+                                                      "(shared or per-task; training starts from the pre-trained weights)"})
+    score_importance: bool = field(default=False, metadata={"help": "after training, write importance.safetensors and "
+                                                           "masks/{winning,random,losing}-{sparsity}.safetensors"})
+    sparsities: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 10)],
+                                    metadata={"help": "sparsity levels of the cut masks (fraction of heads and FFN neurons pruned)"})
+    ffn_sparsities: list[float] = field(default_factory=list, metadata={"help": "FFN fractions, one per sparsity "
+                                                                        "(default: the same as the head fraction)"})
+    ticket_kinds: list[str] = field(default_factory=lambda: ["winning", "random", "losing"], metadata={"help": "mask kinds to cut"})
+    ticket_granularity: str = field(default="neuron", metadata={"help": "FFN units: neuron, or layer (whole FFN per layer)"})
+    min_heads_per_layer: int = field(default=1, metadata={"help": "heads every layer keeps in a cut mask"})
+    score_batches: int | None = field(default=None, metadata={"help": "training batches used for scoring (default: all)"})
+    head_normalization: str = field(default="layer_l2", metadata={"help": "head score normalisation: layer_l2 or none"})
 
     def __post_init__(self) -> None:
         self.validate()
@@ -88,6 +103,23 @@ class TrainConfig:
             raise UserError(f"--holdout-fraction must be in [0, 1), got {self.holdout_fraction}")
         if not 0.0 <= self.head_dropout < 1.0:
             raise UserError(f"--head-dropout must be in [0, 1), got {self.head_dropout}")
+        for value in [*self.sparsities, *self.ffn_sparsities]:
+            if not 0.0 <= value < 1.0:
+                raise UserError(f"sparsity must be in [0, 1), got {value}")
+        if self.score_importance and not self.sparsities:
+            raise UserError("--score-importance needs at least one --sparsities value")
+        if self.ffn_sparsities and len(self.ffn_sparsities) != len(self.sparsities):
+            raise UserError(f"--ffn-sparsities needs one value per --sparsities value ({len(self.sparsities)})")
+        for kind in self.ticket_kinds:
+            _choice("ticket_kinds", kind, TICKET_KINDS)
+        _choice("ticket_granularity", self.ticket_granularity, ("neuron", "layer"))
+        _choice("head_normalization", self.head_normalization, ("layer_l2", "none"))
+        if self.min_heads_per_layer < 0:
+            raise UserError(f"--min-heads-per-layer must be >= 0, got {self.min_heads_per_layer}")
+        if self.score_batches is not None:
+            _positive("score_batches", self.score_batches)
+        if self.mask is not None and not Path(self.mask).expanduser().is_file():
+            raise UserError(f"mask file not found: {self.mask}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:
             raise UserError("--weight-decay and --max-grad-norm must be >= 0")
 

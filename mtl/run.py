@@ -101,24 +101,38 @@ def build_model(config: TrainConfig, tasks: list[TaskDef]):
     return model, tokenizer
 
 
-def run_training(config: TrainConfig, before_batch=None, model_hook=None) -> dict:
+def run_training(config: TrainConfig) -> dict:
     """Train as ``config`` says and write ``metrics.json``, ``results.json``, ``config.yaml``, ``model/``.
 
-    ``model_hook(model, tokenizer, tasks)`` may return a ``before_batch(task)`` callable (used by
-    ticket training to attach gates); it runs after the model is built, before training.
+    With ``config.mask`` the encoder is gated by that mask file (shared, or per task); with
+    ``config.score_importance`` the trained model is scored and masks are cut (``masks/apply.py``).
     """
+    from masks.apply import mask_gating, score_model, write_tickets
+
     out = prepare_output_dir(config.output_dir)
     _, tasks = resolve_tasks(config)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     model, tokenizer = build_model(config, tasks)
     data = load_task_data(tasks, tokenizer, config)
-    if model_hook is not None:
-        before_batch = model_hook(model, tokenizer, tasks) or before_batch
+    before_batch, mask_info = None, None
+    if config.mask:
+        before_batch, mask_info = mask_gating(model, Path(config.mask).expanduser(), [t.name for t in tasks])
+        print(f"training with mask {config.mask}: {mask_info['mask_mode']}, sparsity {mask_info['sparsity']:.3f}")
     save_config(config, out / "config.yaml")
     start = time.time()
-    trainer = Trainer(model, data, config, out, pad_id=tokenizer.pad_token_id or 0, before_batch=before_batch)
+    pad_id = tokenizer.pad_token_id or 0
+    trainer = Trainer(model, data, config, out, pad_id=pad_id, before_batch=before_batch)
     summary = trainer.train()
+    if mask_info is not None:
+        summary["mask"] = mask_info
+    if config.score_importance:
+        t0 = time.time()
+        imp = score_model(model, data, config, pad_id, trainer.device, trainer.autocast)
+        paths = write_tickets(imp, model.encoder, config, out)
+        summary["scoring"] = {"seconds": round(time.time() - t0, 1), "batches": int(imp.meta["num_batches"]),
+                              "masks": len(paths)}
+        print(f"wrote {out / 'importance.safetensors'} and {len(paths)} masks in {out / 'masks'}")
     summary["wall_seconds"] = round(time.time() - start, 1)
     summary["data"] = {t: {"train": len(d.train) if d.train else 0, **{s: len(v) for s, v in d.dev.items()},
                            **({"holdout": len(d.holdout)} if d.holdout is not None else {})}

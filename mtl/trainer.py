@@ -115,7 +115,8 @@ class Trainer:
 
     # ------------------------------------------------------------ helpers
 
-    def _autocast(self):
+    def autocast(self):
+        """Autocast context for the run's precision (a no-op in fp32)."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
@@ -164,7 +165,7 @@ class Trainer:
         for indices in eval_batches(data.lengths, self.config.eval_batch_size):
             batch = self._to_device(collate(data, indices, self.pad_id))
             batch.pop("labels")
-            with self._autocast():
+            with self.autocast():
                 logits = self.model(task, **batch)
             preds[indices] = self.model.predict(task, logits).cpu().to(preds.dtype)
         return preds
@@ -203,7 +204,7 @@ class Trainer:
                 batch = self._to_device(collate(self.data[task].train, indices, self.pad_id))
                 labels = batch.pop("labels")
                 self.before_batch(task)
-                with self._autocast():
+                with self.autocast():
                     logits = self.model(task, **batch)
                 loss = self.model.loss(task, logits, labels)
                 if not torch.isfinite(loss):

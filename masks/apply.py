@@ -1,0 +1,112 @@
+"""Tickets in a training run: gate the encoder with a mask file, and score + cut masks after training.
+
+``train.py --mask FILE`` trains (always from the pre-trained weights: that is rewinding) with the
+encoder gated by FILE: one shared mask, or a per-task file whose masks gate each batch by its task.
+``train.py --score-importance`` scores every head and FFN neuron of the trained model on its
+training data and writes ``importance.safetensors`` and ``masks/{kind}-{sparsity:.2f}.safetensors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from mtl.data import collate, length_grouped_batches
+from mtl.errors import UserError
+
+from .arch import shape_of
+from .gates import attach_gates
+from .importance import Importance, ImportanceConfig, compute_importance, save_importance
+from .mask import Mask, load_mask_file, save_mask
+from .tickets import cut_ticket
+
+
+def mask_gating(model, mask_path: Path, task_names: Sequence[str]) -> tuple[Callable[[str], None], dict]:
+    """Attach gates to ``model.encoder`` set from ``mask_path``; return ``(before_batch, info)``.
+
+    ``before_batch(task)`` sets the batch's task mask (per-task files); for a shared mask the gates
+    are set once and ``before_batch`` does nothing.
+    """
+    shape = shape_of(model.encoder)
+    loaded = load_mask_file(mask_path, expect_shape=shape)
+    gates = attach_gates(model.encoder)
+    if isinstance(loaded, Mask):
+        gates.set_mask(loaded)
+        kept, total = loaded.param_counts(shape)
+        info = {"mask": str(mask_path), "mask_mode": "shared", "mask_kind": loaded.meta.get("kind", ""),
+                "params_kept": kept, "params_prunable": total, "sparsity": round(1 - kept / total, 4)}
+        return (lambda task: None), info
+    missing = [t for t in task_names if t not in loaded]
+    if missing:
+        raise UserError(f"per-task mask file {mask_path} has no mask for task(s) {', '.join(missing)} "
+                        f"(it has: {', '.join(loaded)})")
+    union = None
+    for t in task_names:
+        union = loaded[t] if union is None else union | loaded[t]
+    kept, total = union.param_counts(shape)
+    info = {"mask": str(mask_path), "mask_mode": "per-task", "params_kept": kept, "params_prunable": total,
+            "sparsity": round(1 - kept / total, 4),
+            "task_sparsity": {t: round(loaded[t].sparsity(shape), 4) for t in task_names}}
+    current = {"task": None}
+
+    def before_batch(task: str) -> None:
+        if current["task"] != task:  # switching masks only when the task changes
+            gates.set_mask(loaded[task])
+            current["task"] = task
+
+    return before_batch, info
+
+
+def scoring_batches(data: dict, batch_size: int, seed: int, pad_id: int, device: torch.device,
+                    max_batches: int | None) -> Iterator[tuple[str, dict]]:
+    """(task, batch) pairs over every task's training split, tasks interleaved, at most ``max_batches``."""
+    gen = torch.Generator().manual_seed(seed)
+    per_task = {name: length_grouped_batches(d.train.lengths, batch_size, gen) for name, d in data.items()}
+    count = 0
+    longest = max(len(b) for b in per_task.values())
+    for i in range(longest):
+        for name, batches in per_task.items():
+            if i < len(batches):
+                if max_batches is not None and count >= max_batches:
+                    return
+                batch = collate(data[name].train, batches[i], pad_id)
+                yield name, {k: v.to(device) for k, v in batch.items()}
+                count += 1
+
+
+def score_model(model, data: dict, config, pad_id: int, device: torch.device, autocast) -> Importance:
+    """Importance of every head / FFN neuron of ``model.encoder`` on the tasks' training data."""
+
+    def loss_fn(item) -> torch.Tensor:
+        task, batch = item
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        with autocast():
+            logits = model(task, **inputs)
+        return model.loss(task, logits, batch["labels"])
+
+    imp_config = ImportanceConfig(max_batches=config.score_batches, normalize_heads=config.head_normalization)
+    batches = scoring_batches(data, config.batch_size, config.seed, pad_id, device, config.score_batches)
+    meta = {"tasks": ",".join(data), "model": config.model, "seed": str(config.seed)}
+    return compute_importance(model, model.encoder, batches, loss_fn, imp_config, meta=meta)
+
+
+def write_tickets(imp: Importance, encoder, config, out_dir: Path) -> list[Path]:
+    """``importance.safetensors`` + ``masks/{kind}-{sparsity:.2f}.safetensors`` for every kind and sparsity."""
+    out_dir = Path(out_dir)
+    save_importance(imp, out_dir / "importance.safetensors")
+    shape = shape_of(encoder)
+    ffn = config.ffn_sparsities or [None] * len(config.sparsities)
+    if len(ffn) != len(config.sparsities):
+        raise UserError(f"--ffn-sparsities needs one value per --sparsities value ({len(config.sparsities)}), got {len(ffn)}")
+    paths = []
+    for sparsity, ffn_sparsity in zip(config.sparsities, ffn):
+        for kind in config.ticket_kinds:
+            mask = cut_ticket(imp, kind, sparsity, shape=shape, ffn_sparsity=ffn_sparsity,
+                              min_heads_per_layer=config.min_heads_per_layer, granularity=config.ticket_granularity,
+                              seed=config.seed, meta={"source_run": str(out_dir)})
+            path = out_dir / "masks" / f"{kind}-{sparsity:.2f}.safetensors"
+            save_mask(mask, path)
+            paths.append(path)
+    return paths
