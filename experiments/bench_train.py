@@ -28,7 +28,7 @@ def ours(args, out: Path, precision: str, group_by_length: bool) -> float:
     config = TrainConfig(tasks=[args.task], output_dir=str(out), model=args.model, glue_dir=args.glue_dir,
                          epochs=args.epochs, batch_size=args.batch_size, max_train_samples=args.max_train_samples,
                          max_eval_samples=64, save_model=False, progress=False, precision=precision,
-                         group_by_length=group_by_length, seed=args.seed)
+                         group_by_length=group_by_length, seed=args.seed, num_threads=args.threads)
     return run_training(config)["summary"]["train_examples_per_s"]
 
 
@@ -57,9 +57,10 @@ def hf_trainer(args, out: Path, bf16: bool = False, group_by_length: bool = Fals
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=task.num_labels,
                                                                attn_implementation="sdpa")
     targs = TrainingArguments(output_dir=str(out), per_device_train_batch_size=args.batch_size,
-                              num_train_epochs=args.epochs, learning_rate=3e-5, warmup_ratio=0.1,
+                              num_train_epochs=args.epochs, learning_rate=3e-5, warmup_steps=0.1,
                               logging_steps=10_000, save_strategy="no", report_to=[], seed=args.seed,
-                              bf16=bf16, group_by_length=group_by_length, use_cpu=not torch.cuda.is_available(),
+                              bf16=bf16, use_cpu=not torch.cuda.is_available(),
+                              **({"train_sampling_strategy": "group_by_length"} if group_by_length else {}),
                               disable_tqdm=True, dataloader_num_workers=0)
     trainer = Trainer(model=model, args=targs, train_dataset=features,
                       data_collator=DataCollatorWithPadding(tokenizer))
@@ -78,10 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-train-samples", type=int, default=800)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for both trainers (default: all)")
     parser.add_argument("--hf-variants", action="store_true",
                         help="also time Trainer with bf16=True and group_by_length=True")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
