@@ -51,6 +51,8 @@ class TrainConfig:
     group_by_length: bool = field(default=True, metadata={"help": "length-grouped batches (less padding)"})
     max_train_samples: int | None = field(default=None, metadata={"help": "use the first N training examples of each task"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "use the first N dev examples of each task"})
+    subsample: str = field(default="random", metadata={"help": "how --max-train/eval-samples choose examples: random "
+                                                       "(a fixed subset, the same for every run and seed) or first (file order)"})
     holdout_fraction: float = field(default=0.0, metadata={"help": "hold out this fraction of each task's training set "
                                                           "(fixed split, same for every seed) and select the best epoch on it, not on dev"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after N optimizer steps (overrides epochs)"})
@@ -86,6 +88,7 @@ class TrainConfig:
         _choice("sampler", self.sampler, SAMPLERS)
         _choice("precision", self.precision, PRECISIONS)
         _choice("pooling", self.pooling, POOLINGS)
+        _choice("subsample", self.subsample, ("random", "first"))
         _positive("epochs", self.epochs, allow_zero=True)
         _positive("lr", self.lr)
         _positive("batch_size", self.batch_size)

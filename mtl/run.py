@@ -42,8 +42,29 @@ def resolve_tasks(config: TrainConfig) -> tuple[TaskRegistry, list[TaskDef]]:
     return registry, parse_task_list(",".join(config.tasks), registry)
 
 
+SUBSAMPLE_SEED = 20_211_232  # fixed: --max-*-samples picks the same examples in every run
+
+
+def take_subset(data: TokenizedSplit, n: int | None, mode: str) -> TokenizedSplit:
+    """``n`` examples of ``data``: the first ``n`` (``mode="first"``), or a fixed random subset kept in file
+    order (``"random"``; GLUE files are often sorted by genre or source, so the first rows are biased)."""
+    if n is None or n >= len(data):
+        return data
+    if mode == "first":
+        return data.subset(range(n))
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(SUBSAMPLE_SEED))
+    return data.subset(sorted(perm[:n].tolist()))
+
+
 def load_split(task: TaskDef, split: str, tokenizer, config: TrainConfig, max_samples: int | None) -> TokenizedSplit:
-    """Read one split from the GLUE directory / the task's own files / the hub, tokenized (cached)."""
+    """Read one split from the GLUE directory / the task's own files / the hub, tokenized (cached),
+    then cut to ``max_samples`` examples as ``config.subsample`` says."""
+    if config.subsample == "first":
+        return _load_split(task, split, tokenizer, config, max_samples)
+    return take_subset(_load_split(task, split, tokenizer, config, None), max_samples, "random")
+
+
+def _load_split(task: TaskDef, split: str, tokenizer, config: TrainConfig, max_samples: int | None) -> TokenizedSplit:
     from tasks.hub import load_hub_split
     from tasks.readers import read_split, split_path
 

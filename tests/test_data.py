@@ -47,3 +47,16 @@ def test_eval_batches_sorted_and_complete():
     lengths = torch.tensor([4, 9, 1, 7, 3])
     batches = eval_batches(lengths, 2)
     assert [i for b in batches for i in b] == [1, 3, 0, 4, 2]
+
+
+def test_take_subset_random_is_fixed_spread_and_in_file_order():
+    from mtl.run import take_subset
+
+    split = make_split(list(range(3, 203)))
+    a = take_subset(split, 50, "random")
+    b = take_subset(split, 50, "random")
+    idx = a.labels.tolist()
+    assert idx == b.labels.tolist() and idx == sorted(idx) and len(set(idx)) == 50
+    assert max(idx) > 150  # not the first rows
+    assert take_subset(split, 50, "first").labels.tolist() == list(range(50))
+    assert take_subset(split, 500, "random") is split
