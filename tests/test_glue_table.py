@@ -1,0 +1,162 @@
+"""experiments.glue_table on synthetic run directories: means and stds over seeds, the averaging rules,
+labels read or inferred, tasks missing from a row or from every run, CSV/JSON, one-line errors."""
+
+import csv
+import json
+import statistics
+
+import pytest
+
+from experiments import glue_table
+from experiments.glue_table import build_table, collect_runs, format_markdown
+
+MASK_UNION = {"mask": "m.safetensors", "mask_mode": "shared", "mask_kind": "union", "params_kept": 900,
+              "params_prunable": 1000, "sparsity": 0.1}
+MASK_PER_TASK = {"mask": "p.safetensors", "mask_mode": "per-task", "params_kept": 950, "params_prunable": 1000,
+                 "sparsity": 0.05}
+
+
+def write_run(root, name, metrics, seed=None, label=None, mask=None, results=True):
+    """A finished run directory as mtl.run writes it (metrics.json, results.json, config.yaml)."""
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    if results:
+        (run / "results.json").write_text(json.dumps({"metrics": metrics, **({"mask": mask} if mask else {})}))
+    if seed is not None:
+        (run / "config.yaml").write_text(f"tasks: [{', '.join(metrics)}]\nseed: {seed}\n")
+    if label is not None:
+        (run / "study_run.json").write_text(json.dumps({"label": label, "seed": seed}))
+    return run
+
+
+def mtl_metrics(rte, mrpc, stsb):
+    return {"rte": {"accuracy": rte}, "mrpc": {"accuracy": mrpc[0], "f1": mrpc[1]},
+            "stsb": {"pearson": stsb[0], "spearman": stsb[1]}}
+
+
+@pytest.fixture
+def study(tmp_path):
+    """Dense MTL over seeds 1-3, union over seeds 1-2 (inferred labels), single-task rows (labelled)."""
+    runs = tmp_path / "study" / "runs"
+    dense = [(60.0, (80.0, 86.0), (84.0, 83.0)), (62.0, (82.0, 88.0), (86.0, 85.0)), (64.0, (78.0, 84.0), (85.0, 84.0))]
+    for seed, (r, m, s) in enumerate(dense, 1):
+        write_run(runs, f"mtl-dense-seed{seed}", mtl_metrics(r, m, s), seed=seed)
+    for seed, (r, m, s) in enumerate([(66.0, (81.0, 87.0), (85.0, 84.0)), (68.0, (83.0, 89.0), (87.0, 86.0))], 1):
+        write_run(runs, f"mtl-union-seed{seed}", mtl_metrics(r, m, s), seed=seed, mask=MASK_UNION)
+    # single-task rows: rte and mrpc only (no stsb): a partial row
+    for seed, (r, m) in enumerate([(58.0, (79.0, 85.0)), (60.0, (81.0, 87.0))], 1):
+        write_run(runs, f"single-dense-rte-seed{seed}", {"rte": {"accuracy": r}}, seed=seed, label="Single-task (dense)")
+        write_run(runs, f"single-dense-mrpc-seed{seed}", {"mrpc": {"accuracy": m[0], "f1": m[1]}}, seed=seed,
+                  label="Single-task (dense)")
+    (runs / "mtl-per-task-seed1").mkdir()  # crashed: config.yaml, no metrics.json
+    (runs / "mtl-per-task-seed1" / "config.yaml").write_text("seed: 1\n")
+    return tmp_path / "study"
+
+
+def rows_by_label(table):
+    return {row["label"]: row for row in table["rows"]}
+
+
+def test_means_stds_and_glue_average(study):
+    records, unfinished = collect_runs([study])
+    assert [p.name for p in unfinished] == ["mtl-per-task-seed1"]
+    table = build_table(records)
+    assert [c["task"] for c in table["tasks"]] == ["stsb", "mrpc", "rte"]  # GLUE order; no CoLA, MNLI, ... columns
+    assert [c["metrics"] for c in table["tasks"]] == [["pearson", "spearman"], ["accuracy", "f1"], ["accuracy"]]
+    dense = rows_by_label(table)["MT-DNN (dense)"]
+    rte = dense["tasks"]["rte"]["metrics"]["accuracy"]
+    assert (rte["mean"], rte["std"], rte["n"]) == (62.0, 2.0, 3)
+    f1 = dense["tasks"]["mrpc"]["metrics"]["f1"]
+    assert f1["mean"] == pytest.approx(86.0) and f1["std"] == pytest.approx(2.0)
+    # a task with two metrics contributes their mean; GLUE avg = mean of the task scores
+    per_seed = [statistics.fmean([60, (80 + 86) / 2, (84 + 83) / 2]), statistics.fmean([62, (82 + 88) / 2, (86 + 85) / 2]),
+                statistics.fmean([64, (78 + 84) / 2, (85 + 84) / 2])]
+    avg = dense["average"]
+    assert avg["mean"] == pytest.approx(statistics.fmean(per_seed))
+    assert avg["std"] == pytest.approx(statistics.stdev(per_seed))
+    assert avg["complete"] and avg["tasks"] == ["stsb", "mrpc", "rte"] and avg["n"] == 3
+    assert dense["seeds"] == [1, 2, 3]
+    assert dense["params_kept"]["mean"] == 100.0
+
+
+def test_labels_inferred_params_and_row_order(study, tmp_path):
+    write_run(tmp_path / "other", "pt", mtl_metrics(70.0, (80.0, 85.0), (86.0, 85.0)), seed=1, mask=MASK_PER_TASK)
+    records, _ = collect_runs([study, tmp_path / "other" / "pt"])
+    table = build_table(records)
+    assert [r["label"] for r in table["rows"]] == ["Single-task (dense)", "MT-DNN (dense)", "Tickets-Share (union)",
+                                                    "Tickets-Share (per-task)"]
+    rows = rows_by_label(table)
+    assert rows["Tickets-Share (union)"]["params_kept"]["mean"] == pytest.approx(90.0)
+    assert rows["Tickets-Share (per-task)"]["params_kept"]["mean"] == pytest.approx(95.0)
+    assert rows["Tickets-Share (per-task)"]["average"]["std"] is None  # one seed: no std
+
+
+@pytest.mark.parametrize("tasks, mask, label", [
+    (["rte", "mrpc"], None, "MT-DNN (dense)"),
+    (["rte"], None, "Single-task (dense)"),
+    (["rte", "mrpc"], MASK_UNION, "Tickets-Share (union)"),
+    (["rte", "mrpc"], MASK_PER_TASK, "Tickets-Share (per-task)"),
+    (["rte"], {**MASK_UNION, "mask_kind": "super_ticket"}, "Single-task (super ticket)"),
+])
+def test_infer_label(tasks, mask, label):
+    assert glue_table.infer_label(tasks, mask) == label
+
+
+def test_missing_task_in_a_row_is_a_dash_and_marks_the_average(study):
+    table = build_table(collect_runs([study])[0])
+    single = rows_by_label(table)["Single-task (dense)"]
+    assert "stsb" not in single["tasks"]
+    assert single["average"]["tasks"] == ["mrpc", "rte"] and not single["average"]["complete"]
+    assert single["average"]["mean"] == pytest.approx(statistics.fmean([statistics.fmean([80.0, 86.0]), 59.0]))
+    md = format_markdown(table)
+    line = next(line for line in md.splitlines() if line.startswith("| Single-task (dense)"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    header = [c.strip() for c in md.splitlines()[0].strip("|").split("|")]
+    assert header == ["model", "seeds", "STS-B P/S", "MRPC acc/F1", "RTE acc", "GLUE avg", "params kept (%)"]
+    assert cells[2] == "–" and cells[5].endswith("*")
+    assert cells[3] == "80.0 ± 1.4 / 86.0 ± 1.4" and cells[4] == "59.0 ± 1.4"
+    assert not any(c.startswith("0.0") for c in cells)
+    assert "average over the row's tasks only" in md
+
+
+def test_one_seed_has_no_std_and_mnli_has_m_mm(tmp_path):
+    write_run(tmp_path, "a", {"mnli": {"accuracy_m": 84.0, "accuracy_mm": 84.5}, "cola": {"mcc": 55.0}}, seed=1)
+    table = build_table(collect_runs([tmp_path])[0])
+    md = format_markdown(table, "t")
+    assert md.startswith("# t\n")
+    assert "| model | seeds | MNLI m/mm | CoLA MCC | GLUE avg | params kept (%) |" in md
+    assert "| MT-DNN (dense) | 1 | 84.0 / 84.5 | 55.0 | 69.6 | 100.0 |" in md  # (84.25 + 55) / 2 = 69.625
+
+
+def test_cli_writes_md_csv_json(study, tmp_path, capsys):
+    out = tmp_path / "report" / "table.md"
+    assert glue_table.main([str(study), "--out", str(out), "--title", "GLUE dev"]) == 0
+    stdout, stderr = capsys.readouterr()
+    assert "mtl-per-task-seed1 has no metrics.json" in stderr and "| MT-DNN (dense) | 3 |" in stdout
+    assert out.read_text().startswith("# GLUE dev")
+    rows = list(csv.DictReader(out.with_suffix(".csv").open()))
+    by = {r["label"]: r for r in rows}
+    assert float(by["MT-DNN (dense)"]["rte_accuracy_mean"]) == pytest.approx(62.0)
+    assert float(by["MT-DNN (dense)"]["rte_accuracy_std"]) == pytest.approx(2.0)
+    assert by["Single-task (dense)"]["stsb_pearson_mean"] == ""  # missing, never 0
+    assert by["Tickets-Share (union)"]["params_kept_pct"] == "90.0000"
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["title"] == "GLUE dev" and len(data["rows"]) == 3
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("missing", "run directory not found"),
+    ("empty", "no run directories in it"),
+    ("duplicate", "two runs of 'MT-DNN (dense)' on rte with seed 1"),
+])
+def test_user_errors_are_one_line(setup, message, tmp_path, capsys):
+    target = tmp_path / "runs"
+    if setup == "empty":
+        target.mkdir()
+    if setup == "duplicate":
+        write_run(target, "a", {"rte": {"accuracy": 60.0}, "mrpc": {"accuracy": 80.0}}, seed=1)
+        write_run(target, "b", {"rte": {"accuracy": 61.0}, "mrpc": {"accuracy": 81.0}}, seed=1)
+    code = glue_table.main([str(target), "--out", str(tmp_path / "t.md")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
