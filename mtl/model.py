@@ -129,7 +129,7 @@ def load_multitask_model(model_dir: Path) -> tuple[MultiTaskModel, object]:
     if not info_path.is_file():
         raise UserError(f"{model_dir} is not a saved multi-task model (no model.json)")
     info = json.loads(info_path.read_text(encoding="utf-8"))
-    encoder, tokenizer = load_encoder(str(model_dir / "encoder"))
+    encoder, tokenizer = load_encoder(str(model_dir / info.get("encoder_dir", "encoder")))
     tasks = [task_from_json(t) for t in info["tasks"]]
     model = MultiTaskModel(encoder, tasks, pooling=info["pooling"])
     model.heads.load_state_dict(load_file(str(model_dir / "heads.safetensors")))
