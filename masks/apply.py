@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from mtl.data import collate, length_grouped_batches
+from mtl.distributed import SINGLE, Dist
 from mtl.errors import UserError
 
 from .arch import shape_of
@@ -59,25 +60,36 @@ def mask_gating(model, mask_path: Path, task_names: Sequence[str]) -> tuple[Call
     return before_batch, info
 
 
-def scoring_batches(data: dict, batch_size: int, seed: int, pad_id: int, device: torch.device,
-                    max_batches: int | None) -> Iterator[tuple[str, dict]]:
-    """(task, batch) pairs over every task's training split, tasks interleaved, at most ``max_batches``."""
+def scoring_plan(data: dict, batch_size: int, seed: int, max_batches: int | None) -> list[tuple[str, list[int]]]:
+    """(task, example indices) of every scoring batch: every task's training split, tasks interleaved,
+    at most ``max_batches``. A pure function of its arguments (the same on every rank)."""
     gen = torch.Generator().manual_seed(seed)
     per_task = {name: length_grouped_batches(d.train.lengths, batch_size, gen) for name, d in data.items()}
-    count = 0
+    plan = []
     longest = max(len(b) for b in per_task.values())
     for i in range(longest):
         for name, batches in per_task.items():
             if i < len(batches):
-                if max_batches is not None and count >= max_batches:
-                    return
-                batch = collate(data[name].train, batches[i], pad_id)
-                yield name, {k: v.to(device) for k, v in batch.items()}
-                count += 1
+                if max_batches is not None and len(plan) >= max_batches:
+                    return plan
+                plan.append((name, batches[i]))
+    return plan
 
 
-def score_model(model, data: dict, config, pad_id: int, device: torch.device, autocast) -> Importance:
-    """Importance of every head / FFN neuron of ``model.encoder`` on the tasks' training data."""
+def scoring_batches(data: dict, batch_size: int, seed: int, pad_id: int, device: torch.device,
+                    max_batches: int | None, dist: Dist = SINGLE) -> Iterator[tuple[str, dict]]:
+    """(task, batch) pairs of :func:`scoring_plan`; under several processes, this rank's share of them."""
+    for name, indices in dist.shard(scoring_plan(data, batch_size, seed, max_batches)):
+        batch = collate(data[name].train, indices, pad_id)
+        yield name, {k: v.to(device) for k, v in batch.items()}
+
+
+def score_model(model, data: dict, config, pad_id: int, device: torch.device, autocast, dist: Dist = SINGLE) -> Importance:
+    """Importance of every head / FFN neuron of ``model.encoder`` on the tasks' training data.
+
+    Under several processes each rank scores every ``world``-th batch and the raw sums are all-reduced,
+    so the result equals the single-process one (up to float summation order).
+    """
 
     def loss_fn(item) -> torch.Tensor:
         task, batch = item
@@ -86,10 +98,17 @@ def score_model(model, data: dict, config, pad_id: int, device: torch.device, au
             logits = model(task, **inputs)
         return model.loss(task, logits, batch["labels"])
 
+    total = len(scoring_plan(data, config.batch_size, config.seed, config.score_batches))
+    if total < dist.world_size:
+        raise UserError(f"{total} scoring batch(es) for {dist.world_size} processes: score with fewer processes "
+                        "or more data (--score-batches, --max-train-samples)")
     imp_config = ImportanceConfig(max_batches=config.score_batches, normalize_heads=config.head_normalization)
-    batches = scoring_batches(data, config.batch_size, config.seed, pad_id, device, config.score_batches)
+    batches = scoring_batches(data, config.batch_size, config.seed, pad_id, device, config.score_batches, dist)
     meta = {"tasks": ",".join(data), "model": config.model, "seed": str(config.seed)}
-    return compute_importance(model, model.encoder, batches, loss_fn, imp_config, meta=meta)
+    if dist.enabled:  # the counts of the whole run, not of this rank's share
+        meta.update(num_batches=str(total), num_loss_terms=str(total), processes=str(dist.world_size))
+    return compute_importance(model, model.encoder, batches, loss_fn, imp_config,
+                              all_reduce=dist.all_reduce_sum if dist.enabled else None, meta=meta)
 
 
 def write_tickets(imp: Importance, encoder, config, out_dir: Path) -> list[Path]:

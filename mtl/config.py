@@ -59,7 +59,15 @@ class TrainConfig:
     eval_every_epoch: bool = field(default=True, metadata={"help": "evaluate every epoch (else only at the end)"})
     keep_best: bool = field(default=True, metadata={"help": "restore the best epoch (mean primary dev metric) at the end"})
     save_model: bool = field(default=True, metadata={"help": "save the final model under OUTPUT/model"})
-    save_checkpoints: bool = field(default=False, metadata={"help": "save a full training checkpoint every epoch"})
+    save_checkpoints: bool = field(default=True, metadata={"help": "keep OUTPUT/checkpoint.pt current (end of every epoch, "
+                                                          "and every --checkpoint-every steps) so --resume can continue after a crash; "
+                                                          "removed when the run completes"})
+    checkpoint_every: int = field(default=0, metadata={"help": "also checkpoint every N optimizer steps (0: only at the end of every epoch)"})
+    resume: bool = field(default=False, metadata={"help": "continue the run in --output-dir from its last checkpoint; options not given "
+                                                   "are taken from its config.yaml, a changed option is an error; no checkpoint: start "
+                                                   "from the beginning"})
+    deterministic: bool = field(default=False, metadata={"help": "torch.use_deterministic_algorithms: bitwise-repeatable runs "
+                                                         "(CPU: same seed, data, threads -> same metrics)"})
     log_every: int = field(default=50, metadata={"help": "log the mean training loss every N steps"})
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: all cores)"})
     cache_dir: str | None = field(default=None, metadata={"help": "tokenization cache (default: $MTL_CACHE_DIR or ~/.cache/mtl_tickets)"})
@@ -125,6 +133,17 @@ class TrainConfig:
             raise UserError(f"mask file not found: {self.mask}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:
             raise UserError("--weight-decay and --max-grad-norm must be >= 0")
+        self.check_conflicts()
+
+    def check_conflicts(self) -> None:
+        """Options that contradict each other (each alone is valid)."""
+        _positive("checkpoint_every", self.checkpoint_every, allow_zero=True)
+        if self.max_steps is not None and self.epochs == 0:
+            raise UserError(f"--max-steps {self.max_steps} conflicts with --epochs 0 (no training); give one of them")
+        if self.checkpoint_every and not self.save_checkpoints:
+            raise UserError("--checkpoint-every conflicts with --no-save-checkpoints; drop one of them")
+        if self.precision == "fp16" and self.device == "cpu":
+            raise UserError("--precision fp16 needs CUDA, conflicts with --device cpu; use bf16 or fp32 on CPU")
 
     def resolved_glue_dir(self) -> Path | None:
         """``--glue-dir``, else ``$GLUE_DIR``, else None (meaning: the Hugging Face hub)."""
@@ -133,6 +152,40 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# Options that may differ between a run and its --resume: they change neither the numbers nor the artifacts.
+RESUME_FREE = ("output_dir", "resume", "progress", "num_threads", "cache_dir", "device", "save_checkpoints",
+               "checkpoint_every", "save_model")
+
+
+def resume_conflicts(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """``"name: saved -> now"`` for every option (outside :data:`RESUME_FREE`) that differs from ``saved``."""
+    reference = build_config(TrainConfig, saved, {})
+    now, then = config.to_dict(), reference.to_dict()
+    return [f"{k}: {then[k]!r} -> {now[k]!r}" for k in now if k not in RESUME_FREE and now[k] != then[k]]
+
+
+def check_same_run(saved: dict[str, Any], config: TrainConfig, source: Path) -> None:
+    """UserError naming every option of ``config`` that differs from the run saved in ``source``."""
+    conflicts = resume_conflicts(saved, config)
+    if conflicts:
+        raise UserError(f"--resume: options differ from the run in {source} ({'; '.join(conflicts)}); "
+                        "drop them, or use a new --output-dir")
+
+
+def config_for_resume(config: TrainConfig, yaml_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:
+    """For ``--resume``: options not given (``yaml_values`` from ``--config``, ``flag_values``) come from
+    ``OUTPUT/config.yaml`` of the run being resumed; ``config`` itself when there is none."""
+    if not config.resume or not config.output_dir:
+        return config
+    saved = Path(config.output_dir).expanduser() / "config.yaml"
+    if not saved.is_file():
+        return config
+    values = read_yaml(saved)
+    resumed = build_config(TrainConfig, {**values, **yaml_values}, flag_values)
+    check_same_run(values, resumed, saved)
+    return resumed
 
 
 def _choice(name: str, value: str, options: tuple[str, ...]) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -12,19 +15,34 @@ import torch
 from tasks.registry import TaskRegistry, default_registry, parse_task_list
 from tasks.task_def import TaskDef
 
+from . import distributed
+from .checkpoint import CHECKPOINT_NAME, clear_previous_run, remove_temporaries, resume_point
 from .config import TrainConfig, save_config
 from .data import TokenizedSplit, default_cache_dir, file_fingerprint, load_or_tokenize
+from .distributed import Dist
 from .errors import UserError
 from .io import atomic_write_json
 from .model import MultiTaskModel, load_encoder, save_multitask_model
 from .trainer import TaskData, Trainer, format_metrics
 
 
-def prepare_output_dir(path_str: str) -> Path:
-    """Create the output directory (one clear error if impossible)."""
+def check_output_dir(path_str: str) -> Path:
+    """The output directory, checked without creating anything: it is (or can become) a writable directory."""
     if not path_str:
         raise UserError("--output-dir is required (every artifact of the run goes there)")
     path = Path(path_str).expanduser()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"cannot be created: {existing} is a file"
+        raise UserError(f"output directory {path} {what}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to output directory {path}: {existing} is not writable")
+    return path
+
+
+def prepare_output_dir(path_str: str) -> Path:
+    """Create the output directory (one clear error if impossible)."""
+    path = check_output_dir(path_str)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
@@ -122,47 +140,135 @@ def build_model(config: TrainConfig, tasks: list[TaskDef]):
     return model, tokenizer
 
 
+def check_model_name(name: str) -> None:
+    """A ``--model`` that names a local path must be a model directory (the hub is asked only for names)."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"--model {name}: not a model directory (no config.json in it); give a directory written by "
+                            "save_pretrained, a Hugging Face hub name, or 'minilm'")
+    elif name.startswith(("/", "./", "../", "~")) or "\\" in name:
+        raise UserError(f"--model {name}: model directory not found")
+
+
+def check_data_files(tasks: list[TaskDef], config: TrainConfig) -> None:
+    """Every split file the run will read exists (before anything slow happens)."""
+    from tasks.readers import split_path
+
+    glue_dir = config.resolved_glue_dir()
+    for task in tasks:
+        if task.base_dir is None and glue_dir is None:
+            if task.hub is None:
+                raise UserError(f"task {task.name} has no Hugging Face hub source: pass --glue-dir DIR or set GLUE_DIR")
+            continue
+        for split in ("train", *task.dev_splits):
+            split_path(task, glue_dir, split)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms`` for the block when ``enabled`` (restored after). An op without
+    a deterministic kernel (some CUDA backward passes) warns instead of stopping the run."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(n)`` for the block (nothing when None); the caller's count is restored."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------- the run
+
 def run_training(config: TrainConfig) -> dict:
     """Train as ``config`` says and write ``metrics.json``, ``results.json``, ``config.yaml``, ``model/``.
 
     With ``config.mask`` the encoder is gated by that mask file (shared, or per task); with
     ``config.score_importance`` the trained model is scored and masks are cut (``masks/apply.py``).
+    With ``config.resume`` the run continues from ``OUTPUT/checkpoint.pt``. Every input is checked
+    before the first file is written. Under torchrun every process calls this; rank 0 writes.
     """
+    with (distributed.session(config.device) as (dist, device), deterministic_algorithms(config.deterministic),
+          torch_threads(config.num_threads)):
+        return _run(config, dist, device)
+
+
+def _run(config: TrainConfig, dist: Dist, device: torch.device) -> dict:
     from masks.apply import mask_gating, score_model, write_tickets
 
-    out = prepare_output_dir(config.output_dir)
+    say = print if dist.is_main else (lambda *args, **kwargs: None)
+    out = check_output_dir(config.output_dir)
     _, tasks = resolve_tasks(config)
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
+    check_model_name(config.model)
+    check_data_files(tasks, config)
+    mode, checkpoint = resume_point(out, config, dist)
+    if mode == "complete":
+        say(f"nothing to resume: {out} holds a finished run ({out / 'metrics.json'})")
+        summary = json.loads((out / "results.json").read_text(encoding="utf-8")) if dist.is_main else None
+        return {"summary": summary, "model": None, "tokenizer": None, "data": None, "trainer": None}
     model, tokenizer = build_model(config, tasks)
     data = load_task_data(tasks, tokenizer, config)
     before_batch, mask_info = None, None
     if config.mask:
         before_batch, mask_info = mask_gating(model, Path(config.mask).expanduser(), [t.name for t in tasks])
-        print(f"training with mask {config.mask}: {mask_info['mask_mode']}, sparsity {mask_info['sparsity']:.3f}")
-    save_config(config, out / "config.yaml")
-    start = time.time()
     pad_id = tokenizer.pad_token_id or 0
-    trainer = Trainer(model, data, config, out, pad_id=pad_id, before_batch=before_batch)
-    summary = trainer.train()
+    trainer = Trainer(model, data, config, out, pad_id=pad_id, before_batch=before_batch, dist=dist, device=device)
+    # every input has been checked: from here on, files are written (by rank 0)
+    if dist.is_main:
+        prepare_output_dir(config.output_dir)
+        remove_temporaries(out)
+        if checkpoint is None:
+            clear_previous_run(out)
+            save_config(config, out / "config.yaml")
+    if mode == "resume":
+        say(f"resuming {out} from optimizer step {checkpoint['progress']['opt_step']} "
+            f"(epoch {checkpoint['progress']['epoch'] + 1})")
+    elif config.resume:
+        say(f"no checkpoint in {out}: starting from the beginning")
+    if mask_info is not None:
+        say(f"training with mask {config.mask}: {mask_info['mask_mode']}, sparsity {mask_info['sparsity']:.3f}")
+    start = time.time()
+    summary = trainer.train(checkpoint)
+    checkpoint = None  # free its tensors
     if mask_info is not None:
         summary["mask"] = mask_info
     if config.score_importance:
         t0 = time.time()
-        imp = score_model(model, data, config, pad_id, trainer.device, trainer.autocast)
-        paths = write_tickets(imp, model.encoder, config, out)
+        imp = score_model(model, data, config, pad_id, trainer.device, trainer.autocast, dist=dist)
+        paths = write_tickets(imp, model.encoder, config, out) if dist.is_main else []
         summary["scoring"] = {"seconds": round(time.time() - t0, 1), "batches": int(imp.meta["num_batches"]),
                               "masks": len(paths)}
-        print(f"wrote {out / 'importance.safetensors'} and {len(paths)} masks in {out / 'masks'}")
+        say(f"wrote {out / 'importance.safetensors'} and {len(paths)} masks in {out / 'masks'}")
     summary["wall_seconds"] = round(time.time() - start, 1)
     summary["data"] = {t: {"train": len(d.train) if d.train else 0, **{s: len(v) for s, v in d.dev.items()},
                            **({"holdout": len(d.holdout)} if d.holdout is not None else {})}
                        for t, d in data.items()}
-    summary["machine"] = machine_info()
-    atomic_write_json(out / "metrics.json", summary["metrics"])
-    atomic_write_json(out / "results.json", summary)
+    summary["machine"] = {**machine_info(), "processes": dist.world_size}
+    if dist.is_main:
+        write_results(out, summary, model, tokenizer, config)
+    say(f"done in {summary['wall_seconds']}s (best epoch {summary['best_epoch']}): {format_metrics(summary['metrics'])}")
+    say(f"wrote {out / 'metrics.json'}")
+    return {"summary": summary, "model": model, "tokenizer": tokenizer, "data": data, "trainer": trainer}
+
+
+def write_results(out: Path, summary: dict, model: MultiTaskModel, tokenizer, config: TrainConfig) -> None:
+    """The run's final artifacts, ``metrics.json`` last (its presence means the run finished), then the
+    checkpoint is removed."""
     if config.save_model:
         save_multitask_model(model, tokenizer, out / "model", extra={"model": config.model})
-    print(f"done in {summary['wall_seconds']}s (best epoch {summary['best_epoch']}): {format_metrics(summary['metrics'])}")
-    print(f"wrote {out / 'metrics.json'}")
-    return {"summary": summary, "model": model, "tokenizer": tokenizer, "data": data, "trainer": trainer}
+    atomic_write_json(out / "results.json", summary)
+    atomic_write_json(out / "metrics.json", summary["metrics"])
+    (out / CHECKPOINT_NAME).unlink(missing_ok=True)

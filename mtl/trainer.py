@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from tasks.task_def import TaskDef
 
+from .checkpoint import CHECKPOINT_NAME, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import TokenizedSplit, collate, eval_batches, length_grouped_batches
+from .distributed import SINGLE, Dist, pick_device
 from .errors import UserError
 from .metrics import compute_metrics
 from .model import MultiTaskModel
@@ -35,15 +39,6 @@ class TaskData:
     train: TokenizedSplit | None
     dev: dict[str, TokenizedSplit] = field(default_factory=dict)
     holdout: TokenizedSplit | None = None  # slice of train held out for model selection
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    return device
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -93,25 +88,65 @@ def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+RANK_SEED_STRIDE = 1_000_003  # rank r > 0 seeds dropout with seed + r * stride (rank 0: the run's seed)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long the run is, from the config and the epoch schedule's length."""
+
+    steps_per_epoch: int  # batches (micro-steps) per epoch
+    micro_total: int  # batches in the whole run
+    opt_total: int  # optimizer steps in the whole run
+    n_epochs: int
+
+
+@dataclass
+class Progress:
+    """Where training stands. Saved in every checkpoint beside the model, optimizer and RNG states."""
+
+    epoch: int = 0  # the epoch being trained (0-based)
+    position: int = 0  # steps of that epoch's schedule already trained (its evaluation not yet done)
+    micro_step: int = 0
+    opt_step: int = 0
+    seen: int = 0  # training examples
+    train_time: float = 0.0
+    running: dict[str, list[float]] = field(default_factory=dict)  # losses since the last log record
+    history: list[dict] = field(default_factory=list)  # one record per evaluated epoch
+    best: dict[str, Any] = field(default_factory=lambda: {"score": -math.inf, "epoch": None, "metrics": None})
+    log_bytes: int = 0  # length of metrics.jsonl when this was saved
+
+
 class Trainer:
     """Trains a :class:`MultiTaskModel` on several tasks, one task per batch.
 
     ``before_batch(task)`` is called before every forward pass (training and evaluation): ticket
     sharing uses it to gate the encoder with the batch's task mask.
+
+    With ``dist`` (several processes, see :mod:`mtl.distributed`) the model is wrapped in
+    DistributedDataParallel, each batch is split across ranks, evaluation is gathered, and only
+    rank 0 writes ``metrics.jsonl`` and checkpoints.
     """
 
     def __init__(self, model: MultiTaskModel, data: dict[str, TaskData], config: TrainConfig,
-                 output_dir: Path, pad_id: int, before_batch: Callable[[str], None] | None = None) -> None:
+                 output_dir: Path, pad_id: int, before_batch: Callable[[str], None] | None = None,
+                 dist: Dist = SINGLE, device: torch.device | None = None) -> None:
         self.model = model
         self.data = data
         self.config = config
         self.output_dir = Path(output_dir)
         self.pad_id = pad_id
         self.before_batch = before_batch or (lambda task: None)
-        self.device = pick_device(config.device)
+        self.dist = dist
+        self.device = device if device is not None else pick_device(config.device)
         self.amp_dtype = autocast_dtype(config.precision, self.device)
         self.model.to(self.device)
         self.log_path = self.output_dir / "metrics.jsonl"
+        self.checkpoint_path = self.output_dir / CHECKPOINT_NAME
+        self.last_checkpoint_step: int | None = None
+        self._ddp: torch.nn.Module | None = None
+        self._checkpoint_due = False
+        self._checkpoint_seconds = 0.0
 
     # ------------------------------------------------------------ helpers
 
@@ -125,16 +160,27 @@ class Trainer:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def _log(self, record: dict) -> None:
-        with self.log_path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.dist.is_main:
+            with self.log_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
 
     def epoch_schedule(self, epoch: int) -> list[tuple[str, list[int]]]:
-        """The epoch's (task, example indices) steps; a pure function of (seed, epoch)."""
+        """The epoch's (task, example indices) steps; a pure function of (seed, epoch), the same on every rank."""
         gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         batches = {name: length_grouped_batches(d.train.lengths, self.config.batch_size, gen, self.config.group_by_length)
                    for name, d in self.data.items() if d.train is not None}
         sizes = {name: len(d.train) for name, d in self.data.items() if d.train is not None}
         return build_schedule(self.config.sampler, batches, gen, sizes=sizes, temp=self.config.temperature)
+
+    def plan(self) -> Plan:
+        cfg = self.config
+        steps_per_epoch = len(self.epoch_schedule(0))
+        micro_total = math.ceil(cfg.epochs * steps_per_epoch)
+        if cfg.max_steps is not None:
+            micro_total = cfg.max_steps * cfg.grad_accum
+        opt_total = max(1, math.ceil(micro_total / cfg.grad_accum))
+        n_epochs = max(1, math.ceil(micro_total / steps_per_epoch)) if micro_total else 0
+        return Plan(steps_per_epoch, micro_total, opt_total, n_epochs)
 
     # ------------------------------------------------------------ evaluation
 
@@ -160,120 +206,221 @@ class Trainer:
 
     @torch.inference_mode()
     def predict(self, task: str, data: TokenizedSplit) -> torch.Tensor:
-        """Predictions (class index or score) for every example of ``data``, in the original order."""
-        preds = torch.empty(len(data), dtype=torch.float32 if self.model.tasks[task].head == "regression" else torch.long)
-        for indices in eval_batches(data.lengths, self.config.eval_batch_size):
+        """Predictions (class index or score) for every example of ``data``, in the original order.
+        Each rank predicts every ``world``-th batch; the sum over ranks fills in every example once."""
+        preds = torch.zeros(len(data), dtype=torch.float32 if self.model.tasks[task].head == "regression" else torch.long)
+        for indices in self.dist.shard(eval_batches(data.lengths, self.config.eval_batch_size)):
             batch = self._to_device(collate(data, indices, self.pad_id))
             batch.pop("labels")
             with self.autocast():
                 logits = self.model(task, **batch)
             preds[indices] = self.model.predict(task, logits).cpu().to(preds.dtype)
-        return preds
+        return self.dist.all_reduce_sum(preds)
 
     # ------------------------------------------------------------ training
 
-    def train(self) -> dict:
-        """Run the whole training; returns a summary (best epoch, per-epoch metrics, throughput)."""
+    def train(self, checkpoint: dict | None = None) -> dict:
+        """Run the whole training, or its rest from ``checkpoint`` (:func:`mtl.checkpoint.load_checkpoint`);
+        returns a summary (best epoch, per-epoch metrics, throughput)."""
         cfg = self.config
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path.write_text("", encoding="utf-8")
-        torch.manual_seed(cfg.seed)
-        steps_per_epoch = len(self.epoch_schedule(0))
-        micro_total = math.ceil(cfg.epochs * steps_per_epoch)
-        if cfg.max_steps is not None:
-            micro_total = cfg.max_steps * cfg.grad_accum
-        opt_total = max(1, math.ceil(micro_total / cfg.grad_accum))
-        n_epochs = max(1, math.ceil(micro_total / steps_per_epoch)) if micro_total else 0
-
+        plan = self.plan()
         optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(int(cfg.warmup_ratio * opt_total), opt_total))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, linear_schedule(int(cfg.warmup_ratio * plan.opt_total), plan.opt_total))
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-
-        history: list[dict] = []
-        best = {"score": -math.inf, "epoch": None, "metrics": None, "state": None}
-        micro_step, opt_step, seen, train_time = 0, 0, 0, 0.0
-        running: dict[str, list[float]] = {}
+        self._optim = (optimizer, scheduler, scaler)
+        torch.manual_seed(cfg.seed + RANK_SEED_STRIDE * self.dist.rank)  # dropout
+        progress, best_state = Progress(), None
+        if checkpoint is None:
+            self._start_log()
+        else:
+            progress, best_state = self._restore(checkpoint)
+        self._ddp = self._wrap_ddp()
         self.model.train()
-        bar = tqdm(total=micro_total, desc="train", unit="batch", disable=not cfg.progress, dynamic_ncols=True)
-        for epoch in range(n_epochs):
-            schedule = self.epoch_schedule(epoch)
-            t0 = time.perf_counter()
-            for task, indices in schedule:
-                if micro_step >= micro_total:
+        bar = tqdm(total=plan.micro_total, initial=progress.micro_step, desc="train", unit="batch",
+                   disable=not cfg.progress or not self.dist.is_main, dynamic_ncols=True)
+        try:
+            for epoch in range(progress.epoch, plan.n_epochs):
+                t0, self._checkpoint_seconds = time.perf_counter(), 0.0
+                best_state = self._train_epoch(epoch, plan, progress, best_state, bar)
+                progress.train_time += time.perf_counter() - t0 - self._checkpoint_seconds
+                last_epoch = epoch == plan.n_epochs - 1 or progress.micro_step >= plan.micro_total
+                if cfg.eval_every_epoch or last_epoch:
+                    best_state = self._evaluate_epoch(epoch, last_epoch, progress, best_state, bar)
+                progress.epoch, progress.position = epoch + 1, 0
+                self._checkpoint_due = True  # now, or at the first optimizer step after accumulation ends
+                if not self._pending_grads(progress, plan):
+                    self._save_checkpoint(progress, best_state)
+                if progress.micro_step >= plan.micro_total:
                     break
-                batch = self._to_device(collate(self.data[task].train, indices, self.pad_id))
-                labels = batch.pop("labels")
-                self.before_batch(task)
-                with self.autocast():
-                    logits = self.model(task, **batch)
-                loss = self.model.loss(task, logits, labels)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at step {opt_step + 1}, task {task}, "
-                                             f"epoch {epoch + 1}; try a lower --lr or --precision fp32")
-                scaler.scale(loss / cfg.grad_accum).backward()
-                running.setdefault(task, []).append(loss.item())
-                micro_step += 1
-                seen += len(indices)
-                if micro_step % cfg.grad_accum == 0 or micro_step == micro_total:
-                    scaler.unscale_(optimizer)
-                    if cfg.max_grad_norm > 0:
-                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    opt_step += 1
-                    if opt_step % cfg.log_every == 0:
-                        losses = {t: sum(v) / len(v) for t, v in running.items()}
-                        self._log({"step": opt_step, "epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "loss": losses})
-                        bar.set_postfix({t: f"{v:.3f}" for t, v in losses.items()})
-                        running = {}
-                bar.update(1)
-            train_time += time.perf_counter() - t0
-            last_epoch = epoch == n_epochs - 1 or micro_step >= micro_total
-            if cfg.eval_every_epoch or last_epoch:
-                metrics = self.evaluate()
-                holdout = self.evaluate("holdout") if self.has_holdout else None
-                chosen_on = holdout if holdout else metrics
-                score = selection_score(chosen_on, self.model.tasks) if chosen_on else -math.inf
-                record = {"epoch": epoch + 1, "step": opt_step, "eval": metrics, "score": score}
-                if holdout:
-                    record["holdout"] = holdout
-                history.append(record)
-                self._log(record)
-                bar.write(f"epoch {epoch + 1}: " + format_metrics(metrics))
-                if score > best["score"] or best["epoch"] is None:
-                    best = {"score": score, "epoch": epoch + 1, "metrics": metrics, "holdout": holdout,
-                            "state": self._state_copy() if cfg.keep_best and not last_epoch else None}
-            if cfg.save_checkpoints:
-                self.save_checkpoint(optimizer, scheduler, epoch + 1, opt_step)
-            if micro_step >= micro_total:
+        finally:
+            bar.close()
+            self._ddp = None
+        if cfg.keep_best and best_state is not None:
+            self.model.load_state_dict(best_state)
+        return self._summary(progress)
+
+    def _train_epoch(self, epoch: int, plan: Plan, progress: Progress, best_state, bar) -> dict | None:
+        """Train the rest of ``epoch`` from ``progress.position``; checkpoints every --checkpoint-every steps."""
+        cfg = self.config
+        optimizer, scheduler, scaler = self._optim
+        schedule = self.epoch_schedule(epoch)
+        for position in range(progress.position, len(schedule)):
+            if progress.micro_step >= plan.micro_total:
                 break
-        bar.close()
-        if cfg.keep_best and best["state"] is not None:
-            self.model.load_state_dict(best["state"])
+            task, indices = schedule[position]
+            sync = (progress.micro_step + 1) % cfg.grad_accum == 0 or progress.micro_step + 1 == plan.micro_total
+            loss = self._forward_backward(task, indices, sync, progress, epoch)
+            progress.running.setdefault(task, []).append(loss)
+            progress.micro_step += 1
+            progress.seen += len(indices)
+            progress.position = position + 1
+            if sync:
+                scaler.unscale_(optimizer)
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                progress.opt_step += 1
+                if progress.opt_step % cfg.log_every == 0:
+                    losses = {t: sum(v) / len(v) for t, v in progress.running.items()}
+                    self._log({"step": progress.opt_step, "epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "loss": losses})
+                    bar.set_postfix({t: f"{v:.3f}" for t, v in losses.items()})
+                    progress.running = {}
+                if self._checkpoint_due or (cfg.checkpoint_every and progress.opt_step % cfg.checkpoint_every == 0):
+                    self._save_checkpoint(progress, best_state)
+            bar.update(1)
+        return best_state
+
+    def _forward_backward(self, task: str, indices: list[int], sync: bool, progress: Progress, epoch: int) -> float:
+        """One batch: forward, loss, backward (gradients accumulate). Returns the whole batch's loss (all ranks).
+
+        Under DDP this rank takes ``indices[rank::world]`` and weights its mean loss by its share of the
+        batch times ``world`` (DDP averages gradients over ranks), so the gradient is the whole batch's.
+        A rank left without an example runs one with weight 0 (every rank must run backward).
+        """
+        share, weight = 1.0, None
+        if self.dist.enabled:
+            mine = self.dist.shard(indices)
+            share = len(mine) / len(indices)
+            weight = share * self.dist.world_size
+            indices = mine or indices[:1]
+        batch = self._to_device(collate(self.data[task].train, indices, self.pad_id))
+        labels = batch.pop("labels")
+        self.before_batch(task)
+        no_sync = self._ddp.no_sync() if self._ddp is not None and not sync else contextlib.nullcontext()
+        with no_sync:
+            with self.autocast():
+                logits = (self._ddp or self.model)(task, **batch)
+            loss = self.model.loss(task, logits, labels)
+            value = loss.item() if weight is None else float(self.dist.all_reduce_sum(loss.detach().float() * share))
+            if not math.isfinite(value):
+                advice = "a lower --lr" + (" or --precision fp32" if self.amp_dtype is not None else "")
+                kept = (f"; the last good checkpoint (step {self.last_checkpoint_step}) is kept in {self.checkpoint_path}"
+                        if self.last_checkpoint_step is not None else "")
+                raise NonFiniteLossError(f"non-finite loss ({value}) at step {progress.opt_step + 1}, task {task}, "
+                                         f"epoch {epoch + 1}; try {advice}{kept}")
+            scaled = loss / self.config.grad_accum if weight is None else loss * weight / self.config.grad_accum
+            self._optim[2].scale(scaled).backward()
+        return value
+
+    def _evaluate_epoch(self, epoch: int, last_epoch: bool, progress: Progress, best_state, bar) -> dict | None:
+        """Dev (and hold-out) metrics of this epoch, its log record, and the best-epoch record."""
+        metrics = self.evaluate()
+        holdout = self.evaluate("holdout") if self.has_holdout else None
+        chosen_on = holdout if holdout else metrics
+        score = selection_score(chosen_on, self.model.tasks) if chosen_on else -math.inf
+        record = {"epoch": epoch + 1, "step": progress.opt_step, "eval": metrics, "score": score}
+        if holdout:
+            record["holdout"] = holdout
+        progress.history.append(record)
+        self._log(record)
+        if self.dist.is_main:
+            bar.write(f"epoch {epoch + 1}: " + format_metrics(metrics))
+        if score > progress.best["score"] or progress.best["epoch"] is None:
+            progress.best = {"score": score, "epoch": epoch + 1, "metrics": metrics, "holdout": holdout}
+            best_state = self._state_copy() if self.config.keep_best and not last_epoch else None
+        return best_state
+
+    def _summary(self, progress: Progress) -> dict:
+        cfg, best, history = self.config, progress.best, progress.history
         final = best if cfg.keep_best else (history[-1] if history else best)
         return {
             "metrics": final.get("metrics") or final.get("eval") or {},
             "holdout_metrics": final.get("holdout"),
             "selected_on": "holdout" if self.has_holdout else "dev",
             "best_epoch": best["epoch"], "kept_epoch": best["epoch"] if cfg.keep_best else (history[-1]["epoch"] if history else None),
-            "history": history, "optimizer_steps": opt_step, "train_examples": seen,
-            "train_seconds": round(train_time, 2),
-            "train_examples_per_s": round(seen / train_time, 2) if train_time > 0 else None,
+            "history": history, "optimizer_steps": progress.opt_step, "train_examples": progress.seen,
+            "train_seconds": round(progress.train_time, 2),
+            "train_examples_per_s": round(progress.seen / progress.train_time, 2) if progress.train_time > 0 else None,
         }
 
     def _state_copy(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
-    def save_checkpoint(self, optimizer, scheduler, epoch: int, step: int) -> None:
-        from .io import atomic_write
+    def _wrap_ddp(self) -> torch.nn.Module | None:
+        """DistributedDataParallel around the model (several processes only). Unused parameters are
+        expected: each batch uses one task head, and the encoder's pooler may be unused."""
+        if not self.dist.enabled:
+            return None
+        from torch.nn.parallel import DistributedDataParallel
 
-        state = {"model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step,
-                 "rng": torch.get_rng_state()}
-        atomic_write(self.output_dir / "checkpoint.pt", lambda p: torch.save(state, p))
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
 
+    # ------------------------------------------------------------ checkpoints
+
+    def _start_log(self) -> None:
+        if self.dist.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.log_path.write_text("", encoding="utf-8")
+
+    def _pending_grads(self, progress: Progress, plan: Plan) -> bool:
+        """True between the micro-steps of one accumulated optimizer step (no checkpoint possible then)."""
+        return progress.micro_step % self.config.grad_accum != 0 and progress.micro_step != plan.micro_total
+
+    def _save_checkpoint(self, progress: Progress, best_state: dict | None) -> None:
+        """Write the checkpoint (rank 0; every rank's RNG state is gathered into it). Called on every rank."""
+        self._checkpoint_due = False
+        if not self.config.save_checkpoints:
+            return
+        t0 = time.perf_counter()
+        rngs = self.dist.all_gather_object(rng_state())
+        if self.dist.is_main:
+            optimizer, scheduler, scaler = self._optim
+            progress.log_bytes = self.log_path.stat().st_size if self.log_path.is_file() else 0
+            save_checkpoint(self.checkpoint_path, {
+                "config": dataclasses.asdict(self.config), "world_size": self.dist.world_size,
+                "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "progress": dataclasses.asdict(progress), "best_state": best_state, "rng": rngs})
+        self.last_checkpoint_step = progress.opt_step
+        self._checkpoint_seconds += time.perf_counter() - t0
+
+    def _restore(self, checkpoint: dict) -> tuple[Progress, dict | None]:
+        """Load model, optimizer, scheduler, scaler, progress and this rank's RNG state; cut metrics.jsonl
+        back to what it held at the checkpoint."""
+        optimizer, scheduler, scaler = self._optim
+        self.model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        progress = Progress(**checkpoint["progress"])
+        rngs = checkpoint["rng"]
+        if len(rngs) == self.dist.world_size:
+            set_rng_state(rngs[self.dist.rank])
+        else:  # another number of processes: dropout continues from a fresh, still seeded, stream
+            torch.manual_seed(self.config.seed + RANK_SEED_STRIDE * self.dist.rank + progress.opt_step)
+        if self.dist.is_main:
+            if self.log_path.is_file():
+                with self.log_path.open("r+b") as f:
+                    f.truncate(min(progress.log_bytes, f.seek(0, 2)))
+            else:
+                self._start_log()
+        self.last_checkpoint_step = progress.opt_step
+        return progress, checkpoint.get("best_state")
 
 def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
     return "  ".join(f"{t}: " + " ".join(f"{k}={v:.1f}" for k, v in m.items()) for t, m in metrics.items())
