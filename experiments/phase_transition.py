@@ -32,7 +32,7 @@ from masks.tickets import cut_ticket
 from mtl.cli import config_parser, parse_config, run_main
 from mtl.config import TrainConfig
 from mtl.errors import UserError
-from mtl.io import atomic_write_json, atomic_write_text
+from mtl.io import atomic_write, atomic_write_json, atomic_write_text
 from mtl.run import prepare_output_dir, resolve_tasks, run_training
 
 KINDS = ("winning", "random", "losing")
@@ -47,8 +47,8 @@ def task_score(metrics: dict[str, float]) -> float:
 def run_once(config: TrainConfig) -> dict:
     """Train unless ``OUTPUT/metrics.json`` exists; return ``results.json``."""
     out = Path(config.output_dir)
-    if not (out / "metrics.json").is_file():
-        run_training(config)
+    if not (out / "metrics.json").is_file():  # unfinished: continue from its checkpoint if it has one
+        run_training(dataclasses.replace(config, resume=(out / "checkpoint.pt").is_file()))
     return json.loads((out / "results.json").read_text())
 
 
@@ -176,7 +176,7 @@ def plot(report: dict, path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
 
 

@@ -20,6 +20,7 @@ import torch
 from masks.aggregate import overlap_table
 from masks.arch import EncoderShape
 from masks.mask import Mask, load_mask_file
+from mtl.io import atomic_write
 from mtl.errors import UserError
 
 
@@ -36,7 +37,7 @@ def _save(fig, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     _pyplot().close(fig)
 
 

@@ -42,12 +42,13 @@ from mtl.config import TrainConfig
 from mtl.errors import UserError
 from mtl.io import atomic_write_json, atomic_write_text
 from mtl.run import run_training
-from mtl.trainer import format_metrics
+from mtl.trainer import NonFiniteLossError, format_metrics
 
 # Options that do not change a run's result (or name where it is): a finished run made with other
 # values of these is still a finished run of the study.
 NOT_COMPARED = ("output_dir", "progress", "num_threads", "glue_dir", "cache_dir", "device", "log_every",
-                "save_model", "save_checkpoints", "eval_batch_size", "mask")
+                "save_model", "save_checkpoints", "eval_batch_size", "mask", "resume", "checkpoint_every",
+                "deterministic")
 TICKET_RUN_VARIES = ("seed", "score_importance")  # set per run by run_study
 
 
@@ -261,7 +262,11 @@ def train_runs(study: StudyConfig, runs: list[PlannedRun], log: "Log", skip: Cal
         try:
             run.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(run.run_dir / RUN_INFO, run.info(study))
-            run_training(run.config(study))
+            resume = (run.run_dir / "checkpoint.pt").is_file()  # a crashed run continues where it stopped
+            run_training(dataclasses.replace(run.config(study), resume=resume))
+        except NonFiniteLossError as exc:  # a diverged run is that run's failure, not the study's
+            log.failure(run.name, run.run_dir, exc, time.time() - start, tag)
+            continue
         except (UserError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - one failed run must not stop the study

@@ -331,7 +331,10 @@ def _load_task_masks(tensors: dict[str, torch.Tensor], meta: dict[str, str], pat
         raise UserError(f"{path} is a per-task mask file without a 'tasks' metadata entry")
     out = {}
     for task in tasks:
-        task_meta = json.loads(meta.get(f"meta.{task}", "{}"))
+        try:
+            task_meta = json.loads(meta.get(f"meta.{task}", "{}"))
+        except json.JSONDecodeError:
+            raise UserError(f"{path}: metadata entry 'meta.{task}' is not valid JSON (corrupt mask file?)") from None
         out[task] = _mask_from(tensors, f"heads.{task}", f"ffn.{task}", task_meta, path)
     return out
 
