@@ -205,7 +205,7 @@ def test_bad_input_as_a_subprocess_prints_exactly_one_line(case, world, tmp_path
     out = tmp_path / "out"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     r = subprocess.run([sys.executable, str(REPO / "train.py"), *args(world), "--output-dir", str(out)],
-                       capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+                       capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr

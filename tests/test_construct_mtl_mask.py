@@ -205,11 +205,11 @@ def test_unwritable_output_directory(tickets, tmp_path, capsys, monkeypatch):
 def test_entry_point_exit_codes(tickets, tmp_path):
     cmd = [sys.executable, str(REPO / "construct_mtl_mask.py"), "--tickets", *items(tickets)]
     ok = subprocess.run([*cmd, "--mode", "union", "--out", str(tmp_path / "u.safetensors")],
-                        capture_output=True, text=True, cwd=tmp_path, timeout=120)
+                        capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert ok.returncode == 0, ok.stderr
     assert "encoder prunable parameters kept: 82.8%" in ok.stdout and (tmp_path / "u.safetensors").is_file()
     bad = subprocess.run([*cmd, "--mode", "vote:9", "--out", str(tmp_path / "v.safetensors")],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+                         capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["error: bad mode vote:9: K must be in 1..3 for 3 tickets"]
 

@@ -407,7 +407,7 @@ def test_hub_offline_says_to_use_glue_dir(tmp_path):
             "except UserError as err:\n    print('USERERROR', err)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     env.pop("HF_DATASETS_CACHE", None)
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900,
                             cwd=Path(__file__).resolve().parents[1])
     assert "USERERROR could not load rte from the Hugging Face hub" in result.stdout, result.stderr
     assert "pass --glue-dir DIR or set GLUE_DIR" in result.stdout

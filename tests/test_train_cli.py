@@ -14,7 +14,7 @@ SMALL = ["--max-train-samples", "48", "--max-eval-samples", "40", "--batch-size"
          "--eval-batch-size", "64"]
 
 
-def run_train(args, env_extra=None, timeout=300):
+def run_train(args, env_extra=None, timeout=900):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, str(REPO / "train.py"), *args], capture_output=True, text=True,
                           cwd=REPO, env=env, timeout=timeout)
