@@ -37,6 +37,24 @@ def tiny_bert(**overrides):
     return BertModel(BertConfig(**cfg)).eval()
 
 
-@pytest.fixture
-def tiny_encoder():
-    return tiny_bert()
+TINY_ARCHS = ("bert", "roberta", "electra", "distilbert")
+
+
+def tiny_encoder(arch: str = "bert", impl: str = "sdpa", dropout: float = 0.1, layers: int = 2):
+    """A tiny random encoder of ``arch`` (hidden 32, 4 heads of 8, FFN 37, vocab 99), seed 0, eval mode."""
+    from transformers import (BertConfig, BertModel, DistilBertConfig, DistilBertModel, ElectraConfig, ElectraModel,
+                              RobertaConfig, RobertaModel)
+
+    torch.manual_seed(0)
+    if arch == "distilbert":
+        config = DistilBertConfig(vocab_size=99, dim=32, n_layers=layers, n_heads=4, hidden_dim=37,
+                                  max_position_embeddings=64, dropout=dropout, attention_dropout=dropout,
+                                  attn_implementation=impl)
+        return DistilBertModel(config).eval()
+    config_cls, model_cls = {"bert": (BertConfig, BertModel), "roberta": (RobertaConfig, RobertaModel),
+                             "electra": (ElectraConfig, ElectraModel)}[arch]
+    extra = {"embedding_size": 16} if arch == "electra" else {}
+    config = config_cls(vocab_size=99, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                        intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout, attn_implementation=impl, **extra)
+    return model_cls(config).eval()

@@ -9,12 +9,6 @@ from transformers import (
     AutoModel,
     BertConfig,
     BertModel,
-    DistilBertConfig,
-    DistilBertModel,
-    ElectraConfig,
-    ElectraModel,
-    RobertaConfig,
-    RobertaModel,
 )
 
 import mtl
@@ -25,26 +19,18 @@ from masks.mask import Mask, save_mask, save_task_masks
 from mtl.compact_config import CompactBertConfig, CompactDistilBertConfig
 from mtl.compact_model import CompactBertModel, SkippedAttention
 from mtl.errors import UserError
+from tests.conftest import TINY_ARCHS, tiny_encoder
 from mtl.model import MultiTaskModel, load_encoder, load_multitask_model, save_multitask_model
 from tasks.registry import default_registry
 
 TOL = 1e-4
 BERT_LIKE = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
                  intermediate_size=37, max_position_embeddings=64, attn_implementation="sdpa")
-BUILDERS = {
-    "bert": lambda: BertModel(BertConfig(**BERT_LIKE)),
-    "roberta": lambda: RobertaModel(RobertaConfig(**BERT_LIKE)),
-    "electra": lambda: ElectraModel(ElectraConfig(**BERT_LIKE, embedding_size=16)),
-    "distilbert": lambda: DistilBertModel(DistilBertConfig(
-        vocab_size=99, dim=32, n_layers=3, n_heads=4, hidden_dim=37, max_position_embeddings=64,
-        attn_implementation="sdpa")),
-}
-ARCHS = list(BUILDERS)
+ARCHS = list(TINY_ARCHS)
 
 
 def make_encoder(arch: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return BUILDERS[arch]().eval()
+    return tiny_encoder(arch, dropout=0.1, layers=3)
 
 
 def edge_mask(shape, seed: int = 0) -> Mask:

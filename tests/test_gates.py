@@ -5,43 +5,22 @@ import copy
 import pytest
 import torch
 from transformers import (
-    BertConfig,
-    BertModel,
-    DistilBertConfig,
-    DistilBertModel,
-    ElectraConfig,
-    ElectraModel,
     GPT2Config,
     GPT2Model,
-    RobertaConfig,
-    RobertaModel,
 )
 
 from masks.arch import LAYER_ROLES, EncoderShape, arch_for, role_modules, shape_of
 from masks.gates import attach_gates, find_gates
 from masks.mask import Mask
 from mtl.errors import UserError
+from tests.conftest import TINY_ARCHS, tiny_encoder
 
-BERT_LIKE = dict(
-    vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-    intermediate_size=37, max_position_embeddings=64,
-)
-BUILDERS = {
-    "bert": lambda impl: BertModel(BertConfig(**BERT_LIKE, attn_implementation=impl)),
-    "roberta": lambda impl: RobertaModel(RobertaConfig(**BERT_LIKE, attn_implementation=impl)),
-    "electra": lambda impl: ElectraModel(ElectraConfig(**BERT_LIKE, embedding_size=16, attn_implementation=impl)),
-    "distilbert": lambda impl: DistilBertModel(
-        DistilBertConfig(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
-                         max_position_embeddings=64, attn_implementation=impl)
-    ),
-}
-ARCHS = list(BUILDERS)
+ARCHS = list(TINY_ARCHS)
 SHAPE = EncoderShape(num_layers=2, num_heads=4, head_dim=8, hidden=32, intermediate=37)
 
 
 def make_encoder(arch: str, impl: str = "sdpa") -> torch.nn.Module:
-    torch.manual_seed(0)
-    return BUILDERS[arch](impl).eval()
+    return tiny_encoder(arch, impl)
 
 
 def inputs() -> dict[str, torch.Tensor]:

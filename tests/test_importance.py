@@ -5,37 +5,14 @@ import copy
 import pytest
 import torch
 from torch import nn
-from transformers import (
-    BertConfig,
-    BertModel,
-    DistilBertConfig,
-    DistilBertModel,
-    ElectraConfig,
-    ElectraModel,
-    RobertaConfig,
-    RobertaModel,
-)
 
 from masks.arch import EncoderShape, role_modules, shape_of
 from masks.gates import attach_gates, find_gates
 from masks.importance import ImportanceConfig, compute_importance, load_importance, save_importance
 from masks.mask import Mask, save_mask
 from mtl.errors import UserError
+from tests.conftest import TINY_ARCHS, tiny_encoder
 
-BERT_LIKE = dict(
-    vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-    intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=0.3,
-    attention_probs_dropout_prob=0.3, attn_implementation="sdpa",
-)
-BUILDERS = {
-    "bert": lambda: BertModel(BertConfig(**BERT_LIKE)),
-    "roberta": lambda: RobertaModel(RobertaConfig(**BERT_LIKE)),
-    "electra": lambda: ElectraModel(ElectraConfig(**BERT_LIKE, embedding_size=16)),
-    "distilbert": lambda: DistilBertModel(
-        DistilBertConfig(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37, dropout=0.3,
-                         attention_dropout=0.3, max_position_embeddings=64, attn_implementation="sdpa")
-    ),
-}
 SHAPE = EncoderShape(2, 4, 8, 32, 37)
 
 
@@ -55,7 +32,7 @@ class Classifier(nn.Module):
 
 def make_model(arch: str = "bert", dtype: torch.dtype = torch.float32) -> Classifier:
     torch.manual_seed(0)
-    return Classifier(BUILDERS[arch]()).to(dtype).train()
+    return Classifier(tiny_encoder(arch, dropout=0.3)).to(dtype).train()
 
 
 def make_batches(n: int, size: int = 4) -> list[dict]:
@@ -84,7 +61,7 @@ def fd_slope(model: Classifier, batch: dict, role: str, layer: int, cols: slice,
     return (losses[0] - losses[1]) / (2 * eps)
 
 
-@pytest.mark.parametrize("arch", list(BUILDERS))
+@pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_raw_scores_equal_finite_differences(arch):
     model = make_model(arch, torch.float64)
     batch = make_batches(1)[0]
