@@ -58,3 +58,12 @@ def tiny_encoder(arch: str = "bert", impl: str = "sdpa", dropout: float = 0.1, l
                         intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=dropout,
                         attention_probs_dropout_prob=dropout, attn_implementation=impl, **extra)
     return model_cls(config).eval()
+
+
+def tiny_inputs(length: int, pad_from: int) -> dict[str, torch.Tensor]:
+    """Two sequences of ``length`` random ids (seed 1); the second is padded from ``pad_from`` on."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 99, (2, length), generator=g)
+    attn = torch.ones(2, length, dtype=torch.long)
+    attn[1, pad_from:] = 0  # padding exercises the attention mask path
+    return {"input_ids": ids, "attention_mask": attn}

@@ -19,7 +19,7 @@ from masks.mask import Mask, save_mask, save_task_masks
 from mtl.compact_config import CompactBertConfig, CompactDistilBertConfig
 from mtl.compact_model import CompactBertModel, SkippedAttention
 from mtl.errors import UserError
-from tests.conftest import TINY_ARCHS, tiny_encoder
+from tests.conftest import TINY_ARCHS, tiny_encoder, tiny_inputs
 from mtl.model import MultiTaskModel, load_encoder, load_multitask_model, save_multitask_model
 from tasks.registry import default_registry
 
@@ -45,11 +45,7 @@ def edge_mask(shape, seed: int = 0) -> Mask:
 
 
 def inputs() -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(3, 99, (2, 9), generator=g)
-    attn = torch.ones(2, 9, dtype=torch.long)
-    attn[1, 6:] = 0  # padding exercises the attention mask path
-    return {"input_ids": ids, "attention_mask": attn}
+    return tiny_inputs(9, 6)
 
 
 def outputs(model) -> list[torch.Tensor]:

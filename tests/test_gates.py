@@ -13,7 +13,7 @@ from masks.arch import LAYER_ROLES, EncoderShape, arch_for, role_modules, shape_
 from masks.gates import attach_gates, find_gates
 from masks.mask import Mask
 from mtl.errors import UserError
-from tests.conftest import TINY_ARCHS, tiny_encoder
+from tests.conftest import TINY_ARCHS, tiny_encoder, tiny_inputs
 
 ARCHS = list(TINY_ARCHS)
 SHAPE = EncoderShape(num_layers=2, num_heads=4, head_dim=8, hidden=32, intermediate=37)
@@ -24,11 +24,7 @@ def make_encoder(arch: str, impl: str = "sdpa") -> torch.nn.Module:
 
 
 def inputs() -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(3, 99, (2, 7), generator=g)
-    attn = torch.ones(2, 7, dtype=torch.long)
-    attn[1, 5:] = 0  # padding exercises the attention mask path
-    return {"input_ids": ids, "attention_mask": attn}
+    return tiny_inputs(7, 5)
 
 
 def hidden(model: torch.nn.Module) -> torch.Tensor:
