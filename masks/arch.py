@@ -4,13 +4,13 @@ Every function here takes the Hugging Face *base encoder* (``AutoModel.from_pret
 ``BertModel``, ``RobertaModel``, ``ElectraModel``, ``DistilBertModel``). A task model that
 wraps one (``BertForSequenceClassification``) is accepted too: its ``base_model`` is used.
 
-Module paths are relative: ``layers`` is relative to the base encoder, all others are
-relative to one encoder layer. Sizes come from the model config, keyed by ``model_type``.
+Module paths are relative: ``layers`` and ``pooler`` are relative to the base encoder, all
+others are relative to one encoder layer. Sizes come from the model config, keyed by ``model_type``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Mapping
 
@@ -26,6 +26,8 @@ class ArchSpec:
     The attention output projection ``attn_out`` takes ``[B, T, H*d]`` (heads concatenated,
     head ``h`` in columns ``h*d:(h+1)*d``); the FFN down projection ``ffn_down`` takes
     ``[B, T, I]``. Q/K/V and ``ffn_up`` are kept for compaction (rows = output units).
+    ``pooler`` is the Linear of the encoder's pooler (``tanh(W h_cls)``), relative to the base
+    encoder, or None for a family without one (ELECTRA and DistilBERT in transformers v5).
     """
 
     layers: str  # ModuleList of encoder layers, relative to the base encoder
@@ -39,6 +41,7 @@ class ArchSpec:
     num_heads_key: str  # config attribute holding H
     hidden_key: str  # config attribute holding the hidden size
     intermediate_key: str  # config attribute holding I
+    pooler: str | None = None  # Linear hidden -> hidden of the pooler, relative to the base encoder
 
     def path(self, role: str) -> str:
         """Module path (relative to one layer) of ``role`` in :data:`LAYER_ROLES`."""
@@ -61,7 +64,10 @@ _BERT_LIKE = ArchSpec(
     num_heads_key="num_attention_heads",
     hidden_key="hidden_size",
     intermediate_key="intermediate_size",
+    pooler="pooler.dense",
 )
+
+_ELECTRA = replace(_BERT_LIKE, pooler=None)  # ElectraModel has no pooler
 
 _DISTILBERT = ArchSpec(
     layers="transformer.layer",
@@ -82,7 +88,7 @@ ARCH_SPECS: Mapping[str, ArchSpec] = MappingProxyType(
     {
         "bert": _BERT_LIKE,
         "roberta": _BERT_LIKE,
-        "electra": _BERT_LIKE,
+        "electra": _ELECTRA,
         "distilbert": _DISTILBERT,
     }
 )

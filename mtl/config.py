@@ -22,6 +22,8 @@ SAMPLERS = ("round-robin", "proportional", "temperature")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 POOLINGS = ("cls", "pooler", "mean")
 TICKET_KINDS = ("winning", "random", "losing")
+# roles a weight mask may cover (masks.weight_mask.WEIGHT_ROLES); embeddings are left out by default
+WEIGHT_MASK_ROLES = ("q", "k", "v", "attn_out", "ffn_up", "ffn_down", "pooler", "embeddings")
 
 
 @dataclass
@@ -87,6 +89,16 @@ class TrainConfig:
     min_heads_per_layer: int = field(default=1, metadata={"help": "heads every layer keeps in a cut mask"})
     score_batches: int | None = field(default=None, metadata={"help": "training batches used for scoring (default: all)"})
     head_normalization: str = field(default="layer_l2", metadata={"help": "head score normalisation: layer_l2 or none"})
+    # ---- unstructured (per-weight) tickets (masks/weight_mask.py, masks/magnitude.py)
+    weight_mask: str | None = field(default=None, metadata={"help": "train with this per-weight mask file: pruned weights "
+                                                             "are held at exactly 0 (training starts from the pre-trained "
+                                                             "weights, so this rewinds the ticket)"})
+    write_magnitude_masks: list[float] = field(default_factory=list, metadata={
+        "help": "after training, write OUTPUT/weight_masks/omp-{sparsity}.safetensors: global magnitude masks of the "
+                "trained weights at these sparsities; with --weight-mask they are imp-{sparsity}, pruned only among the "
+                "surviving weights (the next IMP round)"})
+    weight_mask_include: list[str] = field(default_factory=lambda: [r for r in WEIGHT_MASK_ROLES if r != "embeddings"], metadata={
+        "help": f"weight matrices that --write-magnitude-masks prunes: {', '.join(WEIGHT_MASK_ROLES)}"})
 
     def __post_init__(self) -> None:
         self.validate()
@@ -114,7 +126,7 @@ class TrainConfig:
             raise UserError(f"--holdout-fraction must be in [0, 1), got {self.holdout_fraction}")
         if not 0.0 <= self.head_dropout < 1.0:
             raise UserError(f"--head-dropout must be in [0, 1), got {self.head_dropout}")
-        for value in [*self.sparsities, *self.ffn_sparsities]:
+        for value in [*self.sparsities, *self.ffn_sparsities, *self.write_magnitude_masks]:
             if not 0.0 <= value < 1.0:
                 raise UserError(f"sparsity must be in [0, 1), got {value}")
         if self.score_importance and not self.sparsities:
@@ -131,6 +143,12 @@ class TrainConfig:
             _positive("score_batches", self.score_batches)
         if self.mask is not None and not Path(self.mask).expanduser().is_file():
             raise UserError(f"mask file not found: {self.mask}")
+        if self.weight_mask is not None and not Path(self.weight_mask).expanduser().is_file():
+            raise UserError(f"weight mask file not found: {self.weight_mask}")
+        if not self.weight_mask_include:
+            raise UserError(f"--weight-mask-include needs at least one of {', '.join(WEIGHT_MASK_ROLES)}")
+        for role in self.weight_mask_include:
+            _choice("weight_mask_include", role, WEIGHT_MASK_ROLES)
         if self.weight_decay < 0 or self.max_grad_norm < 0:
             raise UserError("--weight-decay and --max-grad-norm must be >= 0")
         self.check_conflicts()

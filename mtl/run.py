@@ -9,6 +9,7 @@ import platform
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,6 +25,9 @@ from .errors import UserError
 from .io import atomic_write_json
 from .model import MultiTaskModel, load_encoder, save_multitask_model
 from .trainer import TaskData, Trainer, format_metrics
+
+if TYPE_CHECKING:
+    from masks.weight_mask import WeightMask
 
 
 def check_output_dir(path_str: str) -> Path:
@@ -220,6 +224,7 @@ def _run(config: TrainConfig, dist: Dist, device: torch.device) -> dict:
         summary = json.loads((out / "results.json").read_text(encoding="utf-8")) if dist.is_main else None
         return {"summary": summary, "model": None, "tokenizer": None, "data": None, "trainer": None}
     model, tokenizer = build_model(config, tasks)
+    weight_mask = apply_run_weight_mask(model, config)  # checked here, before any file is written
     data = load_task_data(tasks, tokenizer, config)
     before_batch, mask_info = None, None
     if config.mask:
@@ -240,11 +245,15 @@ def _run(config: TrainConfig, dist: Dist, device: torch.device) -> dict:
         say(f"no checkpoint in {out}: starting from the beginning")
     if mask_info is not None:
         say(f"training with mask {config.mask}: {mask_info['mask_mode']}, sparsity {mask_info['sparsity']:.3f}")
+    if weight_mask is not None:
+        say(f"training with weight mask {config.weight_mask}: {weight_mask.meta.get('method', 'custom')}, "
+            f"{weight_mask.kept}/{weight_mask.total} weights kept (sparsity {weight_mask.sparsity:.3f})")
     start = time.time()
     summary = trainer.train(checkpoint)
     checkpoint = None  # free its tensors
     if mask_info is not None:
         summary["mask"] = mask_info
+    summary.update(finish_weight_masks(model, config, out, weight_mask, dist.is_main))
     if config.score_importance:
         t0 = time.time()
         imp = score_model(model, data, config, pad_id, trainer.device, trainer.autocast, dist=dist)
@@ -262,6 +271,44 @@ def _run(config: TrainConfig, dist: Dist, device: torch.device) -> dict:
     say(f"done in {summary['wall_seconds']}s (best epoch {summary['best_epoch']}): {format_metrics(summary['metrics'])}")
     say(f"wrote {out / 'metrics.json'}")
     return {"summary": summary, "model": model, "tokenizer": tokenizer, "data": data, "trainer": trainer}
+
+
+def apply_run_weight_mask(model: MultiTaskModel, config: TrainConfig) -> WeightMask | None:
+    """``--weight-mask``: load the per-weight mask, check it fits the encoder and the
+    ``--write-magnitude-masks`` sparsities, and hold its pruned weights at 0 (``masks.weight_mask``).
+    The model was just built from the pre-trained weights, so training it rewinds the ticket.
+    Returns the :class:`masks.weight_mask.WeightMask`, or None without ``--weight-mask``."""
+    from masks.magnitude import check_after
+    from masks.weight_mask import apply_weight_mask, load_weight_mask
+
+    if not config.weight_mask:
+        check_after(None, config.write_magnitude_masks)
+        return None
+    mask = load_weight_mask(Path(config.weight_mask).expanduser(), model.encoder)
+    check_after(mask, config.write_magnitude_masks)
+    apply_weight_mask(model.encoder, mask)
+    return mask
+
+
+def finish_weight_masks(model: MultiTaskModel, config: TrainConfig, out: Path, weight_mask: WeightMask | None,
+                        write: bool) -> dict:
+    """After training: bake the weight mask into the weights (pruned entries stored as 0, so the model
+    saves and scores as a plain one) and write ``--write-magnitude-masks``. Returns what
+    ``results.json`` records (``weight_mask``, ``magnitude_masks``)."""
+    from masks.magnitude import write_magnitude_masks
+    from masks.weight_mask import describe, remove_weight_mask
+
+    record: dict = {}
+    if weight_mask is not None:
+        remove_weight_mask(model.encoder)
+        record["weight_mask"] = describe(weight_mask, config.weight_mask)
+    if config.write_magnitude_masks:
+        paths = write_magnitude_masks(model.encoder, config.write_magnitude_masks, out, previous=weight_mask,
+                                      include=config.weight_mask_include,
+                                      meta={"source": str(out), "model": config.model, "seed": str(config.seed),
+                                            "tasks": ",".join(config.tasks)}) if write else []
+        record["magnitude_masks"] = [str(p) for p in paths]
+    return record
 
 
 def write_results(out: Path, summary: dict, model: MultiTaskModel, tokenizer, config: TrainConfig) -> None:

@@ -1,0 +1,370 @@
+"""Iterative structured pruning for one task (Prasanna et al. 2020): good / random / bad subnetworks (resumable).
+
+    python -m experiments.iterative_pruning --task rte --threshold 0.9 --step 0.1 --seeds 1,2 \
+        --output-dir runs/ip-rte [--prune-seeds 1,2] [--ffn-granularity neuron|layer] \
+        [--select-on dev|holdout] [--config YAML] [--] [any train.py option: --epochs, --lr, ...]
+
+1. ``dense-seed{S}/``: fine-tune the dense model for every seed. Prune seeds (``--prune-seeds``,
+   default: the first seed) keep their model (``model/``) for pruning.
+2. ``pruning/seed{P}.json``: prune that dense model iteratively (``masks/iterative.py``): each step
+   removes the least important ``--step`` of the ORIGINAL heads and FFN units (re-scored with the
+   current mask, ``--score-batches`` training batches), until the task score on dev (or the held-out
+   slice of train, ``--select-on holdout``) falls below ``--threshold`` x the unpruned score.
+   ``masks/good-seed{P}.safetensors`` is the last mask at or above it; ``masks/bad-seed{P}.safetensors``
+   keeps the same numbers of heads and FFN units, the lowest-scoring ones by the dense importance
+   (``pruning/importance-seed{P}.safetensors``).
+3. ``{good,random,bad}-seed{S}/``: rewind, i.e. train from the pre-trained weights with the mask fixed.
+   Seed S uses the good and bad masks pruned at seed S if S is a prune seed, else those of the first
+   prune seed; ``masks/random-seed{S}.safetensors`` is a fresh uniform draw (seed S) with the same counts.
+4. ``iterative_pruning.json`` / ``.md`` / ``.png``: the trajectories and the mean ± std over seeds of
+   the task score (the mean of the task's dev metrics, as in ``experiments.phase_transition``).
+
+Re-running resumes: a run folder with ``metrics.json`` is skipped, and so is a pruning whose
+``pruning/seed{P}.json`` exists (an error if it was made with other pruning options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiments.phase_transition import mean_std, scores_of, task_score
+from masks.arch import EncoderShape
+from masks.iterative import (
+    IterativeConfig,
+    IterativeResult,
+    iterative_prune,
+    kept_layer_l2,
+    matched_mask,
+)
+from masks.mask import Mask, load_mask, save_mask
+from mtl.cli import config_parser, parse_config, run_main
+from mtl.config import TrainConfig
+from mtl.errors import UserError
+from mtl.io import atomic_write, atomic_write_json, atomic_write_text
+from mtl.run import prepare_output_dir, resolve_tasks, run_training
+
+KINDS = ("good", "random", "bad")
+COLORS = {"dense": "gray", "good": "tab:green", "random": "tab:blue", "bad": "tab:red"}
+# pruning options a saved trajectory must match on a re-run
+SETTING_KEYS = ("threshold", "step", "granularity", "min_heads_per_layer", "max_steps", "select_on", "score_batches",
+                "head_normalization")
+
+
+@dataclass
+class PruneSpec:
+    """The experiment's own options (training options live in TrainConfig)."""
+
+    seeds: list[int]
+    prune_seeds: list[int]
+    select_on: str  # "dev" | "holdout"
+    iterative: IterativeConfig
+
+    def mask_seed(self, seed: int) -> int:
+        """The prune seed whose good / bad masks the retraining run of ``seed`` uses."""
+        return seed if seed in self.prune_seeds else self.prune_seeds[0]
+
+    def settings(self, base: TrainConfig) -> dict:
+        return {**dataclasses.asdict(self.iterative), "select_on": self.select_on,
+                "score_batches": base.score_batches, "head_normalization": base.head_normalization}
+
+
+# --------------------------------------------------------------------------- runs
+
+def run_once(config: TrainConfig) -> dict:
+    """Train unless ``OUTPUT/metrics.json`` exists (resuming from a checkpoint); return ``results.json``."""
+    out = Path(config.output_dir)
+    if (out / "metrics.json").is_file():
+        print(f"[iterative-pruning] skip {out.name}: finished", flush=True)
+    else:
+        run_training(dataclasses.replace(config, resume=(out / "checkpoint.pt").is_file()))
+    return json.loads((out / "results.json").read_text(encoding="utf-8"))
+
+
+def dense_runs(base: TrainConfig, task: str, spec: PruneSpec, out: Path) -> list[dict]:
+    rows = []
+    for seed in spec.seeds:
+        cfg = dataclasses.replace(base, seed=seed, output_dir=str(out / f"dense-seed{seed}"), mask=None,
+                                  score_importance=False, save_model=seed in spec.prune_seeds)
+        print(f"[iterative-pruning] dense seed {seed}", flush=True)
+        rows.append({"seed": seed, **scores_of(run_once(cfg), task)})
+    return rows
+
+
+def _prune_model(base: TrainConfig, task: str, seed: int, spec: PruneSpec, out: Path) -> IterativeResult:
+    """Load ``dense-seed{seed}/model`` and prune it; evaluation and scoring as train.py does them."""
+    from masks.apply import score_model
+    from masks.arch import shape_of
+    from masks.gates import attach_gates
+    from mtl.model import load_multitask_model
+    from mtl.run import deterministic_algorithms, load_task_data, torch_threads
+    from mtl.trainer import Trainer
+
+    model_dir = out / f"dense-seed{seed}" / "model"
+    if not (model_dir / "model.json").is_file():
+        raise UserError(f"{model_dir.parent} has no saved model to prune; delete that folder so the dense run is redone")
+    cfg = dataclasses.replace(base, seed=seed, output_dir=str(model_dir.parent), mask=None)
+    _, tasks = resolve_tasks(cfg)
+    with torch_threads(cfg.num_threads), deterministic_algorithms(cfg.deterministic):
+        model, tokenizer = load_multitask_model(model_dir)
+        data = load_task_data(tasks, tokenizer, cfg)
+        pad_id = tokenizer.pad_token_id or 0
+        trainer = Trainer(model, data, cfg, out / "pruning", pad_id=pad_id)
+        gates = attach_gates(model.encoder)
+
+        def evaluate(mask: Mask) -> float:
+            gates.set_mask(mask)
+            return task_score(trainer.evaluate(spec.select_on)[task])
+
+        def score(mask: Mask):
+            gates.set_mask(mask)
+            imp = score_model(model, data, cfg, pad_id, trainer.device, trainer.autocast)
+            if cfg.head_normalization == "layer_l2":  # normalise over the heads still kept
+                imp.heads = kept_layer_l2(imp.heads_raw, mask.heads)
+            return imp
+
+        try:
+            return iterative_prune(shape_of(model.encoder), evaluate, score, spec.iterative,
+                                   meta={"tasks": task, "model": base.model, "seed": str(seed),
+                                         "select_on": spec.select_on, "source_run": str(model_dir.parent)},
+                                   log=lambda line: print(f"[iterative-pruning] seed {seed} {line}", flush=True))
+        finally:
+            gates.remove()
+
+
+def check_settings(saved: dict, now: dict, path: Path) -> None:
+    """UserError naming every pruning option that differs from the saved trajectory's."""
+    diffs = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in SETTING_KEYS if saved.get(k) != now.get(k)]
+    if diffs:
+        raise UserError(f"{path} was pruned with other options ({'; '.join(diffs)}); use a new --output-dir "
+                        "or delete that file and the masks")
+
+
+def prune_seed(base: TrainConfig, task: str, seed: int, spec: PruneSpec, out: Path) -> dict:
+    """``pruning/seed{seed}.json`` (made unless it exists), with ``masks/good-`` and ``bad-seed{seed}``."""
+    from masks.importance import save_importance
+
+    path = out / "pruning" / f"seed{seed}.json"
+    settings = spec.settings(base)
+    if path.is_file():
+        record = json.loads(path.read_text(encoding="utf-8"))
+        check_settings(record["settings"], settings, path)
+        print(f"[iterative-pruning] skip pruning seed {seed}: {path} exists", flush=True)
+        return record
+    print(f"[iterative-pruning] pruning dense seed {seed}", flush=True)
+    result = _prune_model(base, task, seed, spec, out)
+    shape = EncoderShape.parse(result.mask.meta["shape"])
+    good_path, bad_path = out / "masks" / f"good-seed{seed}.safetensors", out / "masks" / f"bad-seed{seed}.safetensors"
+    imp_path = out / "pruning" / f"importance-seed{seed}.safetensors"
+    save_importance(result.dense_importance, imp_path)
+    save_mask(result.mask, good_path)
+    save_mask(matched_mask(result.mask, "bad", shape=shape, imp=result.dense_importance,
+                           granularity=spec.iterative.granularity,
+                           min_heads_per_layer=spec.iterative.min_heads_per_layer, seed=seed), bad_path)
+    record = {"task": task, "seed": seed, "settings": settings, **result.to_dict(),
+              "masks": {"good": str(good_path), "bad": str(bad_path)}, "importance": str(imp_path)}
+    atomic_write_json(path, record)  # last: its presence means the pruning is done
+    return record
+
+
+def random_mask_path(seed: int, spec: PruneSpec, out: Path) -> Path:
+    """``masks/random-seed{seed}.safetensors``: drawn once, with the counts of the good mask seed ``seed`` uses."""
+    path = out / "masks" / f"random-seed{seed}.safetensors"
+    if not path.is_file():
+        good = load_mask(out / "masks" / f"good-seed{spec.mask_seed(seed)}.safetensors")
+        save_mask(matched_mask(good, "random", shape=EncoderShape.parse(good.meta["shape"]),
+                               granularity=spec.iterative.granularity,
+                               min_heads_per_layer=spec.iterative.min_heads_per_layer, seed=seed), path)
+    return path
+
+
+def retrain(base: TrainConfig, task: str, spec: PruneSpec, out: Path) -> dict[str, list[dict]]:
+    """``{kind: [one row per seed]}``: every kind rewound and trained with its mask fixed."""
+    runs: dict[str, list[dict]] = {}
+    for kind in KINDS:
+        for seed in spec.seeds:
+            if kind == "random":
+                mask_path = random_mask_path(seed, spec, out)
+            else:
+                mask_path = out / "masks" / f"{kind}-seed{spec.mask_seed(seed)}.safetensors"
+            mask = load_mask(mask_path)
+            cfg = dataclasses.replace(base, seed=seed, output_dir=str(out / f"{kind}-seed{seed}"), mask=str(mask_path),
+                                      score_importance=False, save_model=False)
+            print(f"[iterative-pruning] {kind} seed {seed}", flush=True)
+            runs.setdefault(kind, []).append({
+                "seed": seed, "mask": str(mask_path), "heads_kept": mask.num_heads_kept, "ffn_kept": mask.num_ffn_kept,
+                "params_kept": 100.0 * (1 - float(mask.meta["param_sparsity"])), **scores_of(run_once(cfg), task)})
+    return runs
+
+
+def run_experiment(base: TrainConfig, task: str, spec: PruneSpec, out: Path, command: str = "") -> dict:
+    """The whole experiment (resumable); returns the report written to ``iterative_pruning.json``."""
+    dense = dense_runs(base, task, spec, out)
+    trajectories = {seed: prune_seed(base, task, seed, spec, out) for seed in spec.prune_seeds}
+    runs = retrain(base, task, spec, out)
+    return summarize(dense, trajectories, runs, base, task, spec, out, command)
+
+
+# --------------------------------------------------------------------------- report
+
+def _row(kind: str, items: list[dict]) -> dict:
+    dev_mean, dev_std = mean_std([r["dev"] for r in items])
+    hold = [r["holdout"] for r in items if r["holdout"] is not None]
+    hold_mean, hold_std = mean_std(hold) if hold else (None, None)
+    row = {"kind": kind, "seeds": [r["seed"] for r in items], "dev_mean": dev_mean, "dev_std": dev_std,
+           "holdout_mean": hold_mean, "holdout_std": hold_std, "dev": [r["dev"] for r in items],
+           "dev_metrics": [r["dev_metrics"] for r in items]}
+    if kind != "dense":
+        row.update(heads_kept=mean_std([r["heads_kept"] for r in items])[0],
+                   ffn_kept=mean_std([r["ffn_kept"] for r in items])[0],
+                   params_kept=mean_std([r["params_kept"] for r in items])[0], masks=[r["mask"] for r in items])
+    return row
+
+
+def summarize(dense: list[dict], trajectories: dict[int, dict], runs: dict[str, list[dict]], base: TrainConfig,
+              task: str, spec: PruneSpec, out: Path, command: str = "") -> dict:
+    rows = [_row("dense", dense)] + [_row(kind, runs[kind]) for kind in KINDS]
+    report = {"task": task, "seeds": spec.seeds, "prune_seeds": spec.prune_seeds, "select_on": spec.select_on,
+              "settings": spec.settings(base), "rows": rows,
+              "trajectories": {str(seed): record for seed, record in trajectories.items()},
+              "config": dataclasses.asdict(base), "command": command}
+    atomic_write_json(out / "iterative_pruning.json", report)
+    atomic_write_text(out / "iterative_pruning.md", markdown(report))
+    plot(report, out / "iterative_pruning.png")
+    return report
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    return "–" if mean is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def markdown(report: dict) -> str:
+    s = report["settings"]
+    lines = [f"# Iterative pruning: {report['task']}", "",
+             (f"Threshold {s['threshold']} x the unpruned score, step {s['step']} of the original heads and FFN "
+              f"{s['granularity']}s, at least {s['min_heads_per_layer']} head(s) per layer, selected on "
+              f"{report['select_on']}. Task score = mean of the task's metrics."), ""]
+    for seed, rec in report["trajectories"].items():
+        lines += [f"## Pruning trajectory, seed {seed}", "",
+                  (f"Unpruned {report['select_on']} score {rec['base_score']:.2f}, target >= {rec['target']:.2f}; "
+                   f"stopped: {rec['stop_reason']}; selected step {rec['selected_step']}."), "",
+                  "| step | heads kept | FFN kept | params kept % | score | |", "|---|---|---|---|---|---|"]
+        for p in rec["trajectory"]:
+            mark = "selected" if p["step"] == rec["selected_step"] else ("" if p["above_threshold"] else "below")
+            lines.append(f"| {p['step']} | {p['heads_kept']} | {p['ffn_kept']} | {p['params_kept']:.1f} | "
+                         f"{p['score']:.2f} | {mark} |")
+        lines.append("")
+    lines += [f"## Retrained from the pre-trained weights (mean ± std over seeds {report['seeds']})", "",
+              "| subnetwork | heads kept | FFN neurons kept | params kept % | dev | held-out |", "|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        counts = ("all", "all", "100.0") if r["kind"] == "dense" else (
+            f"{r['heads_kept']:g}", f"{r['ffn_kept']:g}", f"{r['params_kept']:.1f}")
+        lines.append(f"| {r['kind']} | {' | '.join(counts)} | {_pm(r['dev_mean'], r['dev_std'])} | "
+                     f"{_pm(r['holdout_mean'], r['holdout_std'])} |")
+    lines += ["", f"Command: `{report['command']}`", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    """Left: score and params kept vs pruning step (one line per prune seed). Right: retrained kinds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (ax, ax_bar) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
+    ax_params = ax.twinx()
+    for i, (seed, rec) in enumerate(report["trajectories"].items()):
+        color = f"C{i}"
+        steps = [p["step"] for p in rec["trajectory"]]
+        ax.plot(steps, [p["score"] for p in rec["trajectory"]], marker="o", color=color, label=f"score, seed {seed}")
+        ax.axhline(rec["target"], color=color, linestyle="--", linewidth=1)
+        ax_params.plot(steps, [p["params_kept"] for p in rec["trajectory"]], linestyle=":", color=color,
+                       label=f"params kept, seed {seed}")
+        chosen = rec["trajectory"][rec["selected_step"]]
+        ax.scatter([chosen["step"]], [chosen["score"]], marker="*", s=180, color="gold", edgecolor="black", zorder=5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("pruning step")
+    ax.set_ylabel(f"{report['task']} {report['select_on']} score (dashed: threshold)")
+    ax_params.set_ylabel("prunable parameters kept (%)")
+    ax_params.set_ylim(0, 105)
+    handles = ax.get_legend_handles_labels()[0] + ax_params.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3)
+    ax.set_title("Pruning trajectory (star: selected mask)", fontsize=10)
+    kinds = [r["kind"] for r in report["rows"]]
+    ax_bar.bar(kinds, [r["dev_mean"] for r in report["rows"]], yerr=[r["dev_std"] for r in report["rows"]],
+               color=[COLORS[k] for k in kinds], capsize=4)
+    ax_bar.set_ylabel(f"{report['task']} dev score after retraining")
+    ax_bar.set_title(f"Rewound subnetworks (seeds {','.join(map(str, report['seeds']))})", fontsize=10)
+    ax_bar.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- command line
+
+def parse_seeds(text: str, flag: str) -> list[int]:
+    """``"1,2"`` -> ``[1, 2]``; UserError for anything else or duplicates."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"{flag} takes comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise UserError(f"{flag} needs at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"{flag} lists a seed twice: {text!r}")
+    return seeds
+
+
+def build_spec(args: argparse.Namespace, config: TrainConfig) -> PruneSpec:
+    seeds = parse_seeds(args.seeds, "--seeds")
+    prune_seeds = parse_seeds(args.prune_seeds, "--prune-seeds") if args.prune_seeds else seeds[:1]
+    extra = [s for s in prune_seeds if s not in seeds]
+    if extra:
+        raise UserError(f"--prune-seeds {extra} are not among --seeds {seeds}")
+    if args.select_on == "holdout" and config.holdout_fraction <= 0:
+        raise UserError("--select-on holdout needs --holdout-fraction > 0 (e.g. 0.1)")
+    iterative = IterativeConfig(threshold=args.threshold, step=args.step,
+                                granularity=args.ffn_granularity or config.ticket_granularity,
+                                min_heads_per_layer=config.min_heads_per_layer, max_steps=args.max_prune_steps)
+    return PruneSpec(seeds=seeds, prune_seeds=prune_seeds, select_on=args.select_on, iterative=iterative)
+
+
+def main(argv: list[str] | None = None) -> int:
+    def go() -> None:
+        parser = config_parser("python -m experiments.iterative_pruning", __doc__.splitlines()[0], TrainConfig)
+        parser.add_argument("--task", required=True, help="the task (one)")
+        parser.add_argument("--threshold", type=float, default=0.9, help="stop below this fraction of the unpruned score")
+        parser.add_argument("--step", type=float, default=0.1, help="fraction of the original heads / FFN units per step")
+        parser.add_argument("--seeds", default="1,2", help="comma-separated training seeds")
+        parser.add_argument("--prune-seeds", default=None, help="seeds whose dense model is pruned (default: the first seed)")
+        parser.add_argument("--ffn-granularity", default=None, choices=("neuron", "layer"),
+                            help="FFN units: neurons or whole FFN blocks (default: --ticket-granularity)")
+        parser.add_argument("--select-on", default="dev", choices=("dev", "holdout"),
+                            help="score the pruning steps on dev (as the paper) or on the held-out slice of train")
+        parser.add_argument("--max-prune-steps", type=int, default=None, help="stop pruning after N steps")
+        args_in = sys.argv[1:] if argv is None else list(argv)
+        config, args = parse_config(parser, TrainConfig, [a for a in args_in if a != "--"])
+        if "," in args.task:
+            raise UserError("--task takes one task; run one experiment per task")
+        config = dataclasses.replace(config, tasks=[args.task])
+        spec = build_spec(args, config)
+        _, (task,) = resolve_tasks(config)
+        out = prepare_output_dir(config.output_dir)
+        command = "python -m experiments.iterative_pruning " + " ".join(map(shlex.quote, args_in))
+        report = run_experiment(config, task.name, spec, out, command)
+        print(markdown(report))
+
+    return run_main(go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

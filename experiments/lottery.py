@@ -1,0 +1,473 @@
+"""Unstructured lottery tickets for one task (Chen et al. 2020): IMP, OMP, random pruning, transfer (resumable).
+
+    python -m experiments.lottery --task rte --method imp,omp,random --sparsities 0.2,0.4,0.6 --seeds 1,2 \
+        --output-dir runs/lt-rte [--config experiments/lottery_cpu.yaml] [--rate 0.1 --rounds N] \
+        [--omp-source finetuned|pretrained] [--transfer-from runs/lt-mrpc] [any train.py option]
+
+Every run builds its model from the pre-trained weights, so training with a weight mask rewinds the
+subnetwork to the pre-trained values (the paper's setting). Per seed S:
+
+1. ``dense-seed{S}``: fine-tune the dense model; it writes the one-shot magnitude masks of its
+   trained weights (``weight_masks/omp-{s}``) that OMP and IMP's first round need.
+2. ``imp-{s}-seed{S}``: iterative magnitude pruning. Round k trains with the mask that round k-1
+   wrote (round 1: the dense run's mask at ``--rate``) and writes the next round's mask, pruning
+   another ``--rate`` of the original weight count among its surviving weights. IMP's sparsities
+   are its rounds: ``rate, 2*rate, ..., rounds*rate``.
+3. ``omp-{s}-seed{S}``: one-shot magnitude pruning at every ``--sparsities`` value, of the dense
+   run's fine-tuned weights (``--omp-source finetuned``) or of the pre-trained ones (``pretrained``).
+4. ``random-{s}-seed{S}``: the same number of weights pruned uniformly at random, drawn per seed
+   (``masks/random-{s}-seed{S}``; one seed's draws are nested across sparsities).
+5. ``transfer-{method}-{s}-seed{S}`` (``--transfer-from DIR``): this task trained with the masks
+   of another task's lottery study in DIR (its seed S, else its first seed), per method and sparsity.
+
+Pruning is global over the encoder's Q/K/V/O, FFN and pooler matrices (``--weight-mask-include``).
+A run folder holding ``metrics.json`` (and, for the dense run and IMP rounds, the masks it must
+write) is finished and skipped, so re-running the command resumes the study. A finished run made
+with other options stops the study with a one-line error.
+
+Score = the task's primary dev metric (``primary`` in ``tasks/glue.yaml``: RTE and MRPC accuracy, STS-B
+Pearson, CoLA MCC; MNLI averages m and mm). A method is *matching* at a sparsity when its
+mean over seeds is at least the dense mean minus the dense standard deviation over seeds.
+
+Output in the output directory: ``lottery.json`` (every run's score, mean ± std per method and
+sparsity, the matching flags, the command), ``lottery.md`` (the table), ``lottery.png``. A lone
+``--`` may separate the study's options from the train.py ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from masks.magnitude import (
+    imp_schedule,
+    magnitude_mask,
+    magnitude_mask_path,
+    random_mask,
+)
+from masks.mask import format_fraction
+from masks.weight_mask import (
+    WeightMask,
+    load_weight_mask,
+    prunable_weights,
+    save_weight_mask,
+)
+from mtl.cli import config_parser, run_main
+from mtl.config import (
+    TrainConfig,
+    add_config_flags,
+    build_config,
+    read_yaml,
+    resume_conflicts,
+)
+from mtl.errors import UserError
+from mtl.io import atomic_write, atomic_write_json, atomic_write_text
+from mtl.run import prepare_output_dir, resolve_tasks, run_training
+from mtl.trainer import selection_score
+from tasks.task_def import TaskDef
+
+PROG = "python -m experiments.lottery"
+METHODS = ("imp", "omp", "random")
+OMP_SOURCES = ("finetuned", "pretrained")
+OMP_WORDS = {"finetuned": "fine-tuned", "pretrained": "pre-trained"}
+# options a finished run may differ in: they change neither its training nor its score
+FREE_OPTIONS = ("sparsities", "write_magnitude_masks")
+COLORS = {"imp": "tab:green", "omp": "tab:orange", "random": "tab:blue"}
+
+
+@dataclass
+class LotteryConfig:
+    """The study's own options (train.py options live in :class:`mtl.config.TrainConfig`)."""
+
+    task: str = field(default="", metadata={"help": "the task (one)"})
+    method: list[str] = field(default_factory=lambda: list(METHODS),
+                              metadata={"help": f"pruning methods, comma-separated: {', '.join(METHODS)}"})
+    seeds: list[int] = field(default_factory=lambda: [1, 2], metadata={"help": "comma-separated seeds"})
+    rate: float = field(default=0.1, metadata={"help": "IMP: fraction of the original weights pruned per round"})
+    rounds: int | None = field(default=None, metadata={"help": "IMP rounds (default: enough to reach the "
+                                                       "largest --sparsities value)"})
+    omp_source: str = field(default="finetuned", metadata={"help": "OMP prunes the dense run's fine-tuned "
+                                                           "weights or the pre-trained ones: finetuned, pretrained"})
+    transfer_from: str | None = field(default=None, metadata={"help": "another task's lottery study directory: "
+                                                              "also train this task with its masks"})
+
+    def __post_init__(self) -> None:
+        if not self.task:
+            raise UserError("--task is required, e.g. --task rte")
+        if "," in self.task:
+            raise UserError("--task takes one task; run one study per task")
+        if not self.method:
+            raise UserError(f"--method needs at least one of {', '.join(METHODS)}")
+        for m in self.method:
+            if m not in METHODS:
+                raise UserError(f"--method must be among {', '.join(METHODS)}; got {m!r}")
+        self.method = [m for m in METHODS if m in self.method]  # canonical order, no duplicates
+        if not self.seeds:
+            raise UserError("--seeds needs at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise UserError(f"--seeds has a duplicate: {self.seeds}")
+        if self.omp_source not in OMP_SOURCES:
+            raise UserError(f"--omp-source must be one of {', '.join(OMP_SOURCES)}; got {self.omp_source!r}")
+        if not 0.0 < self.rate < 1.0:
+            raise UserError(f"--rate must be in (0, 1), got {self.rate}")
+        if self.rounds is not None and self.rounds < 1:
+            raise UserError(f"--rounds must be >= 1, got {self.rounds}")
+        if self.transfer_from is not None and not (Path(self.transfer_from).expanduser() / "lottery.json").is_file():
+            raise UserError(f"--transfer-from {self.transfer_from}: no lottery.json there (run experiments.lottery "
+                            "for that task first)")
+
+    def imp_sparsities(self, sparsities: Sequence[float]) -> list[float]:
+        """IMP's sparsity after each round; without ``--rounds``, enough rounds to reach max(sparsities)."""
+        rounds = self.rounds
+        if rounds is None:
+            top = max(sparsities, default=self.rate)
+            rounds = max(1, sum(1 for k in range(1, 1000) if round(k * self.rate, 10) <= top + 1e-9))
+        return imp_schedule(self.rate, rounds)
+
+
+def is_matching(mean: float, dense_mean: float, dense_std: float) -> bool:
+    """A subnetwork is *matching* when its mean score is at most one seed standard deviation below the
+    dense model's mean: ``mean >= dense_mean - dense_std`` (Chen et al. 2020: "within one standard
+    deviation of the full network"; scoring above dense is matching too)."""
+    return mean >= dense_mean - dense_std - 1e-9
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def task_score(results: dict, task: TaskDef) -> float:
+    """The task's main score from ``results.json``: its primary dev metric (averaged over dev splits)."""
+    return selection_score({task.name: results["metrics"][task.name]}, {task.name: task})
+
+
+# ---------------------------------------------------------------- runs
+
+
+@dataclass
+class Study:
+    """A resolved study: options, its task, output folder, the sparsities per method, and the runs'
+    results as they come in (``runs[(method, sparsity)]``: one record per seed)."""
+
+    base: TrainConfig
+    lottery: LotteryConfig
+    task: TaskDef
+    out: Path
+    sparsities: list[float]  # OMP and random
+    imp: list[float]  # IMP, one per round
+    runs: dict[tuple[str, float], list[dict]] = field(default_factory=dict)
+    _pretrained: dict | None = field(default=None, repr=False)
+
+    def config(self, name: str, seed: int, weight_mask: Path | None = None, write: Sequence[float] = ()) -> TrainConfig:
+        """The train.py options of run ``name``: fresh heads, the study's options, no model saved."""
+        return dataclasses.replace(self.base, tasks=[self.task.name], seed=seed, output_dir=str(self.out / name),
+                                   mask=None, weight_mask=str(weight_mask) if weight_mask else None,
+                                   write_magnitude_masks=sorted(set(write)), score_importance=False,
+                                   save_model=False, resume=False)
+
+    def record(self, method: str, sparsity: float, seed: int, results: dict, mask: Path | None, **extra) -> None:
+        """Keep one run's score (the task's main dev metric) and the mask it trained with."""
+        info = results.get("weight_mask") or {}
+        self.runs.setdefault((method, sparsity), []).append({
+            "seed": seed, "score": task_score(results, self.task), "dev_metrics": results["metrics"][self.task.name],
+            "mask": _relative(mask, self.out) if mask else None, "kept": info.get("kept"), "total": info.get("total"),
+            "actual_sparsity": info.get("sparsity", 0.0), **extra})
+
+    def train(self, method: str, sparsity: float, seed: int, mask: Path, **extra) -> None:
+        """Train run ``{method}-{sparsity}-seed{seed}`` with ``mask`` (unless finished) and record it."""
+        name = f"{method}-{format_fraction(sparsity)}-seed{seed}"
+        self.record(method, sparsity, seed, run_once(self.config(name, seed, mask)), mask, **extra)
+
+    def pretrained(self) -> dict:
+        """``{name: weight}`` of the pre-trained encoder's prunable matrices (loaded once)."""
+        if self._pretrained is None:
+            from mtl.model import load_encoder
+
+            self._pretrained = prunable_weights(load_encoder(self.base.model)[0], self.base.weight_mask_include)
+        return self._pretrained
+
+    def pretrained_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(w.shape) for n, w in self.pretrained().items()}
+
+    def own_mask(self, name: str, make: Callable[[], WeightMask]) -> Path:
+        """``OUT/masks/{name}.safetensors``, written from ``make()`` unless it exists (masks the study draws)."""
+        path = self.out / "masks" / f"{name}.safetensors"
+        if not path.is_file():
+            save_weight_mask(make(), path)
+        return path
+
+    def meta(self, source: str) -> dict[str, str]:
+        return {"model": self.base.model, "include": ",".join(self.base.weight_mask_include), "source": source}
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` where it lies inside, else as it is."""
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def check_same_options(config: TrainConfig) -> None:
+    """UserError if the finished run in ``config.output_dir`` was made with other options."""
+    saved = Path(config.output_dir) / "config.yaml"
+    if not saved.is_file():
+        return
+    conflicts = [c for c in resume_conflicts(read_yaml(saved), config) if c.split(":", 1)[0] not in FREE_OPTIONS]
+    if conflicts:
+        raise UserError(f"{saved.parent} is a finished run made with other options ({'; '.join(conflicts)}); "
+                        "use a new --output-dir, or delete that run to redo it")
+
+
+def run_once(config: TrainConfig, needs: Sequence[Path] = ()) -> dict:
+    """Train unless the run is finished (``metrics.json`` and every file in ``needs``); ``results.json``.
+
+    An unfinished run continues from its checkpoint when it has one made with the same options,
+    else starts over (a finished run whose masks are missing is trained again)."""
+    out = Path(config.output_dir)
+    finished = (out / "metrics.json").is_file() and (out / "results.json").is_file()
+    if finished and all(Path(p).is_file() for p in needs):
+        check_same_options(config)
+        print(f"[lottery] {out.name}: finished, skipped", flush=True)
+    else:
+        resume = (not finished and (out / "checkpoint.pt").is_file() and (out / "config.yaml").is_file()
+                  and not resume_conflicts(read_yaml(out / "config.yaml"), config))
+        print(f"[lottery] {out.name}{' (resuming)' if resume else ''}", flush=True)
+        run_training(dataclasses.replace(config, resume=resume))
+        missing = [str(p) for p in needs if not Path(p).is_file()]
+        if missing:
+            raise UserError(f"run {out} did not write {missing[0]}")
+    return json.loads((out / "results.json").read_text(encoding="utf-8"))
+
+
+def run_dense(study: Study, seed: int) -> Path:
+    """Fine-tune the dense model; it writes the one-shot magnitude masks that OMP and IMP round 1 need."""
+    lot = study.lottery
+    writes = [*(study.sparsities if "omp" in lot.method and lot.omp_source == "finetuned" else []),
+              *(study.imp[:1] if "imp" in lot.method else [])]
+    dense = study.out / f"dense-seed{seed}"
+    needs = [magnitude_mask_path(dense, "omp", s) for s in writes]
+    study.record("dense", 0.0, seed, run_once(study.config(dense.name, seed, write=writes), needs), None)
+    return dense
+
+
+def run_imp(study: Study, seed: int, dense: Path) -> None:
+    """IMP rounds: round k trains with round k-1's mask (round 1: the dense run's) and writes round k+1's.
+    A round is finished only when its ``metrics.json`` and its next round's mask exist."""
+    mask = magnitude_mask_path(dense, "omp", study.imp[0])
+    for k, sparsity in enumerate(study.imp):
+        name, nxt = f"imp-{format_fraction(sparsity)}-seed{seed}", study.imp[k + 1:k + 2]
+        needs = [magnitude_mask_path(study.out / name, "imp", t) for t in nxt]
+        study.record("imp", sparsity, seed, run_once(study.config(name, seed, mask, write=nxt), needs), mask)
+        mask = needs[0] if needs else mask
+
+
+def run_omp(study: Study, seed: int, dense: Path) -> None:
+    """One-shot magnitude pruning of the fine-tuned (this seed's dense run) or the pre-trained weights."""
+    for s in study.sparsities:
+        if study.lottery.omp_source == "finetuned":
+            mask = magnitude_mask_path(dense, "omp", s)
+        else:
+            mask = study.own_mask(f"omp-pretrained-{format_fraction(s)}",
+                                  lambda s=s: magnitude_mask(study.pretrained(), s, meta=study.meta("pretrained")))
+        study.train("omp", s, seed, mask)
+
+
+def run_random(study: Study, seed: int) -> None:
+    """The same number of weights pruned uniformly at random, drawn from the run's seed."""
+    for s in study.sparsities:
+        mask = study.own_mask(f"random-{format_fraction(s)}-seed{seed}",
+                              lambda s=s: random_mask(study.pretrained_shapes(), s, seed, meta=study.meta("random")))
+        study.train("random", s, seed, mask)
+
+
+def run_transfer(study: Study, seed: int, transfer: list[tuple[str, float, str, dict[int, Path]]]) -> None:
+    """This task trained with another study's masks: its seed ``seed``, else its first seed."""
+    for method, s, source_task, masks in transfer:
+        mask = masks.get(seed, next(iter(masks.values())))
+        study.train(f"transfer-{method}", s, seed, mask, source_task=source_task)
+
+
+def run_study(study: Study, command: str) -> dict:
+    """Every run of the study, seed by seed (finished runs are skipped), then the report files."""
+    lot = study.lottery
+    transfer = transfer_masks(study) if lot.transfer_from else []  # checked before any training
+    for seed in lot.seeds:
+        dense = run_dense(study, seed)
+        if "imp" in lot.method:
+            run_imp(study, seed, dense)
+        if "omp" in lot.method:
+            run_omp(study, seed, dense)
+        if "random" in lot.method:
+            run_random(study, seed)
+        run_transfer(study, seed, transfer)
+    return summarize(study, command)
+
+
+def transfer_masks(study: Study) -> list[tuple[str, float, str, dict[int, Path]]]:
+    """``(method, sparsity, source task, {seed: mask path})`` of the ``--transfer-from`` study, for
+    this study's methods; UserError if it was made for another model or has none of them."""
+    source = Path(study.lottery.transfer_from).expanduser()
+    report = json.loads((source / "lottery.json").read_text(encoding="utf-8"))
+    other_model = report.get("config", {}).get("model")
+    if other_model != study.base.model:
+        raise UserError(f"--transfer-from {source}: its masks are for model {other_model!r}, this study trains "
+                        f"{study.base.model!r}")
+    out = []
+    for row in report.get("rows", []):
+        if row["method"] in study.lottery.method and row.get("masks"):
+            masks = {int(seed): source / path for seed, path in row["masks"].items()}
+            for path in masks.values():
+                load_weight_mask(path)  # one clear error now for a missing or broken file
+            out.append((row["method"], row["sparsity"], report.get("task", "?"), masks))
+    if not out:
+        raise UserError(f"--transfer-from {source}: it has no masks for --method {','.join(study.lottery.method)}")
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+
+def method_order(method: str) -> tuple[int, str]:
+    """Dense first, then imp, omp, random, then transfer rows in the same order."""
+    plain = method.removeprefix("transfer-")
+    rank = 1 + METHODS.index(plain) if plain in METHODS else len(METHODS) + 1
+    return (0 if method == "dense" else rank + (len(METHODS) if method.startswith("transfer-") else 0), method)
+
+
+def summarize(study: Study, command: str) -> dict:
+    """``lottery.json``, ``lottery.md``, ``lottery.png``; returns the report."""
+    dense_mean, dense_std = mean_std([r["score"] for r in study.runs[("dense", 0.0)]])
+    rows = []
+    for (method, sparsity), items in sorted(study.runs.items(), key=lambda kv: (method_order(kv[0][0]), kv[0][1])):
+        mean, std = mean_std([r["score"] for r in items])
+        kept = [r["kept"] / r["total"] for r in items if r.get("total")]
+        rows.append({"method": method, "sparsity": sparsity, "seeds": [r["seed"] for r in items],
+                     "scores": [r["score"] for r in items], "mean": mean, "std": std,
+                     "matching": None if method == "dense" else is_matching(mean, dense_mean, dense_std),
+                     "kept_fraction": statistics.fmean(kept) if kept else 1.0,
+                     "masks": {str(r["seed"]): r["mask"] for r in items if r["mask"]},
+                     "dev_metrics": [r["dev_metrics"] for r in items],
+                     **({"source_task": items[0]["source_task"]} if "source_task" in items[0] else {})})
+    highest: dict[str, float | None] = {}  # per method, the highest sparsity that is matching
+    for row in rows[1:]:
+        best = highest.setdefault(row["method"], None)
+        if row["matching"]:
+            highest[row["method"]] = max(row["sparsity"], best if best is not None else 0.0)
+    report = {"task": study.task.name, "metric": study.task.primary, "seeds": study.lottery.seeds,
+              "methods": study.lottery.method, "sparsities": study.sparsities,
+              "imp": {"rate": study.lottery.rate, "rounds": len(study.imp), "sparsities": study.imp},
+              "omp_source": study.lottery.omp_source, "transfer_from": study.lottery.transfer_from,
+              "dense": {"mean": dense_mean, "std": dense_std},
+              "matching_rule": "mean >= dense mean - dense std (std over seeds)",
+              "highest_matching_sparsity": highest, "rows": rows,
+              "config": dataclasses.asdict(study.base), "lottery": dataclasses.asdict(study.lottery),
+              "command": command}
+    atomic_write_json(study.out / "lottery.json", report)
+    atomic_write_text(study.out / "lottery.md", markdown(report))
+    plot(report, study.out / "lottery.png")
+    return report
+
+
+def markdown(report: dict) -> str:
+    """The method × sparsity table, dense row first."""
+    d = report["dense"]
+    imp = report["imp"]
+    title = (f"# Unstructured lottery tickets: {report['task']} (dev {report['metric']}, mean ± std over seeds "
+             f"{','.join(map(str, report['seeds']))})")
+    legend = (f"Matching: mean ≥ dense mean − dense std = {d['mean'] - d['std']:.2f}. "
+              f"IMP prunes {imp['rate']:g} of the original weights per round ({imp['rounds']} rounds); "
+              f"OMP prunes the {OMP_WORDS[report['omp_source']]} weights once; random prunes uniformly at random. "
+              "Every subnetwork is trained from the pre-trained weights.")
+    lines = [title, "", legend, "", "| method | sparsity | weights kept | score | matching |", "|---|---|---|---|---|"]
+    for r in report["rows"]:
+        method = r["method"] + (f" (from {r['source_task']})" if r.get("source_task") else "")
+        matching = "–" if r["matching"] is None else ("yes" if r["matching"] else "no")
+        lines.append(f"| {method} | {r['sparsity']:.2f} | {100 * r['kept_fraction']:.1f}% | "
+                     f"{r['mean']:.2f} ± {r['std']:.2f} | {matching} |")
+    best = ", ".join(f"{m} {s:.2f}" if s is not None else f"{m} none" for m, s in report["highest_matching_sparsity"].items())
+    lines += ["", f"Highest matching sparsity: {best or 'none'}.", "", f"Command: `{report['command']}`", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    """Score vs sparsity per method (± std over seeds), the dense mean ± std as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    d = report["dense"]
+    ax.axhline(d["mean"], color="black", linestyle="--", label="dense")
+    ax.axhspan(d["mean"] - d["std"], d["mean"] + d["std"], color="gray", alpha=0.2)
+    methods = sorted({r["method"] for r in report["rows"] if r["method"] != "dense"}, key=method_order)
+    for method in methods:
+        pts = sorted((r["sparsity"], r["mean"], r["std"]) for r in report["rows"] if r["method"] == method)
+        xs, ys, ss = zip(*pts)
+        color = COLORS.get(method.removeprefix("transfer-"), "tab:gray")
+        style = ":" if method.startswith("transfer-") else "-"
+        ax.plot(xs, ys, marker="o", linestyle=style, color=color, label=method)
+        ax.fill_between(xs, [y - s for y, s in zip(ys, ss)], [y + s for y, s in zip(ys, ss)], color=color, alpha=0.12)
+    ax.set_xlabel("sparsity (fraction of prunable encoder weights pruned)")
+    ax.set_ylabel(f"{report['task']} dev {report['metric']}")
+    ax.set_title(f"Lottery tickets: {report['task']} (seeds {','.join(map(str, report['seeds']))})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_args(argv: Sequence[str]) -> tuple[TrainConfig, LotteryConfig]:
+    """Defaults < ``--config`` YAML (train.py and study keys together) < flags. A lone ``--`` is
+    allowed before the train.py options."""
+    parser = config_parser(PROG, __doc__.splitlines()[0], TrainConfig)
+    add_config_flags(parser, LotteryConfig)
+    values = dict(vars(parser.parse_args([a for a in argv if a != "--"])))
+    config_path = values.pop("config", None)
+    yaml_values = read_yaml(config_path) if config_path is not None else {}
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    study_keys = {f.name for f in dataclasses.fields(LotteryConfig)}
+    unknown = [k for k in yaml_values if str(k).replace("-", "_") not in train_keys | study_keys]
+    if unknown:
+        raise UserError(f"unknown config key {unknown[0]!r} in {config_path}; valid keys: "
+                        f"{', '.join(sorted(train_keys | study_keys))}")
+
+    def pick(keys: set[str], mapping: dict) -> dict:
+        return {k: v for k, v in mapping.items() if str(k).replace("-", "_") in keys}
+
+    train = build_config(TrainConfig, pick(train_keys, yaml_values), pick(train_keys, values))
+    lottery = build_config(LotteryConfig, pick(study_keys, yaml_values), pick(study_keys, values))
+    return train, lottery
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+
+    def go() -> None:
+        base, lot = parse_args(argv)
+        base = dataclasses.replace(base, tasks=[lot.task])
+        _, (task,) = resolve_tasks(base)
+        sparsities = sorted(set(base.sparsities)) if {"omp", "random"} & set(lot.method) else []
+        imp = lot.imp_sparsities(base.sparsities) if "imp" in lot.method else []
+        out = prepare_output_dir(base.output_dir)
+        study = Study(base, lot, task, out, sparsities, imp)
+        report = run_study(study, f"{PROG} {shlex.join(argv)}")
+        print(markdown(report))
+
+    return run_main(go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
