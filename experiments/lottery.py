@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from experiments.phase_transition import mean_std
 from masks.magnitude import (
     imp_schedule,
     magnitude_mask,
@@ -136,11 +137,6 @@ def is_matching(mean: float, dense_mean: float, dense_std: float) -> bool:
     dense model's mean: ``mean >= dense_mean - dense_std`` (Chen et al. 2020: "within one standard
     deviation of the full network"; scoring above dense is matching too)."""
     return mean >= dense_mean - dense_std - 1e-9
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def task_score(results: dict, task: TaskDef) -> float:
@@ -404,18 +400,16 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from experiments.plots import dense_band, line_with_band
+
     fig, ax = plt.subplots(figsize=(6, 4))
     d = report["dense"]
-    ax.axhline(d["mean"], color="black", linestyle="--", label="dense")
-    ax.axhspan(d["mean"] - d["std"], d["mean"] + d["std"], color="gray", alpha=0.2)
+    dense_band(ax, d["mean"], d["std"])
     methods = sorted({r["method"] for r in report["rows"] if r["method"] != "dense"}, key=method_order)
     for method in methods:
-        pts = sorted((r["sparsity"], r["mean"], r["std"]) for r in report["rows"] if r["method"] == method)
-        xs, ys, ss = zip(*pts)
+        pts = [(r["sparsity"], r["mean"], r["std"]) for r in report["rows"] if r["method"] == method]
         color = COLORS.get(method.removeprefix("transfer-"), "tab:gray")
-        style = ":" if method.startswith("transfer-") else "-"
-        ax.plot(xs, ys, marker="o", linestyle=style, color=color, label=method)
-        ax.fill_between(xs, [y - s for y, s in zip(ys, ss)], [y + s for y, s in zip(ys, ss)], color=color, alpha=0.12)
+        line_with_band(ax, pts, color, method, linestyle=":" if method.startswith("transfer-") else "-")
     ax.set_xlabel("sparsity (fraction of prunable encoder weights pruned)")
     ax.set_ylabel(f"{report['task']} dev {report['metric']}")
     ax.set_title(f"Lottery tickets: {report['task']} (seeds {','.join(map(str, report['seeds']))})")

@@ -156,17 +156,15 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from experiments.plots import dense_band, line_with_band
+
     fig, ax = plt.subplots(figsize=(6, 4))
     dense = next(r for r in report["rows"] if r["kind"] == "dense")
-    ax.axhline(dense["dev_mean"], color="black", linestyle="--", label="dense")
-    ax.axhspan(dense["dev_mean"] - dense["dev_std"], dense["dev_mean"] + dense["dev_std"], color="gray", alpha=0.15)
+    dense_band(ax, dense["dev_mean"], dense["dev_std"])
     for kind in KINDS:
-        pts = sorted((r["sparsity"], r["dev_mean"], r["dev_std"]) for r in report["rows"] if r["kind"] == kind)
-        if not pts:
-            continue
-        xs, ys, ss = zip(*pts)
-        ax.plot(xs, ys, marker="o", color=COLORS[kind], label=kind)
-        ax.fill_between(xs, [y - s for y, s in zip(ys, ss)], [y + s for y, s in zip(ys, ss)], color=COLORS[kind], alpha=0.15)
+        pts = [(r["sparsity"], r["dev_mean"], r["dev_std"]) for r in report["rows"] if r["kind"] == kind]
+        if pts:
+            line_with_band(ax, pts, COLORS[kind], kind)
     st = report["super_ticket"]
     ax.scatter([st["sparsity"]], [st["dev_mean"]], marker="*", s=200, color="gold", edgecolor="black", zorder=5,
                label="super ticket")

@@ -41,6 +41,20 @@ def _save(fig, path: Path) -> None:
     _pyplot().close(fig)
 
 
+def dense_band(ax, mean: float, std: float) -> None:
+    """The dense reference: a dashed line at ``mean`` and a grey band of ± ``std`` (over seeds)."""
+    ax.axhline(mean, color="black", linestyle="--", label="dense")
+    ax.axhspan(mean - std, mean + std, color="gray", alpha=0.15)
+
+
+def line_with_band(ax, points: Sequence[tuple[float, float, float]], color: str, label: str,
+                   linestyle: str = "-") -> None:
+    """One curve of ``(x, mean, std)`` points (sorted by x here), with a shaded ± std band."""
+    xs, ys, ss = zip(*sorted(points))
+    ax.plot(xs, ys, marker="o", linestyle=linestyle, color=color, label=label)
+    ax.fill_between(xs, [y - s for y, s in zip(ys, ss)], [y + s for y, s in zip(ys, ss)], color=color, alpha=0.15)
+
+
 def _kept_text(mask: Mask) -> str:
     shape = mask.meta.get("shape")
     params = f", params kept {100 * (1 - mask.sparsity(EncoderShape.parse(shape))):.1f}%" if shape else ""
