@@ -68,7 +68,7 @@ from mtl.config import (
     resume_conflicts,
 )
 from mtl.errors import UserError
-from mtl.io import atomic_write, atomic_write_json, atomic_write_text
+from mtl.io import atomic_write_json, atomic_write_text
 from mtl.run import prepare_output_dir, resolve_tasks, run_training
 from mtl.trainer import selection_score
 from tasks.task_def import TaskDef
@@ -400,7 +400,7 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from experiments.plots import dense_band, line_with_band
+    from experiments.plots import dense_band, finish_curves, line_with_band
 
     fig, ax = plt.subplots(figsize=(6, 4))
     d = report["dense"]
@@ -410,14 +410,9 @@ def plot(report: dict, path: Path) -> None:
         pts = [(r["sparsity"], r["mean"], r["std"]) for r in report["rows"] if r["method"] == method]
         color = COLORS.get(method.removeprefix("transfer-"), "tab:gray")
         line_with_band(ax, pts, color, method, linestyle=":" if method.startswith("transfer-") else "-")
-    ax.set_xlabel("sparsity (fraction of prunable encoder weights pruned)")
-    ax.set_ylabel(f"{report['task']} dev {report['metric']}")
-    ax.set_title(f"Lottery tickets: {report['task']} (seeds {','.join(map(str, report['seeds']))})")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    finish_curves(fig, ax, path, "sparsity (fraction of prunable encoder weights pruned)",
+                  f"{report['task']} dev {report['metric']}",
+                  f"Lottery tickets: {report['task']} (seeds {','.join(map(str, report['seeds']))})")
 
 
 # ---------------------------------------------------------------- command line

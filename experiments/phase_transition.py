@@ -32,7 +32,7 @@ from masks.tickets import cut_ticket
 from mtl.cli import config_parser, parse_config, run_main
 from mtl.config import TrainConfig
 from mtl.errors import UserError
-from mtl.io import atomic_write, atomic_write_json, atomic_write_text
+from mtl.io import atomic_write_json, atomic_write_text
 from mtl.run import prepare_output_dir, resolve_tasks, run_training
 
 KINDS = ("winning", "random", "losing")
@@ -156,7 +156,7 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from experiments.plots import dense_band, line_with_band
+    from experiments.plots import dense_band, finish_curves, line_with_band
 
     fig, ax = plt.subplots(figsize=(6, 4))
     dense = next(r for r in report["rows"] if r["kind"] == "dense")
@@ -168,14 +168,8 @@ def plot(report: dict, path: Path) -> None:
     st = report["super_ticket"]
     ax.scatter([st["sparsity"]], [st["dev_mean"]], marker="*", s=200, color="gold", edgecolor="black", zorder=5,
                label="super ticket")
-    ax.set_xlabel("sparsity (fraction of heads and FFN neurons pruned)")
-    ax.set_ylabel(f"{report['task']} dev score")
-    ax.set_title(f"Phase transition: {report['task']} (seeds {','.join(map(str, report['seeds']))})")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    finish_curves(fig, ax, path, "sparsity (fraction of heads and FFN neurons pruned)", f"{report['task']} dev score",
+                  f"Phase transition: {report['task']} (seeds {','.join(map(str, report['seeds']))})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,6 +55,16 @@ def line_with_band(ax, points: Sequence[tuple[float, float, float]], color: str,
     ax.fill_between(xs, [y - s for y, s in zip(ys, ss)], [y + s for y, s in zip(ys, ss)], color=color, alpha=0.15)
 
 
+def finish_curves(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    """Label, legend and grid a score-vs-sparsity plot, then write it to ``path`` (PNG, atomic)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
 def _kept_text(mask: Mask) -> str:
     shape = mask.meta.get("shape")
     params = f", params kept {100 * (1 - mask.sparsity(EncoderShape.parse(shape))):.1f}%" if shape else ""
