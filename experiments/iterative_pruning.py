@@ -33,7 +33,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.phase_transition import mean_std, scores_of, task_score
+from experiments.phase_transition import mean_std, run_once, scores_of, task_score
 from masks.arch import EncoderShape
 from masks.iterative import (
     IterativeConfig,
@@ -47,7 +47,7 @@ from mtl.cli import config_parser, parse_config, run_main
 from mtl.config import TrainConfig
 from mtl.errors import UserError
 from mtl.io import atomic_write, atomic_write_json, atomic_write_text
-from mtl.run import prepare_output_dir, resolve_tasks, run_training
+from mtl.run import prepare_output_dir, resolve_tasks
 
 KINDS = ("good", "random", "bad")
 COLORS = {"dense": "gray", "good": "tab:green", "random": "tab:blue", "bad": "tab:red"}
@@ -76,23 +76,13 @@ class PruneSpec:
 
 # --------------------------------------------------------------------------- runs
 
-def run_once(config: TrainConfig) -> dict:
-    """Train unless ``OUTPUT/metrics.json`` exists (resuming from a checkpoint); return ``results.json``."""
-    out = Path(config.output_dir)
-    if (out / "metrics.json").is_file():
-        print(f"[iterative-pruning] skip {out.name}: finished", flush=True)
-    else:
-        run_training(dataclasses.replace(config, resume=(out / "checkpoint.pt").is_file()))
-    return json.loads((out / "results.json").read_text(encoding="utf-8"))
-
-
 def dense_runs(base: TrainConfig, task: str, spec: PruneSpec, out: Path) -> list[dict]:
     rows = []
     for seed in spec.seeds:
         cfg = dataclasses.replace(base, seed=seed, output_dir=str(out / f"dense-seed{seed}"), mask=None,
                                   score_importance=False, save_model=seed in spec.prune_seeds)
         print(f"[iterative-pruning] dense seed {seed}", flush=True)
-        rows.append({"seed": seed, **scores_of(run_once(cfg), task)})
+        rows.append({"seed": seed, **scores_of(run_once(cfg, "iterative-pruning"), task)})
     return rows
 
 
@@ -198,7 +188,7 @@ def retrain(base: TrainConfig, task: str, spec: PruneSpec, out: Path) -> dict[st
             print(f"[iterative-pruning] {kind} seed {seed}", flush=True)
             runs.setdefault(kind, []).append({
                 "seed": seed, "mask": str(mask_path), "heads_kept": mask.num_heads_kept, "ffn_kept": mask.num_ffn_kept,
-                "params_kept": 100.0 * (1 - float(mask.meta["param_sparsity"])), **scores_of(run_once(cfg), task)})
+                "params_kept": 100.0 * (1 - float(mask.meta["param_sparsity"])), **scores_of(run_once(cfg, "iterative-pruning"), task)})
     return runs
 
 

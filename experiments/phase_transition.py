@@ -44,12 +44,14 @@ def task_score(metrics: dict[str, float]) -> float:
     return sum(metrics.values()) / len(metrics)
 
 
-def run_once(config: TrainConfig) -> dict:
-    """Train unless ``OUTPUT/metrics.json`` exists; return ``results.json``."""
+def run_once(config: TrainConfig, tag: str = "phase-transition") -> dict:
+    """Train unless ``OUTPUT/metrics.json`` exists (then say so, prefixed ``[tag]``); return ``results.json``."""
     out = Path(config.output_dir)
-    if not (out / "metrics.json").is_file():  # unfinished: continue from its checkpoint if it has one
+    if (out / "metrics.json").is_file():
+        print(f"[{tag}] skip {out.name}: finished", flush=True)
+    else:  # unfinished: continue from its checkpoint if it has one
         run_training(dataclasses.replace(config, resume=(out / "checkpoint.pt").is_file()))
-    return json.loads((out / "results.json").read_text())
+    return json.loads((out / "results.json").read_text(encoding="utf-8"))
 
 
 def scores_of(results: dict, task: str) -> dict[str, float | None]:

@@ -191,7 +191,9 @@ def test_cli_end_to_end_then_resume_skips_everything(tmp_path, capsys, monkeypat
     def boom(*args, **kwargs):
         raise AssertionError("re-run trained or pruned again")
 
-    monkeypatch.setattr(ip, "run_training", boom)
+    import experiments.phase_transition as pt
+
+    monkeypatch.setattr(pt, "run_training", boom)  # run_once trains through it
     monkeypatch.setattr(ip, "_prune_model", boom)
     capsys.readouterr()
     assert ip.main(argv) == 0, capsys.readouterr().err
