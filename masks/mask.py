@@ -28,16 +28,21 @@ SINGLE_MODE = "single"
 REQUIRED_META = ("kind", "sparsity", "tasks", "model")
 
 
+def zero_one_to_bool(t: torch.Tensor, label: str) -> torch.Tensor:
+    """A bool tensor (returned as is) or 0/1 numbers (True = 1 = keep); other values: UserError naming ``label``."""
+    if t.dtype == torch.bool:
+        return t
+    if not bool(((t == 0) | (t == 1)).all()):
+        raise UserError(f"{label} must hold only 0/1 (1 = keep); got other values")
+    return t != 0
+
+
 def _as_bool(t: Any, name: str) -> torch.Tensor:
     """``t`` as a 2-D CPU bool tensor; 0/1 numbers accepted, anything else is a UserError."""
     t = torch.as_tensor(t).detach().cpu()
     if t.dim() != 2:
         raise UserError(f"mask.{name} must be 2-D, got shape {tuple(t.shape)}")
-    if t.dtype != torch.bool:
-        if not bool(((t == 0) | (t == 1)).all()):
-            raise UserError(f"mask.{name} must hold only 0/1 (1 = keep); got other values")
-        t = t != 0
-    return t
+    return zero_one_to_bool(t, f"mask.{name}")
 
 
 def format_fraction(x: float) -> str:

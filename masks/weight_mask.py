@@ -36,7 +36,7 @@ from mtl.errors import UserError
 from mtl.io import atomic_write
 
 from .arch import LAYER_ROLES, arch_for, layer_modules
-from .mask import MASK_FORMAT, format_fraction, read_safetensors
+from .mask import MASK_FORMAT, format_fraction, read_safetensors, zero_one_to_bool
 
 WEIGHT_MASK_FORMAT = "mtl-tickets/weight-mask"
 # Roles a weight mask may cover: the per-layer roles of masks.arch, the pooler, the embedding tables.
@@ -112,11 +112,7 @@ def _as_bool(t: Any, name: str) -> torch.Tensor:
     t = torch.as_tensor(t).detach().cpu()
     if t.dim() == 0:
         raise UserError(f"weight mask {name!r} must have the weight's shape, got a scalar")
-    if t.dtype != torch.bool:
-        if not bool(((t == 0) | (t == 1)).all()):
-            raise UserError(f"weight mask {name!r} must hold only 0/1 (1 = keep); got other values")
-        t = t != 0
-    return t
+    return zero_one_to_bool(t, f"weight mask {name!r}")
 
 
 @dataclass(eq=False)
