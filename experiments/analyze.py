@@ -221,7 +221,7 @@ def markdown(report: dict) -> str:
     lines += ["", "## Stable masks per layer (heads kept / FFN neurons kept)", ""]
     for name, g in report["groups"].items():
         s = g["stable"]
-        per_layer = ", ".join(f"L{i}: {h}/{f}" for i, (h, f) in enumerate(zip(s["heads_per_layer"], s["ffn_per_layer"])))
+        per_layer = ", ".join(f"L{i}: {h}/{f}" for i, (h, f) in enumerate(zip(s["heads_per_layer"], s["ffn_per_layer"], strict=True)))
         lines.append(f"- {name}: {per_layer}")
     names = list(report["groups"])
     for key, title in (("stable", "Group x group Jaccard of the stable masks"),

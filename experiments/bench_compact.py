@@ -200,7 +200,7 @@ def summarize(variants: dict, rounds: dict, batch_sizes: dict[str, int]) -> list
         dense = per_variant["dense"]
         for name, times in per_variant.items():
             med = statistics.median(times)
-            paired = statistics.median(d / t for d, t in zip(dense, times))
+            paired = statistics.median(d / t for d, t in zip(dense, times, strict=True))
             info = variants[name]
             rows.append({"batch": batch_sizes[b], "variant": name, "latency_ms": med * 1e3,
                          "examples_per_s": batch_sizes[b] / med, "speedup": statistics.median(dense) / med,

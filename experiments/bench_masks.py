@@ -243,10 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     median_step = {name: statistics.median(vals) for name, vals in per_step.items()}
     ex_per_s = {name: n_examples / (m * args.batches) for name, m in median_step.items()}
     overhead = median_step[GATES_ONES] / median_step[NO_GATES] - 1
-    paired = [a / b - 1 for a, b in zip(seconds[GATES_ONES], seconds[NO_GATES])]
+    paired = [a / b - 1 for a, b in zip(seconds[GATES_ONES], seconds[NO_GATES], strict=True)]
     paired_median = statistics.median(paired)
     ratio = ex_per_s[SCORING] / ex_per_s[NO_GATES]
-    paired_ratio = statistics.median(b / a for a, b in zip(seconds[SCORING], seconds[NO_GATES]))
+    paired_ratio = statistics.median(b / a for a, b in zip(seconds[SCORING], seconds[NO_GATES], strict=True))
     overhead_met = overhead <= GATE_OVERHEAD_TARGET
     ratio_met = ratio >= SCORING_RATIO_TARGET
     try:

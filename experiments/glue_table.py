@@ -173,7 +173,7 @@ def _row(label: str, records: list[RunRecord], tasks: list[str]) -> dict[str, An
         scores = [task_score(r.metrics[task]) for r in runs]
         cells[task] = {"metrics": {m: _stats([r.metrics[task][m] for r in runs if m in r.metrics[task]]) for m in names},
                        "score": _stats(scores)}
-        for r, score in zip(runs, scores):
+        for r, score in zip(runs, scores, strict=True):
             by_seed.setdefault(r.seed if r.seed is not None else str(r.path), {})[task] = score
     row_tasks = list(cells)
     average = None

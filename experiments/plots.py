@@ -50,9 +50,9 @@ def dense_band(ax, mean: float, std: float) -> None:
 def line_with_band(ax, points: Sequence[tuple[float, float, float]], color: str, label: str,
                    linestyle: str = "-") -> None:
     """One curve of ``(x, mean, std)`` points (sorted by x here), with a shaded ± std band."""
-    xs, ys, ss = zip(*sorted(points))
+    xs, ys, ss = zip(*sorted(points), strict=True)
     ax.plot(xs, ys, marker="o", linestyle=linestyle, color=color, label=label)
-    ax.fill_between(xs, [y - s for y, s in zip(ys, ss)], [y + s for y, s in zip(ys, ss)], color=color, alpha=0.15)
+    ax.fill_between(xs, [y - s for y, s in zip(ys, ss, strict=True)], [y + s for y, s in zip(ys, ss, strict=True)], color=color, alpha=0.15)
 
 
 def finish_curves(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:

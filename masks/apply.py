@@ -120,7 +120,7 @@ def write_tickets(imp: Importance, encoder, config, out_dir: Path) -> list[Path]
     if len(ffn) != len(config.sparsities):
         raise UserError(f"--ffn-sparsities needs one value per --sparsities value ({len(config.sparsities)}), got {len(ffn)}")
     paths = []
-    for sparsity, ffn_sparsity in zip(config.sparsities, ffn):
+    for sparsity, ffn_sparsity in zip(config.sparsities, ffn, strict=True):
         for kind in config.ticket_kinds:
             mask = cut_ticket(imp, kind, sparsity, shape=shape, ffn_sparsity=ffn_sparsity,
                               min_heads_per_layer=config.min_heads_per_layer, granularity=config.ticket_granularity,

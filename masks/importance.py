@@ -143,7 +143,7 @@ def _accumulate(
 def _reduce(all_reduce: Callable[[torch.Tensor], torch.Tensor], *raws: torch.Tensor) -> list[torch.Tensor]:
     """One all_reduce call over the flattened raw sums; split back to their shapes."""
     flat = all_reduce(torch.cat([r.flatten() for r in raws]))  # [L*H + L*I + L]
-    return [chunk.view_as(r) for chunk, r in zip(flat.split([r.numel() for r in raws]), raws)]
+    return [chunk.view_as(r) for chunk, r in zip(flat.split([r.numel() for r in raws]), raws, strict=True)]
 
 
 def compute_importance(

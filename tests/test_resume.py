@@ -127,7 +127,7 @@ def test_trainer_resumes_bitwise_from_any_checkpoint(tmp_path, one_thread):
         summary = resumed.train(checkpoint)
         assert summary["metrics"] == expected["metrics"] and summary["history"] == expected["history"]
         assert (out / "metrics.jsonl").read_text() == (tmp_path / "full" / "metrics.jsonl").read_text()
-        for a, b in zip(resumed.model.state_dict().values(), full.model.state_dict().values()):
+        for a, b in zip(resumed.model.state_dict().values(), full.model.state_dict().values(), strict=True):
             assert torch.equal(a, b)
 
 

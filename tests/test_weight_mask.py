@@ -323,7 +323,7 @@ def test_resume_with_a_weight_mask_is_bitwise(tmp_path):
     resumed = trainer(tmp_path / "crash")
     summary = resumed.train(load_checkpoint(tmp_path / "crash" / "checkpoint.pt"))
     assert summary["history"] == expected["history"]
-    for (ka, a), (kb, b) in zip(resumed.model.state_dict().items(), full.model.state_dict().items()):
+    for (ka, a), (kb, b) in zip(resumed.model.state_dict().items(), full.model.state_dict().items(), strict=True):
         assert ka == kb and torch.equal(a, b)
     assert all(bool((w[~mask.masks[n]] == 0).all()) for n, w in prunable_weights(resumed.model.encoder).items())
 
