@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from experiments.phase_transition import mean_std
+
 TARGETS = {"rte": ("accuracy", 60.0), "mrpc": ("f1", 86.0), "stsb": ("pearson", 85.0),
            "cola": ("mcc", 30.0), "sst2": ("accuracy", 88.0)}
 
@@ -41,18 +43,41 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"task": task, "seed": int(seed), "metrics": results["metrics"][task],
                          "best_epoch": results["best_epoch"], "train_ex_per_s": results["train_examples_per_s"],
                          "wall_s": results["wall_seconds"]})
+    report = quality_report(rows)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "quality.md").write_text(report)
+    (args.output_dir / "quality.json").write_text(json.dumps(rows, indent=2))
+    print(report, end="")
+    return 0
+
+
+def _target(task: str, value: float | None) -> str:
+    metric, bar = TARGETS.get(task, (None, None))
+    if metric is None:
+        return ""
+    return f"{metric} ≥ {bar:g}: {'met' if value is not None and value >= bar else 'MISSED'}"
+
+
+def quality_report(rows: list[dict]) -> str:
+    """Markdown: one line per run, then per task the target metric over seeds (mean ± sample std, min, max)."""
     lines = ["| task | seed | dev metrics | target | best epoch | train ex/s | wall s |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        metric, bar = TARGETS.get(r["task"], (None, None))
-        value = r["metrics"].get(metric) if metric else None
-        target = f"{metric} ≥ {bar:g}: {'met' if value is not None and value >= bar else 'MISSED'}" if metric else ""
+        metric = TARGETS.get(r["task"], (None,))[0]
         shown = ", ".join(f"{k} {v:.1f}" for k, v in r["metrics"].items())
-        lines.append(f"| {r['task']} | {r['seed']} | {shown} | {target} | {r['best_epoch']} | {r['train_ex_per_s']} | {r['wall_s']} |")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "quality.md").write_text("\n".join(lines) + "\n")
-    (args.output_dir / "quality.json").write_text(json.dumps(rows, indent=2))
-    print("\n".join(lines))
-    return 0
+        lines.append(f"| {r['task']} | {r['seed']} | {shown} | {_target(r['task'], r['metrics'].get(metric))} "
+                     f"| {r['best_epoch']} | {r['train_ex_per_s']} | {r['wall_s']} |")
+    by_task: dict[str, list[float]] = {}
+    for r in rows:
+        metric = TARGETS.get(r["task"], (None,))[0]
+        if metric in r["metrics"]:
+            by_task.setdefault(r["task"], []).append(r["metrics"][metric])
+    if any(len(v) > 1 for v in by_task.values()):
+        lines += ["", "| task | metric | seeds | mean ± std | min | max | target (mean) |", "|---|---|---|---|---|---|---|"]
+        for task, values in by_task.items():
+            mean, std = mean_std(values)
+            lines.append(f"| {task} | {TARGETS[task][0]} | {len(values)} | {mean:.1f} ± {std:.1f} | {min(values):.1f} "
+                         f"| {max(values):.1f} | {_target(task, mean)} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
