@@ -1,7 +1,7 @@
 """Single-task quality on full GLUE training sets with the default settings, one run per task (resumable).
 
     python -m experiments.single_task_quality --tasks rte,mrpc,stsb,cola,sst2 --output-dir runs/quality \
-        [--seeds 1] [-- extra train.py flags]
+        [--seeds 1] [--report-only] [-- extra train.py flags]
 
 Each run is ``python train.py --tasks T --output-dir OUT/T-seedS --seed S [extra]``; a run whose
 ``metrics.json`` exists is skipped. Writes ``OUT/quality.md`` and ``OUT/quality.json``.
@@ -29,12 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default="rte,mrpc,stsb,cola,sst2")
     parser.add_argument("--seeds", default="1")
     parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: report the finished runs in --output-dir and list the missing ones")
     args = parser.parse_args(argv)
     rows = []
     for task in args.tasks.split(","):
         for seed in args.seeds.split(","):
             out = args.output_dir / f"{task}-seed{seed}"
             if not (out / "metrics.json").is_file():
+                if args.report_only:
+                    print(f"not run: {out}", flush=True)
+                    continue
                 cmd = [sys.executable, "train.py", "--tasks", task, "--output-dir", str(out), "--seed", seed,
                        "--no-progress", "--no-save-model", *extra]
                 print("running:", " ".join(cmd), flush=True)

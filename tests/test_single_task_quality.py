@@ -32,6 +32,14 @@ def test_finished_runs_are_reported_with_mean_and_std_over_seeds(tmp_path, monke
     assert "| cola | mcc | 2 | 30.0 ± 1.4 | 29.0 | 31.0 | mcc ≥ 30: met |" in (tmp_path / "quality.md").read_text()
 
 
+def test_report_only_skips_missing_runs(tmp_path, monkeypatch, capsys):
+    fake_run(tmp_path / "cola-seed1", "cola", {"mcc": 29.1})
+    monkeypatch.setattr(single_task_quality.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    assert single_task_quality.main(["--tasks", "cola,sst2", "--seeds", "1", "--output-dir", str(tmp_path), "--report-only"]) == 0
+    assert f"not run: {tmp_path / 'sst2-seed1'}" in capsys.readouterr().out
+    assert [r["task"] for r in json.loads((tmp_path / "quality.json").read_text())] == ["cola"]
+
+
 def test_one_seed_has_no_summary_table():
     rows = [{"task": "sst2", "seed": 1, "metrics": {"accuracy": 88.8}, "best_epoch": 1, "train_ex_per_s": 89.6, "wall_s": 763.5}]
     report = single_task_quality.quality_report(rows)
