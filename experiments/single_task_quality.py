@@ -80,7 +80,7 @@ def quality_report(rows: list[dict]) -> str:
         lines += ["", "| task | metric | seeds | mean ± std | min | max | target (mean) |", "|---|---|---|---|---|---|---|"]
         for task, values in by_task.items():
             mean, std = mean_std(values)
-            lines.append(f"| {task} | {TARGETS[task][0]} | {len(values)} | {mean:.1f} ± {std:.1f} | {min(values):.1f} "
+            lines.append(f"| {task} | {TARGETS[task][0]} | {len(values)} | {mean:.1f}{f' ± {std:.1f}' if len(values) > 1 else ''} | {min(values):.1f} "
                          f"| {max(values):.1f} | {_target(task, mean)} |")
     return "\n".join(lines) + "\n"
 

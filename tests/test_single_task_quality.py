@@ -45,3 +45,8 @@ def test_one_seed_has_no_summary_table():
     report = single_task_quality.quality_report(rows)
     assert report.splitlines()[2] == "| sst2 | 1 | accuracy 88.8 | accuracy ≥ 88: met | 1 | 89.6 | 763.5 |"
     assert "mean ± std" not in report
+    rows.append({**rows[0], "task": "cola", "metrics": {"mcc": 29.1}})
+    rows.append({**rows[0], "seed": 2, "metrics": {"accuracy": 89.0}})
+    report = single_task_quality.quality_report(rows)
+    assert "| cola | mcc | 1 | 29.1 | 29.1 | 29.1 | mcc ≥ 30: MISSED |" in report  # one seed: no std
+    assert "| sst2 | accuracy | 2 | 88.9 ± 0.1 | 88.8 | 89.0 | accuracy ≥ 88: met |" in report
