@@ -66,16 +66,14 @@ def _target(task: str, value: float | None) -> str:
 def quality_report(rows: list[dict]) -> str:
     """Markdown: one line per run, then per task the target metric over seeds (mean ± sample std, min, max)."""
     lines = ["| task | seed | dev metrics | target | best epoch | train ex/s | wall s |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        metric = TARGETS.get(r["task"], (None,))[0]
-        shown = ", ".join(f"{k} {v:.1f}" for k, v in r["metrics"].items())
-        lines.append(f"| {r['task']} | {r['seed']} | {shown} | {_target(r['task'], r['metrics'].get(metric))} "
-                     f"| {r['best_epoch']} | {r['train_ex_per_s']} | {r['wall_s']} |")
     by_task: dict[str, list[float]] = {}
     for r in rows:
         metric = TARGETS.get(r["task"], (None,))[0]
         if metric in r["metrics"]:
             by_task.setdefault(r["task"], []).append(r["metrics"][metric])
+        shown = ", ".join(f"{k} {v:.1f}" for k, v in r["metrics"].items())
+        lines.append(f"| {r['task']} | {r['seed']} | {shown} | {_target(r['task'], r['metrics'].get(metric))} "
+                     f"| {r['best_epoch']} | {r['train_ex_per_s']} | {r['wall_s']} |")
     if any(len(v) > 1 for v in by_task.values()):
         lines += ["", "| task | metric | seeds | mean ± std | min | max | target (mean) |", "|---|---|---|---|---|---|---|"]
         for task, values in by_task.items():
