@@ -65,7 +65,10 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def run_study(base: TrainConfig, task: str, seeds: list[int], out: Path, select_on: str) -> dict:
+def run_study(base: TrainConfig, task: str, seeds: list[int], out: Path, select_on: str,
+              control_sparsities: list[float] | None = None) -> dict:
+    """Dense runs, then every ticket kind at every sparsity; random and losing tickets only at
+    ``control_sparsities`` when given (winning tickets run at every sparsity)."""
     runs: dict[str, list[dict]] = {}
     first = seeds[0]
     for seed in seeds:
@@ -77,6 +80,9 @@ def run_study(base: TrainConfig, task: str, seeds: list[int], out: Path, select_
     imp = load_importance(scoring_dir / "importance.safetensors")
     for sparsity in base.sparsities:
         for kind in base.ticket_kinds:
+            if kind != "winning" and control_sparsities is not None and \
+                    not any(abs(sparsity - c) < 1e-9 for c in control_sparsities):
+                continue
             for seed in seeds:
                 name = f"{kind}-{sparsity:.2f}"
                 mask_path = scoring_dir / "masks" / f"{name}.safetensors"
@@ -181,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--seeds", default="1,2", help="comma-separated seeds")
         parser.add_argument("--select-on", default="holdout", choices=("holdout", "dev"),
                             help="choose the super ticket's sparsity on a held-out slice of train, or on dev")
+        parser.add_argument("--control-sparsities", default=None,
+                            help="sparsities at which random and losing tickets run (default: every sparsity)")
         config, args = parse_config(parser, TrainConfig, argv)
         if "," in args.task:
             raise UserError("--task takes one task; run one study per task")
@@ -191,7 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(config, tasks=[args.task], holdout_fraction=holdout)
         _, (task,) = resolve_tasks(config)
         out = prepare_output_dir(config.output_dir)
-        report = run_study(config, task.name, seeds, out, args.select_on)
+        controls = None
+        if args.control_sparsities is not None:
+            controls = [float(s) for s in args.control_sparsities.split(",") if s.strip()]
+            unknown = [c for c in controls if not any(abs(c - s) < 1e-9 for s in config.sparsities)]
+            if unknown:
+                raise UserError(f"--control-sparsities {unknown} are not among --sparsities {config.sparsities}")
+        report = run_study(config, task.name, seeds, out, args.select_on, controls)
         print(markdown(report))
 
     return run_main(go)
