@@ -29,11 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from basics.cli import OneLineParser, run_main
+from basics.errors import UserError
+from basics.io import atomic_write_json, atomic_write_text
+from experiments.plots import plot_mask, plot_overlap
 from masks.agreement import agreement, jaccard, stable_mask
-from masks.arch import EncoderShape
 from masks.mask import Mask, load_mask_file, save_mask
-from mtl.errors import UserError
-from mtl.io import atomic_write_json, atomic_write_text
 
 FOLDER_PATTERNS = ("super_ticket.safetensors", "good-seed*.safetensors")
 _SEED_RE = re.compile(r"seed(\d+)")
@@ -52,8 +53,8 @@ class FoundMask:
 
 
 def _seed_of(mask: Mask, path: Path) -> str:
-    if mask.meta.get("seed"):
-        return mask.meta["seed"]
+    if mask.meta.seed is not None:
+        return str(mask.meta.seed)
     for part in (path.name, *(p.name for p in path.parents)):
         found = _SEED_RE.search(part)
         if found:
@@ -62,16 +63,16 @@ def _seed_of(mask: Mask, path: Path) -> str:
 
 
 def _source_of(mask: Mask, path: Path) -> str:
-    if path.name == "super_ticket.safetensors" or mask.meta.get("kind") == "super_ticket":
+    if path.name == "super_ticket.safetensors" or mask.meta.kind == "super_ticket":
         return "super_ticket"
-    if mask.meta.get("method") == "iterative":
+    if mask.meta.extra.get("method") == "iterative":
         return "iterative"
-    return mask.meta.get("kind") or "mask"
+    return mask.meta.kind or "mask"
 
 
 def _from_file(path: Path) -> list[FoundMask]:
     loaded = load_mask_file(path)
-    masks = loaded.items() if isinstance(loaded, dict) else [(loaded.meta.get("tasks") or path.parent.name, loaded)]
+    masks = loaded.items() if isinstance(loaded, dict) else [(",".join(loaded.meta.tasks) or path.parent.name, loaded)]
     return [FoundMask(path, m, task, _seed_of(m, path), _source_of(m, path)) for task, m in masks]
 
 
@@ -127,8 +128,8 @@ def mask_summary(mask: Mask) -> dict:
     out = {"heads_kept": mask.num_heads_kept, "heads_total": mask.heads.numel(), "ffn_kept": mask.num_ffn_kept,
            "ffn_total": mask.ffn.numel(), "heads_per_layer": mask.heads.sum(1).tolist(),
            "ffn_per_layer": mask.ffn.sum(1).tolist()}
-    if mask.meta.get("shape"):
-        out["params_kept"] = round(100 * (1 - mask.sparsity(EncoderShape.parse(mask.meta["shape"]))), 2)
+    if mask.meta.shape is not None:
+        out["params_kept"] = round(100 * (1 - mask.sparsity(mask.meta.shape)), 2)
     return out
 
 
@@ -163,8 +164,6 @@ def _safe(name: str) -> str:
 
 def analyze(paths: Sequence[Path], out: Path, command: str = "") -> dict:
     """Find, group and analyse the masks in ``paths``; write every output under ``out``; return the report."""
-    from experiments.plots import plot_mask, plot_overlap
-
     found = find_masks(paths)
     if not found:
         raise UserError(f"no masks found in {', '.join(map(str, paths))}: expected super_ticket.safetensors "
@@ -181,7 +180,7 @@ def analyze(paths: Sequence[Path], out: Path, command: str = "") -> dict:
         for f in items:
             plot_mask(f.mask, out / "heatmaps" / f"{_safe(name)}-seed{_safe(f.seed)}.png", f"{name}, seed {f.seed}")
         stable[name] = stable_mask(masks)
-        stable[name].meta["tasks"] = items[0].task
+        stable[name].meta.tasks = (items[0].task,)
         stable_path = out / "stable" / f"{_safe(name)}.safetensors"
         save_mask(stable[name], stable_path)
         plot_mask(stable[name], out / "heatmaps" / f"{_safe(name)}-stable.png",
@@ -234,8 +233,6 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mtl.cli import OneLineParser, run_main
-
     def go() -> None:
         parser = OneLineParser(prog="python -m experiments.analyze", description=__doc__.splitlines()[0])
         parser.add_argument("paths", nargs="+", type=Path, metavar="RUN_DIR_OR_MASK",

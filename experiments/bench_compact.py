@@ -45,6 +45,15 @@ from pathlib import Path
 
 import torch
 
+from masks.arch import role_modules, shape_of
+from masks.compact import compact_encoder, num_params
+from masks.gates import attach_gates
+from masks.importance import Importance
+from masks.tickets import cut_ticket
+from mtl.model import load_encoder
+from tasks.readers import read_split
+from tasks.registry import default_registry
+
 TARGET_SPEEDUP = 1.6  # compacted at 50 % pruned vs dense, batch throughput
 
 
@@ -83,8 +92,6 @@ def find_glue(arg: Path | None) -> Path | None:
 def load_inputs(tokenizer, glue: Path | None, batch_size: int, seq_len: int, seed: int) -> tuple[dict, str]:
     """``(batch, description)``: ``batch_size`` x ``seq_len`` tokens of real RTE pairs, no padding."""
     if glue is not None:
-        from tasks.readers import read_split
-        from tasks.registry import default_registry
 
         rte = default_registry().get("rte")
         long = []
@@ -106,8 +113,6 @@ def load_inputs(tokenizer, glue: Path | None, batch_size: int, seq_len: int, see
 
 def random_ticket(shape, fraction: float, seed: int):
     """A random ticket pruning ``fraction`` of the heads and FFN neurons (global, >= 1 head per layer)."""
-    from masks.importance import Importance
-    from masks.tickets import cut_ticket
 
     L, H, I = shape.num_layers, shape.num_heads, shape.intermediate
     zeros = Importance(torch.zeros(L, H), torch.zeros(L, I), torch.zeros(L, H), torch.zeros(L, I), torch.zeros(L, 1))
@@ -116,7 +121,6 @@ def random_ticket(shape, fraction: float, seed: int):
 
 def magnitude_pruned(encoder, n_zero: int):
     """A copy of ``encoder`` with its ``n_zero`` smallest-magnitude Q/K/V/O/FFN weights set to 0 (dense storage)."""
-    from masks.arch import role_modules
 
     out = copy.deepcopy(encoder)
     weights = [m.weight for role in ("q", "k", "v", "attn_out", "ffn_up", "ffn_down") for m in role_modules(out, role)]
@@ -137,9 +141,6 @@ def nonzero_params(model) -> int:
 
 def build_variants(encoder, args) -> dict[str, dict]:
     """name -> {model, params, nonzero, ...}; compacted outputs are checked against the masked encoder."""
-    from masks.arch import shape_of
-    from masks.compact import compact_encoder, num_params
-    from masks.gates import attach_gates
 
     shape = shape_of(encoder)
     variants = {"dense": {"model": encoder, "fraction": 0.0, "kind": "dense"}}
@@ -247,7 +248,6 @@ def machine(threads: int) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mtl.model import load_encoder
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)

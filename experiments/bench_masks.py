@@ -47,6 +47,16 @@ from pathlib import Path
 
 import torch
 
+from masks.arch import shape_of
+from masks.gates import attach_gates, find_gates
+from masks.importance import ImportanceConfig, compute_importance
+from masks.mask import Mask
+from mtl.config import TrainConfig
+from mtl.data import collate, length_grouped_batches
+from mtl.run import build_model, load_split
+from mtl.trainer import autocast_dtype, param_groups
+from tasks.registry import default_registry
+
 GATE_OVERHEAD_TARGET = 0.03  # gates on (all ones) may cost at most 3 % per training step
 SCORING_RATIO_TARGET = 1.3  # scoring must be at least 1.3x the training throughput
 
@@ -81,7 +91,6 @@ def machine(threads: int, amp_dtype) -> dict:
 
 def half_mask(shape, seed: int):
     """Random mask keeping half of the heads and half of the FFN neurons of every layer."""
-    from masks.mask import Mask
 
     gen = torch.Generator().manual_seed(seed)
     heads = torch.zeros(shape.num_layers, shape.num_heads, dtype=torch.bool)
@@ -94,20 +103,15 @@ def half_mask(shape, seed: int):
 
 def build(args):
     """(model, tokenizer, task, batches, amp_dtype): model and data exactly as a training run builds them."""
-    from mtl.config import TrainConfig
-    from mtl.data import collate, length_grouped_batches
-    from mtl.run import build_model, load_split
-    from mtl.trainer import autocast_dtype
-    from tasks.registry import default_registry
 
     task = default_registry().get(args.task)
-    config = TrainConfig(tasks=[task.name], model=args.model, glue_dir=args.glue_dir, batch_size=args.batch_size,
+    config = TrainConfig.of(tasks=[task.name], model=args.model, glue_dir=args.glue_dir, batch_size=args.batch_size,
                          precision=args.precision, seed=args.seed, progress=False)
-    amp_dtype = autocast_dtype(config.precision, torch.device("cpu"))
+    amp_dtype = autocast_dtype(config.runtime.precision, torch.device("cpu"))
     model, tokenizer = build_model(config, [task])
     train = load_split(task, "train", tokenizer, config, None)
     order = length_grouped_batches(train.lengths, args.batch_size, torch.Generator().manual_seed(args.seed),
-                                   config.group_by_length)
+                                   config.optim.group_by_length)
     if len(order) < args.batches:
         raise SystemExit(f"error: {task.name} has only {len(order)} training batches of {args.batch_size}; "
                          f"lower --batches")
@@ -125,7 +129,6 @@ class TrainVariant:
     """One model copy + its own AdamW; ``run(batches)`` does one training step per batch."""
 
     def __init__(self, name: str, model, task: str, amp_dtype, lr: float) -> None:
-        from mtl.trainer import param_groups
 
         self.name, self.model, self.task, self.amp_dtype = name, model, task, amp_dtype
         self.optimizer = torch.optim.AdamW(param_groups(model, 0.01), lr=lr)
@@ -159,7 +162,6 @@ class ScoringVariant:
         return self.model.loss(self.task, logits, labels)
 
     def run(self, batches: list[dict]) -> None:
-        from masks.importance import ImportanceConfig, compute_importance
 
         self.last = compute_importance(self.model, self.model.encoder, batches, self.loss, ImportanceConfig())
 
@@ -198,8 +200,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--warmup must be >= 0")
 
     torch.set_num_threads(args.threads)
-    from masks.arch import shape_of
-    from masks.gates import attach_gates, find_gates
 
     base, task, batches, amp_dtype = build(args)
     n_examples = sum(len(b["labels"]) for b in batches)

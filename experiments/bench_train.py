@@ -20,12 +20,15 @@ from pathlib import Path
 
 import torch
 
+from mtl.config import TrainConfig
+from mtl.model import resolve_model_path
+from mtl.run import load_split, run_training
+from tasks.registry import default_registry
+
 
 def ours(args, out: Path, precision: str, group_by_length: bool) -> float:
-    from mtl.config import TrainConfig
-    from mtl.run import run_training
 
-    config = TrainConfig(tasks=[args.task], output_dir=str(out), model=args.model, glue_dir=args.glue_dir,
+    config = TrainConfig.of(tasks=[args.task], output_dir=str(out), model=args.model, glue_dir=args.glue_dir,
                          epochs=args.epochs, batch_size=args.batch_size, max_train_samples=args.max_train_samples,
                          max_eval_samples=64, save_model=False, progress=False, precision=precision,
                          group_by_length=group_by_length, seed=args.seed, num_threads=args.threads)
@@ -33,14 +36,9 @@ def ours(args, out: Path, precision: str, group_by_length: bool) -> float:
 
 
 def hf_trainer(args, out: Path, bf16: bool = False, group_by_length: bool = False) -> float:
-    from transformers import (AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
-    from mtl.model import resolve_model_path
-    from mtl.run import load_split
-    from mtl.config import TrainConfig
-    from tasks.registry import default_registry
 
     hf_logging.set_verbosity_error()
     task = default_registry().get(args.task)
@@ -48,7 +46,7 @@ def hf_trainer(args, out: Path, bf16: bool = False, group_by_length: bool = Fals
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    cfg = TrainConfig(tasks=[args.task], output_dir=str(out), glue_dir=args.glue_dir, progress=False)
+    cfg = TrainConfig.of(tasks=[args.task], output_dir=str(out), glue_dir=args.glue_dir, progress=False)
     split = load_split(task, "train", tokenizer, cfg, args.max_train_samples)  # same tokens as ours
     features = [{"input_ids": split.input_ids[i].tolist(), "labels": int(split.labels[i]),
                  **({"token_type_ids": split.token_type_ids[i].tolist()} if split.token_type_ids is not None else {})}

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import statistics
 import sys
 from collections.abc import Sequence
@@ -29,10 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.phase_transition import task_score
-from mtl.errors import UserError
+from basics.cli import OneLineParser, run_main
+from basics.errors import UserError
+from basics.io import atomic_write_json, atomic_write_text
+from mtl.rundir import MaskInfo, RunDir
+from tasks.score import task_score
 
-RUN_INFO = "study_run.json"  # written by experiments.run beside each run's metrics.json
 GLUE_ORDER = ("mnli", "qqp", "qnli", "sst2", "cola", "stsb", "mrpc", "rte", "wnli")
 TASK_NAMES = {"mnli": "MNLI", "qqp": "QQP", "qnli": "QNLI", "sst2": "SST-2", "cola": "CoLA", "stsb": "STS-B",
               "mrpc": "MRPC", "rte": "RTE", "wnli": "WNLI"}
@@ -55,52 +56,34 @@ class RunRecord:
     params_kept: float | None
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
-
-
-def infer_label(tasks: Sequence[str], mask_info: dict | None) -> str:
-    """Row label of a run without ``study_run.json``, from its tasks and ``results.json``'s ``mask``."""
+def infer_label(tasks: Sequence[str], mask_info: MaskInfo | None) -> str:
+    """Row label of a run without ``study_run.json``, from its tasks and the mask it trained with."""
     multi = len(tasks) > 1
-    if not mask_info:
+    if mask_info is None:
         return "MT-DNN (dense)" if multi else "Single-task (dense)"
-    if mask_info.get("mask_mode") == "per-task":
+    if mask_info.mask_mode == "per-task":
         return "Tickets-Share (per-task)"
-    kind = mask_info.get("mask_kind") or "mask"
+    kind = mask_info.mask_kind or "mask"
     if multi:
         return f"Tickets-Share ({kind})"
     return "Single-task (super ticket)" if kind == "super_ticket" else f"Single-task ({kind} ticket)"
 
 
-def _seed_of(path: Path, info: dict) -> int | None:
-    if "seed" in info:
-        return int(info["seed"])
-    config = path / "config.yaml"
-    if config.is_file():
-        import yaml
-
-        seed = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("seed")
-        return int(seed) if seed is not None else None
-    return None
-
-
 def load_run(path: Path) -> RunRecord:
-    """Read one finished run directory (``metrics.json``; ``results.json`` and ``study_run.json`` if there)."""
-    metrics = _read_json(path / "metrics.json")
-    if not isinstance(metrics, dict) or not metrics:
-        raise UserError(f"{path / 'metrics.json'} holds no task metrics")
-    results = _read_json(path / "results.json") if (path / "results.json").is_file() else None
-    info = _read_json(path / RUN_INFO) if (path / RUN_INFO).is_file() else {}
-    mask = (results or {}).get("mask")
+    """Read one finished run directory: its metrics, the study's label and seed when a study ran it
+    (``study_run.json``), else a label inferred from its tasks and mask and the seed of its config."""
+    run = RunDir(path)
+    metrics = run.metrics()
+    info = run.study_info()
+    result = run.result() if run.results_path.is_file() else None
+    mask = result.mask if result is not None else None
     label = info.get("label") or infer_label(list(metrics), mask)
-    if mask:
-        params = 100.0 * mask["params_kept"] / mask["params_prunable"]
+    params = result.params_kept_pct() if result is not None else None
+    if "seed" in info:
+        seed: int | None = int(info["seed"])
     else:
-        params = 100.0 if results is not None else None
-    return RunRecord(path, label, _seed_of(path, info), metrics, params)
+        seed = run.config().optim.seed if run.config_path.is_file() else None
+    return RunRecord(path, label, seed, metrics, params)
 
 
 def find_run_dirs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
@@ -110,13 +93,13 @@ def find_run_dirs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     for path in map(Path, paths):
         if not path.is_dir():
             raise UserError(f"run directory not found: {path}")
-        if (path / "metrics.json").is_file():
+        if RunDir(path).metrics_path.is_file():
             finished.append(path)
             continue
         base = path / "runs" if (path / "runs").is_dir() else path
         children = sorted(d for d in base.iterdir() if d.is_dir())
-        done = [d for d in children if (d / "metrics.json").is_file()]
-        started = [d for d in children if (d / "config.yaml").is_file() and d not in done]
+        done = [d for d in children if RunDir(d).metrics_path.is_file()]
+        started = [d for d in children if RunDir(d).started and d not in done]
         if not done and not started:
             raise UserError(f"{path}: no run directories in it (a run directory holds metrics.json)")
         finished += done
@@ -294,8 +277,6 @@ def format_csv(table: dict[str, Any]) -> str:
 
 def write_table(table: dict[str, Any], out: Path, title: str | None = None) -> list[Path]:
     """Write ``out`` (markdown) and its ``.csv`` / ``.json`` siblings; return the three paths."""
-    from mtl.io import atomic_write_json, atomic_write_text
-
     out = Path(out)
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; give a file path such as {out / 'table.md'}")
@@ -310,8 +291,6 @@ def write_table(table: dict[str, Any], out: Path, title: str | None = None) -> l
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mtl.cli import OneLineParser, run_main
-
     def go() -> None:
         parser = OneLineParser(prog="python -m experiments.glue_table", description=__doc__.splitlines()[0])
         parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",

@@ -33,8 +33,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.phase_transition import mean_std, run_once, scores_of, task_score
-from masks.arch import EncoderShape
+from basics.cli import config_parser, parse_config, run_main
+from basics.errors import UserError
+from basics.io import atomic_write, atomic_write_json, atomic_write_text
+from basics.stats import mean_std
+from experiments.phase_transition import scores_of
+from masks.arch import shape_of
+from masks.gates import attach_gates
+from masks.importance import save_importance
 from masks.iterative import (
     IterativeConfig,
     IterativeResult,
@@ -43,11 +49,22 @@ from masks.iterative import (
     matched_mask,
 )
 from masks.mask import Mask, load_mask, save_mask
-from mtl.cli import config_parser, parse_config, run_main
 from mtl.config import TrainConfig
-from mtl.errors import UserError
-from mtl.io import atomic_write, atomic_write_json, atomic_write_text
-from mtl.run import prepare_output_dir, resolve_tasks
+from mtl.gating import score_model
+from mtl.model import load_multitask_model
+from mtl.run import (
+    deterministic_algorithms,
+    ensure_run,
+    load_task_data,
+    prepare_output_dir,
+    resolve_tasks,
+    torch_threads,
+)
+from mtl.rundir import RunDir
+from mtl.trainer import Trainer
+from tasks.score import task_score
+
+TAG = "iterative-pruning"
 
 KINDS = ("good", "random", "bad")
 COLORS = {"dense": "gray", "good": "tab:green", "random": "tab:blue", "bad": "tab:red"}
@@ -71,7 +88,7 @@ class PruneSpec:
 
     def settings(self, base: TrainConfig) -> dict:
         return {**dataclasses.asdict(self.iterative), "select_on": self.select_on,
-                "score_batches": base.score_batches, "head_normalization": base.head_normalization}
+                "score_batches": base.tickets.score_batches, "head_normalization": base.tickets.head_normalization}
 
 
 # --------------------------------------------------------------------------- runs
@@ -79,28 +96,22 @@ class PruneSpec:
 def dense_runs(base: TrainConfig, task: str, spec: PruneSpec, out: Path) -> list[dict]:
     rows = []
     for seed in spec.seeds:
-        cfg = dataclasses.replace(base, seed=seed, output_dir=str(out / f"dense-seed{seed}"), mask=None,
-                                  score_importance=False, save_model=seed in spec.prune_seeds)
-        print(f"[iterative-pruning] dense seed {seed}", flush=True)
-        rows.append({"seed": seed, **scores_of(run_once(cfg, "iterative-pruning"), task)})
+        cfg = base.replace(seed=seed, output_dir=str(out / f"dense-seed{seed}"), mask=None,
+                           score_importance=False, save_model=seed in spec.prune_seeds)
+        print(f"[{TAG}] dense seed {seed}", flush=True)
+        needs = [RunDir(cfg.output.output_dir).model_dir / "model.json"] if seed in spec.prune_seeds else []
+        rows.append({"seed": seed, **scores_of(ensure_run(cfg, needs=needs, tag=TAG), task)})
     return rows
 
 
 def _prune_model(base: TrainConfig, task: str, seed: int, spec: PruneSpec, out: Path) -> IterativeResult:
     """Load ``dense-seed{seed}/model`` and prune it; evaluation and scoring as train.py does them."""
-    from masks.apply import score_model
-    from masks.arch import shape_of
-    from masks.gates import attach_gates
-    from mtl.model import load_multitask_model
-    from mtl.run import deterministic_algorithms, load_task_data, torch_threads
-    from mtl.trainer import Trainer
-
     model_dir = out / f"dense-seed{seed}" / "model"
     if not (model_dir / "model.json").is_file():
         raise UserError(f"{model_dir.parent} has no saved model to prune; delete that folder so the dense run is redone")
-    cfg = dataclasses.replace(base, seed=seed, output_dir=str(model_dir.parent), mask=None)
+    cfg = base.replace(seed=seed, output_dir=str(model_dir.parent), mask=None)
     _, tasks = resolve_tasks(cfg)
-    with torch_threads(cfg.num_threads), deterministic_algorithms(cfg.deterministic):
+    with torch_threads(cfg.runtime.num_threads), deterministic_algorithms(cfg.runtime.deterministic):
         model, tokenizer = load_multitask_model(model_dir)
         data = load_task_data(tasks, tokenizer, cfg)
         pad_id = tokenizer.pad_token_id or 0
@@ -114,13 +125,13 @@ def _prune_model(base: TrainConfig, task: str, seed: int, spec: PruneSpec, out: 
         def score(mask: Mask):
             gates.set_mask(mask)
             imp = score_model(model, data, cfg, pad_id, trainer.device, trainer.autocast)
-            if cfg.head_normalization == "layer_l2":  # normalise over the heads still kept
+            if cfg.tickets.head_normalization == "layer_l2":  # normalise over the heads still kept
                 imp.heads = kept_layer_l2(imp.heads_raw, mask.heads)
             return imp
 
         try:
             return iterative_prune(shape_of(model.encoder), evaluate, score, spec.iterative,
-                                   meta={"tasks": task, "model": base.model, "seed": str(seed),
+                                   meta={"tasks": task, "model": base.model.name, "seed": str(seed),
                                          "select_on": spec.select_on, "source_run": str(model_dir.parent)},
                                    log=lambda line: print(f"[iterative-pruning] seed {seed} {line}", flush=True))
         finally:
@@ -137,8 +148,6 @@ def check_settings(saved: dict, now: dict, path: Path) -> None:
 
 def prune_seed(base: TrainConfig, task: str, seed: int, spec: PruneSpec, out: Path) -> dict:
     """``pruning/seed{seed}.json`` (made unless it exists), with ``masks/good-`` and ``bad-seed{seed}``."""
-    from masks.importance import save_importance
-
     path = out / "pruning" / f"seed{seed}.json"
     settings = spec.settings(base)
     if path.is_file():
@@ -148,7 +157,7 @@ def prune_seed(base: TrainConfig, task: str, seed: int, spec: PruneSpec, out: Pa
         return record
     print(f"[iterative-pruning] pruning dense seed {seed}", flush=True)
     result = _prune_model(base, task, seed, spec, out)
-    shape = EncoderShape.parse(result.mask.meta["shape"])
+    shape = result.mask.meta.shape
     good_path, bad_path = out / "masks" / f"good-seed{seed}.safetensors", out / "masks" / f"bad-seed{seed}.safetensors"
     imp_path = out / "pruning" / f"importance-seed{seed}.safetensors"
     save_importance(result.dense_importance, imp_path)
@@ -167,7 +176,7 @@ def random_mask_path(seed: int, spec: PruneSpec, out: Path) -> Path:
     path = out / "masks" / f"random-seed{seed}.safetensors"
     if not path.is_file():
         good = load_mask(out / "masks" / f"good-seed{spec.mask_seed(seed)}.safetensors")
-        save_mask(matched_mask(good, "random", shape=EncoderShape.parse(good.meta["shape"]),
+        save_mask(matched_mask(good, "random", shape=good.meta.shape,
                                granularity=spec.iterative.granularity,
                                min_heads_per_layer=spec.iterative.min_heads_per_layer, seed=seed), path)
     return path
@@ -183,12 +192,12 @@ def retrain(base: TrainConfig, task: str, spec: PruneSpec, out: Path) -> dict[st
             else:
                 mask_path = out / "masks" / f"{kind}-seed{spec.mask_seed(seed)}.safetensors"
             mask = load_mask(mask_path)
-            cfg = dataclasses.replace(base, seed=seed, output_dir=str(out / f"{kind}-seed{seed}"), mask=str(mask_path),
-                                      score_importance=False, save_model=False)
-            print(f"[iterative-pruning] {kind} seed {seed}", flush=True)
+            cfg = base.replace(seed=seed, output_dir=str(out / f"{kind}-seed{seed}"), mask=str(mask_path),
+                               score_importance=False, save_model=False)
+            print(f"[{TAG}] {kind} seed {seed}", flush=True)
             runs.setdefault(kind, []).append({
                 "seed": seed, "mask": str(mask_path), "heads_kept": mask.num_heads_kept, "ffn_kept": mask.num_ffn_kept,
-                "params_kept": 100.0 * (1 - float(mask.meta["param_sparsity"])), **scores_of(run_once(cfg, "iterative-pruning"), task)})
+                "params_kept": 100.0 * (1 - mask.meta.param_sparsity), **scores_of(ensure_run(cfg, tag=TAG), task)})
     return runs
 
 
@@ -222,7 +231,7 @@ def summarize(dense: list[dict], trajectories: dict[int, dict], runs: dict[str, 
     report = {"task": task, "seeds": spec.seeds, "prune_seeds": spec.prune_seeds, "select_on": spec.select_on,
               "settings": spec.settings(base), "rows": rows,
               "trajectories": {str(seed): record for seed, record in trajectories.items()},
-              "config": dataclasses.asdict(base), "command": command}
+              "config": base.to_dict(), "command": command}
     atomic_write_json(out / "iterative_pruning.json", report)
     atomic_write_text(out / "iterative_pruning.md", markdown(report))
     plot(report, out / "iterative_pruning.png")
@@ -320,11 +329,11 @@ def build_spec(args: argparse.Namespace, config: TrainConfig) -> PruneSpec:
     extra = [s for s in prune_seeds if s not in seeds]
     if extra:
         raise UserError(f"--prune-seeds {extra} are not among --seeds {seeds}")
-    if args.select_on == "holdout" and config.holdout_fraction <= 0:
+    if args.select_on == "holdout" and config.data.holdout_fraction <= 0:
         raise UserError("--select-on holdout needs --holdout-fraction > 0 (e.g. 0.1)")
     iterative = IterativeConfig(threshold=args.threshold, step=args.step,
-                                granularity=args.ffn_granularity or config.ticket_granularity,
-                                min_heads_per_layer=config.min_heads_per_layer, max_steps=args.max_prune_steps)
+                                granularity=args.ffn_granularity or config.tickets.ticket_granularity,
+                                min_heads_per_layer=config.tickets.min_heads_per_layer, max_steps=args.max_prune_steps)
     return PruneSpec(seeds=seeds, prune_seeds=prune_seeds, select_on=args.select_on, iterative=iterative)
 
 
@@ -345,10 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         config, args = parse_config(parser, TrainConfig, [a for a in args_in if a != "--"])
         if "," in args.task:
             raise UserError("--task takes one task; run one experiment per task")
-        config = dataclasses.replace(config, tasks=[args.task])
+        config = config.replace(tasks=[args.task])
         spec = build_spec(args, config)
         _, (task,) = resolve_tasks(config)
-        out = prepare_output_dir(config.output_dir)
+        out = prepare_output_dir(config.output.output_dir)
         command = "python -m experiments.iterative_pruning " + " ".join(map(shlex.quote, args_in))
         report = run_experiment(config, task.name, spec, out, command)
         print(markdown(report))

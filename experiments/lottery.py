@@ -45,40 +45,36 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments.phase_transition import mean_std
+from basics.cli import config_parser, run_main
+from basics.errors import UserError
+from basics.io import atomic_write_json, atomic_write_text
+from basics.options import add_config_flags, build_config, options_of, read_yaml
+from basics.stats import mean_std
+from experiments.plots import dense_band, finish_curves, line_with_band, pyplot
 from masks.magnitude import (
     imp_schedule,
     magnitude_mask,
     magnitude_mask_path,
     random_mask,
 )
-from masks.mask import format_fraction
+from masks.meta import format_fraction
 from masks.weight_mask import (
     WeightMask,
     load_weight_mask,
     prunable_weights,
     save_weight_mask,
 )
-from mtl.cli import config_parser, run_main
-from mtl.config import (
-    TrainConfig,
-    add_config_flags,
-    build_config,
-    read_yaml,
-    resume_conflicts,
-)
-from mtl.errors import UserError
-from mtl.io import atomic_write_json, atomic_write_text
-from mtl.run import prepare_output_dir, resolve_tasks, run_training
-from mtl.trainer import selection_score
+from mtl.config import TrainConfig
+from mtl.model import load_encoder
+from mtl.run import ensure_run, prepare_output_dir, resolve_tasks
+from mtl.rundir import RunResult
+from tasks.score import primary_score
 from tasks.task_def import TaskDef
 
 PROG = "python -m experiments.lottery"
 METHODS = ("imp", "omp", "random")
 OMP_SOURCES = ("finetuned", "pretrained")
 OMP_WORDS = {"finetuned": "fine-tuned", "pretrained": "pre-trained"}
-# options a finished run may differ in: they change neither its training nor its score
-FREE_OPTIONS = ("sparsities", "write_magnitude_masks")
 COLORS = {"imp": "tab:green", "omp": "tab:orange", "random": "tab:blue"}
 
 
@@ -139,9 +135,9 @@ def is_matching(mean: float, dense_mean: float, dense_std: float) -> bool:
     return mean >= dense_mean - dense_std - 1e-9
 
 
-def task_score(results: dict, task: TaskDef) -> float:
-    """The task's main score from ``results.json``: its primary dev metric (averaged over dev splits)."""
-    return selection_score({task.name: results["metrics"][task.name]}, {task.name: task})
+def task_score(result: RunResult, task: TaskDef) -> float:
+    """The task's main score of a run: its primary dev metric (averaged over dev splits)."""
+    return primary_score(result.metrics[task.name], task)
 
 
 # ---------------------------------------------------------------- runs
@@ -163,16 +159,16 @@ class Study:
 
     def config(self, name: str, seed: int, weight_mask: Path | None = None, write: Sequence[float] = ()) -> TrainConfig:
         """The train.py options of run ``name``: fresh heads, the study's options, no model saved."""
-        return dataclasses.replace(self.base, tasks=[self.task.name], seed=seed, output_dir=str(self.out / name),
+        return self.base.replace(tasks=[self.task.name], seed=seed, output_dir=str(self.out / name),
                                    mask=None, weight_mask=str(weight_mask) if weight_mask else None,
                                    write_magnitude_masks=sorted(set(write)), score_importance=False,
                                    save_model=False, resume=False)
 
-    def record(self, method: str, sparsity: float, seed: int, results: dict, mask: Path | None, **extra) -> None:
+    def record(self, method: str, sparsity: float, seed: int, result: RunResult, mask: Path | None, **extra) -> None:
         """Keep one run's score (the task's main dev metric) and the mask it trained with."""
-        info = results.get("weight_mask") or {}
+        info = result.weight_mask or {}
         self.runs.setdefault((method, sparsity), []).append({
-            "seed": seed, "score": task_score(results, self.task), "dev_metrics": results["metrics"][self.task.name],
+            "seed": seed, "score": task_score(result, self.task), "dev_metrics": result.metrics[self.task.name],
             "mask": _relative(mask, self.out) if mask else None, "kept": info.get("kept"), "total": info.get("total"),
             "actual_sparsity": info.get("sparsity", 0.0), **extra})
 
@@ -184,9 +180,7 @@ class Study:
     def pretrained(self) -> dict:
         """``{name: weight}`` of the pre-trained encoder's prunable matrices (loaded once)."""
         if self._pretrained is None:
-            from mtl.model import load_encoder
-
-            self._pretrained = prunable_weights(load_encoder(self.base.model)[0], self.base.weight_mask_include)
+            self._pretrained = prunable_weights(load_encoder(self.base.model.name)[0], self.base.tickets.weight_mask_include)
         return self._pretrained
 
     def pretrained_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -200,7 +194,7 @@ class Study:
         return path
 
     def meta(self, source: str) -> dict[str, str]:
-        return {"model": self.base.model, "include": ",".join(self.base.weight_mask_include), "source": source}
+        return {"model": self.base.model.name, "include": ",".join(self.base.tickets.weight_mask_include), "source": source}
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -211,36 +205,9 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def check_same_options(config: TrainConfig) -> None:
-    """UserError if the finished run in ``config.output_dir`` was made with other options."""
-    saved = Path(config.output_dir) / "config.yaml"
-    if not saved.is_file():
-        return
-    conflicts = [c for c in resume_conflicts(read_yaml(saved), config) if c.split(":", 1)[0] not in FREE_OPTIONS]
-    if conflicts:
-        raise UserError(f"{saved.parent} is a finished run made with other options ({'; '.join(conflicts)}); "
-                        "use a new --output-dir, or delete that run to redo it")
-
-
-def run_once(config: TrainConfig, needs: Sequence[Path] = ()) -> dict:
-    """Train unless the run is finished (``metrics.json`` and every file in ``needs``); ``results.json``.
-
-    An unfinished run continues from its checkpoint when it has one made with the same options,
-    else starts over (a finished run whose masks are missing is trained again)."""
-    out = Path(config.output_dir)
-    finished = (out / "metrics.json").is_file() and (out / "results.json").is_file()
-    if finished and all(Path(p).is_file() for p in needs):
-        check_same_options(config)
-        print(f"[lottery] {out.name}: finished, skipped", flush=True)
-    else:
-        resume = (not finished and (out / "checkpoint.pt").is_file() and (out / "config.yaml").is_file()
-                  and not resume_conflicts(read_yaml(out / "config.yaml"), config))
-        print(f"[lottery] {out.name}{' (resuming)' if resume else ''}", flush=True)
-        run_training(dataclasses.replace(config, resume=resume))
-        missing = [str(p) for p in needs if not Path(p).is_file()]
-        if missing:
-            raise UserError(f"run {out} did not write {missing[0]}")
-    return json.loads((out / "results.json").read_text(encoding="utf-8"))
+def run_once(config: TrainConfig, needs: Sequence[Path] = ()) -> RunResult:
+    """The run's result, trained unless it finished with every file in ``needs`` (:func:`mtl.run.ensure_run`)."""
+    return ensure_run(config, needs=needs, tag="lottery", say=lambda line: print(line, flush=True))
 
 
 def run_dense(study: Study, seed: int) -> Path:
@@ -313,9 +280,9 @@ def transfer_masks(study: Study) -> list[tuple[str, float, str, dict[int, Path]]
     source = Path(study.lottery.transfer_from).expanduser()
     report = json.loads((source / "lottery.json").read_text(encoding="utf-8"))
     other_model = report.get("config", {}).get("model")
-    if other_model != study.base.model:
+    if other_model != study.base.model.name:
         raise UserError(f"--transfer-from {source}: its masks are for model {other_model!r}, this study trains "
-                        f"{study.base.model!r}")
+                        f"{study.base.model.name!r}")
     out = []
     for row in report.get("rows", []):
         if row["method"] in study.lottery.method and row.get("masks"):
@@ -364,7 +331,7 @@ def summarize(study: Study, command: str) -> dict:
               "dense": {"mean": dense_mean, "std": dense_std},
               "matching_rule": "mean >= dense mean - dense std (std over seeds)",
               "highest_matching_sparsity": highest, "rows": rows,
-              "config": dataclasses.asdict(study.base), "lottery": dataclasses.asdict(study.lottery),
+              "config": study.base.to_dict(), "lottery": dataclasses.asdict(study.lottery),
               "command": command}
     atomic_write_json(study.out / "lottery.json", report)
     atomic_write_text(study.out / "lottery.md", markdown(report))
@@ -395,14 +362,7 @@ def markdown(report: dict) -> str:
 
 def plot(report: dict, path: Path) -> None:
     """Score vs sparsity per method (± std over seeds), the dense mean ± std as a band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from experiments.plots import dense_band, finish_curves, line_with_band
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     d = report["dense"]
     dense_band(ax, d["mean"], d["std"])
     methods = sorted({r["method"] for r in report["rows"] if r["method"] != "dense"}, key=method_order)
@@ -426,8 +386,8 @@ def parse_args(argv: Sequence[str]) -> tuple[TrainConfig, LotteryConfig]:
     values = dict(vars(parser.parse_args([a for a in argv if a != "--"])))
     config_path = values.pop("config", None)
     yaml_values = read_yaml(config_path) if config_path is not None else {}
-    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
-    study_keys = {f.name for f in dataclasses.fields(LotteryConfig)}
+    train_keys = set(TrainConfig.flat_names())
+    study_keys = {o.key for o in options_of(LotteryConfig)}
     unknown = [k for k in yaml_values if str(k).replace("-", "_") not in train_keys | study_keys]
     if unknown:
         raise UserError(f"unknown config key {unknown[0]!r} in {config_path}; valid keys: "
@@ -446,11 +406,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> None:
         base, lot = parse_args(argv)
-        base = dataclasses.replace(base, tasks=[lot.task])
+        base = base.replace(tasks=[lot.task])
         _, (task,) = resolve_tasks(base)
-        sparsities = sorted(set(base.sparsities)) if {"omp", "random"} & set(lot.method) else []
-        imp = lot.imp_sparsities(base.sparsities) if "imp" in lot.method else []
-        out = prepare_output_dir(base.output_dir)
+        sparsities = sorted(set(base.tickets.sparsities)) if {"omp", "random"} & set(lot.method) else []
+        imp = lot.imp_sparsities(base.tickets.sparsities) if "imp" in lot.method else []
+        out = prepare_output_dir(base.output.output_dir)
         study = Study(base, lot, task, out, sparsities, imp)
         report = run_study(study, f"{PROG} {shlex.join(argv)}")
         print(markdown(report))

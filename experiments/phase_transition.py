@@ -19,87 +19,116 @@ A run whose ``metrics.json`` exists is skipped, so re-running the command resume
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from masks.arch import EncoderShape
+from basics.cli import config_parser, parse_config, run_main
+from basics.errors import UserError
+from basics.io import atomic_write_json, atomic_write_text
+from basics.stats import mean_std
+from experiments.plots import plot_phase_transition
 from masks.importance import load_importance
+from masks.kinds import TICKET_KINDS
 from masks.mask import load_mask, save_mask
 from masks.tickets import cut_ticket
-from mtl.cli import config_parser, parse_config, run_main
 from mtl.config import TrainConfig
-from mtl.errors import UserError
-from mtl.io import atomic_write_json, atomic_write_text
-from mtl.run import prepare_output_dir, resolve_tasks, run_training
+from mtl.run import ensure_run, prepare_output_dir, resolve_tasks
+from mtl.rundir import RunDir, RunResult
+from tasks.score import task_score
 
-KINDS = ("winning", "random", "losing")
-COLORS = {"winning": "tab:green", "random": "tab:blue", "losing": "tab:red"}
-
-
-def task_score(metrics: dict[str, float]) -> float:
-    """One number per task: the mean of its metrics (MRPC acc/F1, STS-B Pearson/Spearman, ...)."""
-    return sum(metrics.values()) / len(metrics)
+TAG = "phase-transition"
 
 
-def run_once(config: TrainConfig, tag: str = "phase-transition") -> dict:
-    """Train unless ``OUTPUT/metrics.json`` exists (then say so, prefixed ``[tag]``); return ``results.json``."""
-    out = Path(config.output_dir)
-    if (out / "metrics.json").is_file():
-        print(f"[{tag}] skip {out.name}: finished", flush=True)
-    else:  # unfinished: continue from its checkpoint if it has one
-        run_training(dataclasses.replace(config, resume=(out / "checkpoint.pt").is_file()))
-    return json.loads((out / "results.json").read_text(encoding="utf-8"))
+def run_once(config: TrainConfig, tag: str = TAG) -> RunResult:
+    """The run's result, trained unless its folder holds it finished (:func:`mtl.run.ensure_run`)."""
+    return ensure_run(config, tag=tag, say=lambda line: print(line, flush=True))
 
 
-def scores_of(results: dict, task: str) -> dict[str, float | None]:
-    holdout = results.get("holdout_metrics") or {}
-    return {"dev": task_score(results["metrics"][task]),
+def scores_of(result: RunResult, task: str) -> dict[str, float | None]:
+    """The task's score (mean of its metrics) on dev and on the held-out slice, and its dev metrics."""
+    holdout = result.holdout_metrics or {}
+    return {"dev": task_score(result.metrics[task]),
             "holdout": task_score(holdout[task]) if task in holdout else None,
-            "dev_metrics": results["metrics"][task]}
+            "dev_metrics": result.metrics[task]}
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+@dataclass(frozen=True)
+class TicketRun:
+    """One run of a phase-transition study: ``dense-seed{S}`` or ``{kind}-{sparsity:.2f}-seed{S}``."""
+
+    kind: str  # "dense" or a ticket kind
+    sparsity: float  # 0.0 for dense
+    seed: int
+    config: TrainConfig
+
+    @property
+    def name(self) -> str:
+        return Path(self.config.output.output_dir).name
+
+    @property
+    def row(self) -> str:
+        """The report row this run belongs to: ``dense`` or ``{kind}-{sparsity:.2f}``."""
+        return "dense" if self.kind == "dense" else f"{self.kind}-{self.sparsity:.2f}"
 
 
-def run_study(base: TrainConfig, task: str, seeds: list[int], out: Path, select_on: str,
-              control_sparsities: list[float] | None = None) -> dict:
-    """Dense runs, then every ticket kind at every sparsity; random and losing tickets only at
-    ``control_sparsities`` when given (winning tickets run at every sparsity)."""
-    runs: dict[str, list[dict]] = {}
-    first = seeds[0]
-    for seed in seeds:
-        cfg = dataclasses.replace(base, seed=seed, output_dir=str(out / f"dense-seed{seed}"), mask=None,
-                                  score_importance=seed == first, save_model=False)
-        print(f"[phase-transition] dense seed {seed}", flush=True)
-        runs.setdefault("dense", []).append({"seed": seed, **scores_of(run_once(cfg), task)})
-    scoring_dir = out / f"dense-seed{first}"
-    imp = load_importance(scoring_dir / "importance.safetensors")
-    for sparsity in base.sparsities:
-        for kind in base.ticket_kinds:
+def scoring_dir(out: Path, seeds: list[int]) -> Path:
+    """The dense run that is scored and cut into tickets: the first seed's."""
+    return out / f"dense-seed{seeds[0]}"
+
+
+def random_mask_path(out: Path, sparsity: float, seed: int) -> Path:
+    """Random tickets are drawn per seed (the winning ticket's counts): ``masks/random-{s}-seed{S}``."""
+    return out / "masks" / f"random-{sparsity:.2f}-seed{seed}.safetensors"
+
+
+def plan_study(base: TrainConfig, seeds: list[int], out: Path,
+               control_sparsities: list[float] | None = None) -> list[TicketRun]:
+    """Every run of the study, in order: dense runs (the first seed scores importance), then every ticket
+    kind at every sparsity; random and losing tickets only at ``control_sparsities`` when given."""
+    runs = [TicketRun("dense", 0.0, seed, base.replace(
+        seed=seed, output_dir=str(out / f"dense-seed{seed}"), mask=None, score_importance=seed == seeds[0],
+        save_model=False)) for seed in seeds]
+    scorer = RunDir(scoring_dir(out, seeds))
+    for sparsity in base.tickets.sparsities:
+        for kind in base.tickets.ticket_kinds:
             if kind != "winning" and control_sparsities is not None and \
                     not any(abs(sparsity - c) < 1e-9 for c in control_sparsities):
                 continue
             for seed in seeds:
-                name = f"{kind}-{sparsity:.2f}"
-                mask_path = scoring_dir / "masks" / f"{name}.safetensors"
-                if kind == "random":  # a fresh random draw per seed, same counts as winning
-                    mask_path = out / "masks" / f"random-{sparsity:.2f}-seed{seed}.safetensors"
-                    if not mask_path.is_file():
-                        template = load_mask(scoring_dir / "masks" / f"winning-{sparsity:.2f}.safetensors")
-                        shape = EncoderShape.parse(template.meta["shape"])
-                        save_mask(cut_ticket(imp, "random", sparsity, shape=shape, seed=seed,
-                                             ffn_sparsity=float(template.meta.get("ffn_sparsity", sparsity)),
-                                             min_heads_per_layer=base.min_heads_per_layer,
-                                             granularity=base.ticket_granularity), mask_path)
-                cfg = dataclasses.replace(base, seed=seed, output_dir=str(out / f"{name}-seed{seed}"),
-                                          mask=str(mask_path), score_importance=False, save_model=False)
-                print(f"[phase-transition] {name} seed {seed}", flush=True)
-                runs.setdefault(name, []).append({"seed": seed, "sparsity": sparsity, **scores_of(run_once(cfg), task)})
-    return summarize(runs, base, task, out, select_on, scoring_dir)
+                mask = random_mask_path(out, sparsity, seed) if kind == "random" else scorer.ticket_path(kind, sparsity)
+                runs.append(TicketRun(kind, sparsity, seed, base.replace(
+                    seed=seed, output_dir=str(out / f"{kind}-{sparsity:.2f}-seed{seed}"), mask=str(mask),
+                    score_importance=False, save_model=False)))
+    return runs
+
+
+def draw_random_ticket(base: TrainConfig, out: Path, seeds: list[int], sparsity: float, seed: int) -> Path:
+    """``masks/random-{s}-seed{S}``, drawn once from the scoring run's importance with the winning counts."""
+    path = random_mask_path(out, sparsity, seed)
+    if not path.is_file():
+        scorer = RunDir(scoring_dir(out, seeds))
+        template = load_mask(scorer.ticket_path("winning", sparsity))
+        ffn = template.meta.ffn_sparsity
+        save_mask(cut_ticket(load_importance(scorer.importance_path), "random", sparsity, shape=template.meta.shape,
+                             seed=seed, ffn_sparsity=sparsity if ffn is None else ffn,
+                             min_heads_per_layer=base.tickets.min_heads_per_layer,
+                             granularity=base.tickets.ticket_granularity), path)
+    return path
+
+
+def run_study(base: TrainConfig, task: str, seeds: list[int], out: Path, select_on: str,
+              control_sparsities: list[float] | None = None) -> dict:
+    """Train (or read back) every run of :func:`plan_study`, then write the report and the super ticket."""
+    runs: dict[str, list[dict]] = {}
+    for run in plan_study(base, seeds, out, control_sparsities):
+        if run.kind == "random":
+            draw_random_ticket(base, out, seeds, run.sparsity, run.seed)
+        label = f"dense seed {run.seed}" if run.kind == "dense" else f"{run.row} seed {run.seed}"
+        print(f"[{TAG}] {label}", flush=True)
+        extra = {} if run.kind == "dense" else {"sparsity": run.sparsity}
+        runs.setdefault(run.row, []).append({"seed": run.seed, **extra, **scores_of(run_once(run.config), task)})
+    return summarize(runs, base, task, out, select_on, scoring_dir(out, seeds))
 
 
 def summarize(runs: dict[str, list[dict]], base: TrainConfig, task: str, out: Path, select_on: str,
@@ -119,19 +148,19 @@ def summarize(runs: dict[str, list[dict]], base: TrainConfig, task: str, out: Pa
         raise UserError("--select-on holdout needs --holdout-fraction > 0")
     best = max(winning, key=lambda r: (r[key], r["sparsity"]))
     super_mask = load_mask(scoring_dir / "masks" / f"winning-{best['sparsity']:.2f}.safetensors")
-    super_mask.meta.update({"kind": "super_ticket", "selected_on": select_on, "selected_score": f"{best[key]:.3f}",
-                            "source_kind": "winning"})
+    super_mask.meta = super_mask.meta.updated({"kind": "super_ticket", "selected_on": select_on,
+                                               "selected_score": f"{best[key]:.3f}", "source_kind": "winning"})
     save_mask(super_mask, out / "super_ticket.safetensors")
     dense = next(r for r in rows if r["kind"] == "dense")
     report = {"task": task, "select_on": select_on, "seeds": dense["seeds"], "rows": rows,
               "super_ticket": {"sparsity": best["sparsity"], "score": best[key], "dev_mean": best["dev_mean"],
-                               "dev_std": best["dev_std"], "param_sparsity": float(super_mask.meta["param_sparsity"]),
+                               "dev_std": best["dev_std"], "param_sparsity": super_mask.meta.param_sparsity,
                                "path": str(out / "super_ticket.safetensors")},
               "dense": {"dev_mean": dense["dev_mean"], "dev_std": dense["dev_std"]},
-              "config": dataclasses.asdict(base), "command": " ".join(sys.argv)}
+              "config": base.to_dict(), "command": " ".join(sys.argv)}
     atomic_write_json(out / "phase_transition.json", report)
     atomic_write_text(out / "phase_transition.md", markdown(report))
-    plot(report, out / "phase_transition.png")
+    plot_phase_transition(report, out / "phase_transition.png")
     return report
 
 
@@ -148,7 +177,7 @@ def markdown(report: dict) -> str:
              "| sparsity | winning | random | losing | winning (held-out) |", "|---|---|---|---|---|"]
     for s in sparsities:
         cells = []
-        for kind in KINDS:
+        for kind in TICKET_KINDS.names():
             r = by.get((kind, s))
             cells.append(f"{r['dev_mean']:.2f} ± {r['dev_std']:.2f}" if r else "")
         w = by.get(("winning", s))
@@ -156,28 +185,6 @@ def markdown(report: dict) -> str:
         lines.append(f"| {s:.2f} | " + " | ".join(cells) + " |")
     lines += ["", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)
-
-
-def plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from experiments.plots import dense_band, finish_curves, line_with_band
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    dense = next(r for r in report["rows"] if r["kind"] == "dense")
-    dense_band(ax, dense["dev_mean"], dense["dev_std"])
-    for kind in KINDS:
-        pts = [(r["sparsity"], r["dev_mean"], r["dev_std"]) for r in report["rows"] if r["kind"] == kind]
-        if pts:
-            line_with_band(ax, pts, COLORS[kind], kind)
-    st = report["super_ticket"]
-    ax.scatter([st["sparsity"]], [st["dev_mean"]], marker="*", s=200, color="gold", edgecolor="black", zorder=5,
-               label="super ticket")
-    finish_curves(fig, ax, path, "sparsity (fraction of heads and FFN neurons pruned)", f"{report['task']} dev score",
-                  f"Phase transition: {report['task']} (seeds {','.join(map(str, report['seeds']))})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,16 +202,16 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         if not seeds:
             raise UserError("--seeds needs at least one seed")
-        holdout = config.holdout_fraction or (0.1 if args.select_on == "holdout" else 0.0)
-        config = dataclasses.replace(config, tasks=[args.task], holdout_fraction=holdout)
+        holdout = config.data.holdout_fraction or (0.1 if args.select_on == "holdout" else 0.0)
+        config = config.replace(tasks=[args.task], holdout_fraction=holdout)
         _, (task,) = resolve_tasks(config)
-        out = prepare_output_dir(config.output_dir)
+        out = prepare_output_dir(config.output.output_dir)
         controls = None
         if args.control_sparsities is not None:
             controls = [float(s) for s in args.control_sparsities.split(",") if s.strip()]
-            unknown = [c for c in controls if not any(abs(c - s) < 1e-9 for s in config.sparsities)]
+            unknown = [c for c in controls if not any(abs(c - s) < 1e-9 for s in config.tickets.sparsities)]
             if unknown:
-                raise UserError(f"--control-sparsities {unknown} are not among --sparsities {config.sparsities}")
+                raise UserError(f"--control-sparsities {unknown} are not among --sparsities {config.tickets.sparsities}")
         report = run_study(config, task.name, seeds, out, args.select_on, controls)
         print(markdown(report))
 

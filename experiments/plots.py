@@ -17,14 +17,17 @@ from pathlib import Path
 
 import torch
 
+from basics.cli import OneLineParser, run_main
+from basics.errors import UserError
+from basics.io import atomic_write
 from masks.aggregate import overlap_table
-from masks.arch import EncoderShape
+from masks.construct import load_ticket, parse_tickets, ticket_file
 from masks.mask import Mask, load_mask_file
-from mtl.io import atomic_write
-from mtl.errors import UserError
+
+KIND_COLORS = {"winning": "tab:green", "random": "tab:blue", "losing": "tab:red"}
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,7 +41,7 @@ def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def dense_band(ax, mean: float, std: float) -> None:
@@ -66,8 +69,8 @@ def finish_curves(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> 
 
 
 def _kept_text(mask: Mask) -> str:
-    shape = mask.meta.get("shape")
-    params = f", params kept {100 * (1 - mask.sparsity(EncoderShape.parse(shape))):.1f}%" if shape else ""
+    shape = mask.meta.shape
+    params = f", params kept {100 * (1 - mask.sparsity(shape)):.1f}%" if shape is not None else ""
     return (f"heads {mask.num_heads_kept}/{mask.heads.numel()}, "
             f"FFN neurons {mask.num_ffn_kept}/{mask.ffn.numel()}{params}")
 
@@ -75,11 +78,11 @@ def _kept_text(mask: Mask) -> str:
 def plot_mask(mask: Mask | dict[str, Mask], path: Path, title: str | None = None) -> None:
     """Left: heads kept, layers x heads (for a per-task dict: how many tasks keep each head).
     Right: share of FFN neurons kept per layer (one bar per task for a per-task dict)."""
-    masks = mask if isinstance(mask, dict) else {mask.meta.get("tasks") or "mask": mask}
+    masks = mask if isinstance(mask, dict) else {",".join(mask.meta.tasks) or "mask": mask}
     first = next(iter(masks.values()))
     layers, heads = first.heads.shape
     counts = torch.stack([m.heads for m in masks.values()]).sum(0)  # [L, H] tasks keeping each head
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_h, ax_f) = plt.subplots(1, 2, figsize=(10, 0.45 * layers + 2.2),
                                      gridspec_kw={"width_ratios": [max(heads, 4), 6]})
     image = ax_h.imshow(counts.numpy(), cmap="Greens", vmin=0, vmax=len(masks), aspect="auto")
@@ -118,7 +121,7 @@ def plot_overlap(masks: dict[str, Mask], path: Path, title: str | None = None) -
     table = overlap_table(masks)
     tasks = list(masks)
     values = [[table[a, b] for b in tasks] for a in tasks]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.1 * len(tasks) + 2.5, 1.0 * len(tasks) + 1.8))
     image = ax.imshow(values, cmap="viridis", vmin=0, vmax=1)
     ax.set_xticks(range(len(tasks)), tasks)
@@ -132,25 +135,31 @@ def plot_overlap(masks: dict[str, Mask], path: Path, title: str | None = None) -
 
 
 def plot_phase_transition(report: dict | Path, path: Path) -> None:
-    """Dev score vs sparsity per ticket kind (``experiments.phase_transition.plot``) from a report or its JSON."""
-    from experiments.phase_transition import plot
-
+    """Dev score vs sparsity per ticket kind, the dense band and the super ticket, from a phase-transition
+    report (``experiments.phase_transition``) or its JSON file."""
     if not isinstance(report, dict):
         report = json.loads(Path(report).read_text(encoding="utf-8"))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    plot(report, Path(path))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
+    dense = next(r for r in report["rows"] if r["kind"] == "dense")
+    dense_band(ax, dense["dev_mean"], dense["dev_std"])
+    for kind, color in KIND_COLORS.items():
+        pts = [(r["sparsity"], r["dev_mean"], r["dev_std"]) for r in report["rows"] if r["kind"] == kind]
+        if pts:
+            line_with_band(ax, pts, color, kind)
+    st = report["super_ticket"]
+    ax.scatter([st["sparsity"]], [st["dev_mean"]], marker="*", s=200, color="gold", edgecolor="black", zorder=5,
+               label="super ticket")
+    finish_curves(fig, ax, Path(path), "sparsity (fraction of heads and FFN neurons pruned)",
+                  f"{report['task']} dev score",
+                  f"Phase transition: {report['task']} (seeds {','.join(map(str, report['seeds']))})")
 
 
 def load_tickets(items: Sequence[str]) -> dict[str, Mask]:
     """``["rte=DIR_OR_FILE", ...]`` -> ``{task: Mask}`` (single-task masks only)."""
-    from construct_mtl_mask import load_ticket, parse_tickets, ticket_file
-
     return {task: load_ticket(task, ticket_file(path)) for task, path in parse_tickets(list(items)).items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mtl.cli import OneLineParser, run_main
-
     def go() -> None:
         parser = OneLineParser(prog="python -m experiments.plots", description=__doc__.splitlines()[0])
         sub = parser.add_subparsers(dest="what", required=True, parser_class=OneLineParser)

@@ -21,8 +21,6 @@ goes on; re-running the command retries it. Exit status: 0 all done, 1 some run 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
 import time
 import traceback
@@ -33,23 +31,19 @@ from typing import Any
 
 import yaml
 
-from construct_mtl_mask import construct
-from experiments.glue_table import RUN_INFO, build_table, format_markdown, load_run, write_table
-from experiments.phase_transition import run_study
+from basics.cli import OneLineParser, run_main
+from basics.errors import UserError
+from basics.io import atomic_write_json, atomic_write_text
+from experiments.glue_table import build_table, format_markdown, load_run, write_table
+from experiments.phase_transition import plan_study, run_study
+from experiments.plots import plot_mask, plot_overlap, plot_phase_transition
 from experiments.study_config import StudyConfig, load_study
+from masks.construct import construct
 from masks.mask import Mask, load_mask_file
 from mtl.config import TrainConfig
-from mtl.errors import UserError
-from mtl.io import atomic_write_json, atomic_write_text
 from mtl.run import run_training
+from mtl.rundir import RunDir
 from mtl.trainer import NonFiniteLossError, format_metrics
-
-# Options that do not change a run's result (or name where it is): a finished run made with other
-# values of these is still a finished run of the study.
-NOT_COMPARED = ("output_dir", "progress", "num_threads", "glue_dir", "cache_dir", "device", "log_every",
-                "save_model", "save_checkpoints", "eval_batch_size", "mask", "resume", "checkpoint_every",
-                "deterministic")
-TICKET_RUN_VARIES = ("seed", "score_importance")  # set per run by run_study
 
 
 def variant_label(variant: str) -> str:
@@ -72,38 +66,7 @@ def duration(seconds: float) -> str:
 
 
 def is_finished(run_dir: Path) -> bool:
-    return (run_dir / "metrics.json").is_file()
-
-
-# ---------------------------------------------------------------- resume safety
-
-
-def config_differences(run_dir: Path, expected: TrainConfig, ignore: Sequence[str] = ()) -> list[str]:
-    """``["epochs: 2.0 (run) vs 3.0 (study)", ...]`` between ``run_dir/config.yaml`` and ``expected``."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return []
-    saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    skip = set(NOT_COMPARED) | set(ignore)
-    out = []
-    for key, want in dataclasses.asdict(expected).items():
-        if key in skip or key not in saved:
-            continue
-        have = saved[key]
-        if have != want:
-            out.append(f"{key}: {have!r} (run) vs {want!r} (study)")
-    return out
-
-
-def check_finished(run_dir: Path, expected: TrainConfig, ignore: Sequence[str] = ()) -> None:
-    """UserError if ``run_dir`` is finished but was made with other options than ``expected``."""
-    if not is_finished(run_dir):
-        return
-    diffs = config_differences(run_dir, expected, ignore)
-    if diffs:
-        more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
-        raise UserError(f"finished run {run_dir} was made with other options than the study asks: {diffs[0]}{more}; "
-                        "restore the study's options, use another output_dir, or delete that run to retrain it")
+    return RunDir(run_dir).finished
 
 
 # ---------------------------------------------------------------- 1. tickets
@@ -111,17 +74,22 @@ def check_finished(run_dir: Path, expected: TrainConfig, ignore: Sequence[str] =
 
 def ticket_run_names(study: StudyConfig) -> list[str]:
     """The run folders ``run_study`` makes in one task's ticket folder."""
-    t = study.tickets
-    names = [f"dense-seed{s}" for s in t.seeds]
-    names += [f"{kind}-{sp:.2f}-seed{s}" for sp in study.tickets.sparsities for kind in t.kinds for s in t.seeds]
-    return names
+    task = study.tasks[0]
+    return [r.name for r in plan_study(study.ticket_config(task), study.tickets.seeds, study.ticket_dir(task))]
 
 
 def check_ticket_runs(study: StudyConfig) -> None:
+    """UserError if a finished ticket run was made with other options than the study asks for now."""
     for task in study.tasks:
-        base = study.ticket_config(task)
-        for name in ticket_run_names(study):
-            check_finished(study.ticket_dir(task) / name, base, ignore=TICKET_RUN_VARIES)
+        for run in plan_study(study.ticket_config(task), study.tickets.seeds, study.ticket_dir(task)):
+            check_finished(Path(run.config.output.output_dir), run.config)
+
+
+def check_finished(run_dir: Path, expected: TrainConfig) -> None:
+    """UserError if ``run_dir`` is finished but is another run than ``expected`` (:meth:`RunDir.check_matches`)."""
+    run = RunDir(run_dir)
+    if run.finished:
+        run.check_matches(expected)
 
 
 def identify_tickets(study: StudyConfig, log: "Log", runs: list["PlannedRun"]) -> dict[str, dict | None]:
@@ -216,8 +184,8 @@ class PlannedRun:
     mask: Path | None
     run_dir: Path
 
-    def config(self, study: StudyConfig, with_mask: bool = True) -> TrainConfig:
-        mask = str(self.mask) if with_mask and self.mask is not None else None
+    def config(self, study: StudyConfig) -> TrainConfig:
+        mask = str(self.mask) if self.mask is not None else None
         return study.mtl_config(self.tasks, self.seed, str(self.run_dir), mask)
 
     def info(self, study: StudyConfig) -> dict[str, Any]:
@@ -261,9 +229,9 @@ def train_runs(study: StudyConfig, runs: list[PlannedRun], log: "Log", skip: Cal
         start = time.time()
         try:
             run.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(run.run_dir / RUN_INFO, run.info(study))
-            resume = (run.run_dir / "checkpoint.pt").is_file()  # a crashed run continues where it stopped
-            run_training(dataclasses.replace(run.config(study), resume=resume))
+            atomic_write_json(RunDir(run.run_dir).study_info_path, run.info(study))
+            resume = RunDir(run.run_dir).has_checkpoint  # a crashed run continues where it stopped
+            run_training(run.config(study).replace(resume=resume))
         except NonFiniteLossError as exc:  # a diverged run is that run's failure, not the study's
             log.failure(run.name, run.run_dir, exc, time.time() - start, tag)
             continue
@@ -275,7 +243,7 @@ def train_runs(study: StudyConfig, runs: list[PlannedRun], log: "Log", skip: Cal
         took.append(time.time() - start)
         todo = sum(not is_finished(r.run_dir) for r in runs[i:])
         eta = f", ETA {duration(todo * sum(took) / len(took))} for {todo} more" if todo else ""
-        metrics = json.loads((run.run_dir / "metrics.json").read_text(encoding="utf-8"))
+        metrics = RunDir(run.run_dir).metrics()
         log.record(run.name, "ran", took[-1])
         log.line(f"{tag}: done in {duration(took[-1])}: {format_metrics(metrics)}{eta}")
 
@@ -285,8 +253,6 @@ def train_runs(study: StudyConfig, runs: list[PlannedRun], log: "Log", skip: Cal
 
 def make_plots(study: StudyConfig, masks: dict[str, Path]) -> list[Path]:
     """Phase transitions, super-ticket and shared-mask heatmaps, super-ticket overlap -> ``OUT/plots/``."""
-    from experiments.plots import plot_mask, plot_overlap, plot_phase_transition
-
     plots = study.out / "plots"
     written = []
     tickets = {}
@@ -384,7 +350,7 @@ def run_whole_study(study: StudyConfig, dry_run: bool = False, report_only: bool
         print_plan(study, runs)
         return 0
     for run in runs:  # before any training: a changed config must not mix into finished runs
-        check_finished(run.run_dir, run.config(study, with_mask=False))
+        check_finished(run.run_dir, run.config(study))
     if study.mtl.needs_tickets:
         check_ticket_runs(study)
     study.out.mkdir(parents=True, exist_ok=True)
@@ -426,8 +392,6 @@ def run_whole_study(study: StudyConfig, dry_run: bool = False, report_only: bool
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mtl.cli import OneLineParser, run_main
-
     def go() -> int:
         parser = OneLineParser(prog="python -m experiments.run", description=__doc__.splitlines()[0])
         parser.add_argument("study", type=Path, help="the study YAML, e.g. experiments/quickstart.yaml")

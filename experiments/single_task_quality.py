@@ -3,19 +3,20 @@
     python -m experiments.single_task_quality --tasks rte,mrpc,stsb,cola,sst2 --output-dir runs/quality \
         [--seeds 1] [--report-only] [-- extra train.py flags]
 
-Each run is ``python train.py --tasks T --output-dir OUT/T-seedS --seed S [extra]``; a run whose
-``metrics.json`` exists is skipped. Writes ``OUT/quality.md`` and ``OUT/quality.json``.
+Each run is ``python -m commands.train --tasks T --output-dir OUT/T-seedS --seed S [extra]`` (the
+``train.py`` command, in its own process, from any working directory); a finished run is skipped. Writes ``OUT/quality.md`` and ``OUT/quality.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
 
-from experiments.phase_transition import mean_std
+from basics.io import atomic_write_json, atomic_write_text
+from basics.stats import mean_std
+from mtl.rundir import RunDir
 
 TARGETS = {"rte": ("accuracy", 60.0), "mrpc": ("f1", 86.0), "stsb": ("pearson", 85.0),
            "cola": ("mcc", 30.0), "sst2": ("accuracy", 88.0)}
@@ -35,23 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for task in args.tasks.split(","):
         for seed in args.seeds.split(","):
-            out = args.output_dir / f"{task}-seed{seed}"
-            if not (out / "metrics.json").is_file():
+            run = RunDir(args.output_dir / f"{task}-seed{seed}")
+            if not run.finished:
                 if args.report_only:
-                    print(f"not run: {out}", flush=True)
+                    print(f"not run: {run.path}", flush=True)
                     continue
-                cmd = [sys.executable, "train.py", "--tasks", task, "--output-dir", str(out), "--seed", seed,
-                       "--no-progress", "--no-save-model", *extra]
+                cmd = [sys.executable, "-m", "commands.train", "--tasks", task, "--output-dir", str(run.path),
+                       "--seed", seed, "--no-progress", "--no-save-model", *extra]
                 print("running:", " ".join(cmd), flush=True)
                 subprocess.run(cmd, check=True)
-            results = json.loads((out / "results.json").read_text())
-            rows.append({"task": task, "seed": int(seed), "metrics": results["metrics"][task],
-                         "best_epoch": results["best_epoch"], "train_ex_per_s": results["train_examples_per_s"],
-                         "wall_s": results["wall_seconds"]})
+            result = run.result()
+            rows.append({"task": task, "seed": int(seed), "metrics": result.metrics[task],
+                         "best_epoch": result.best_epoch, "train_ex_per_s": result.train_examples_per_s,
+                         "wall_s": result.wall_seconds})
     report = quality_report(rows)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "quality.md").write_text(report)
-    (args.output_dir / "quality.json").write_text(json.dumps(rows, indent=2))
+    atomic_write_text(args.output_dir / "quality.md", report)
+    atomic_write_json(args.output_dir / "quality.json", rows)
     print(report, end="")
     return 0
 

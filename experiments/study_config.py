@@ -35,9 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from basics.errors import UserError
+from basics.options import build_config, coerce_value, read_yaml
 from masks.aggregate import parse_mode
-from mtl.config import TICKET_KINDS, TrainConfig, build_config, coerce_value, read_yaml
-from mtl.errors import UserError
+from masks.kinds import TICKET_KINDS
+from mtl.config import TrainConfig
+from mtl.run import resolve_tasks
 
 SELECT_ON = ("holdout", "dev")
 SINGLE_TASK_KINDS = ("dense", "super")
@@ -92,7 +95,7 @@ def train_config(layers: list[tuple[str, dict]], forced: dict[str, Any], what: s
     Unknown or unreadable options are errors naming their block; ``what`` names the run in the
     error of a combination that does not validate.
     """
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    names = set(TrainConfig.flat_names())
     values: dict[str, Any] = dict(STUDY_DEFAULTS)
     for where, block in layers:
         _check_train_block(block, where)
@@ -105,7 +108,7 @@ def train_config(layers: list[tuple[str, dict]], forced: dict[str, Any], what: s
                 raise UserError(f"{where}: {exc}") from None
     values.update(forced)
     try:
-        return TrainConfig(**values)
+        return TrainConfig.from_flat(values)
     except UserError as exc:
         raise UserError(f"{what}: {exc}") from None
 
@@ -116,7 +119,7 @@ class TicketBudget:
 
     sparsities: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7])
     seeds: list[int] = field(default_factory=lambda: [1])
-    kinds: list[str] = field(default_factory=lambda: list(TICKET_KINDS))
+    kinds: list[str] = field(default_factory=lambda: list(TICKET_KINDS.names()))
     select_on: str = "holdout"
     train: dict[str, Any] = field(default_factory=dict)
     per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -136,7 +139,7 @@ class TicketBudget:
             raise UserError(f"tickets.kinds must include winning (the super ticket is a winning ticket), got {self.kinds}")
         for kind in self.kinds:
             if kind not in TICKET_KINDS:
-                raise UserError(f"tickets.kinds: unknown kind {kind!r}; valid: {', '.join(TICKET_KINDS)}")
+                raise UserError(f"tickets.kinds: unknown kind {kind!r}; valid: {', '.join(TICKET_KINDS.names())}")
         if self.select_on not in SELECT_ON:
             raise UserError(f"tickets.select_on must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}")
 
@@ -256,7 +259,7 @@ class StudyConfig:
         forced = {**self._common(), "tasks": [task], "sparsities": self.tickets.sparsities,
                   "ticket_kinds": self.tickets.kinds, "output_dir": str(self.ticket_dir(task))}
         config = train_config(layers, forced, f"ticket runs of {task}")
-        if self.tickets.select_on == "holdout" and config.holdout_fraction <= 0:
+        if self.tickets.select_on == "holdout" and config.data.holdout_fraction <= 0:
             raise UserError("tickets.select_on: holdout needs holdout_fraction > 0 in tickets.train (default 0.1)")
         return config
 
@@ -294,8 +297,6 @@ class StudyConfig:
 
 def canonical_tasks(names: list[str], train: dict[str, Any]) -> list[str]:
     """Registry names (``STS-B`` -> ``stsb``); unknown or repeated names are one-line errors."""
-    from mtl.run import resolve_tasks
-
     if not names:
         raise UserError("study key 'tasks' needs at least one task, e.g. [rte, mrpc, stsb]")
     task_def = train.get("task_def") or []

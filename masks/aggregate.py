@@ -7,15 +7,32 @@ are gated by its own mask).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from masks.arch import EncoderShape
-from masks.mask import Mask, format_fraction
-from mtl.errors import UserError
+from basics.errors import UserError
+from basics.registry import Registry
+from masks.mask import Mask
+from masks.meta import MaskMeta
 
-MODES: tuple[str, ...] = ("union", "intersection", "vote:K", "per-task")
+
+@dataclass(frozen=True)
+class Aggregation:
+    """How one mode merges ``n`` task masks: ``threshold(n, k)`` is the number of tasks that must keep a
+    unit (None: no merge, every task keeps its own mask); ``takes_k`` for modes written ``name:K``."""
+
+    threshold: Callable[[int, int | None], int | None]
+    takes_k: bool = False
+
+
+AGGREGATIONS: Registry[Aggregation] = Registry("aggregation mode")
+AGGREGATIONS.register("union", Aggregation(lambda n, k: 1))
+AGGREGATIONS.register("intersection", Aggregation(lambda n, k: n))
+AGGREGATIONS.register("vote", Aggregation(lambda n, k: k, takes_k=True))
+AGGREGATIONS.register("per-task", Aggregation(lambda n, k: None))
+MODES: tuple[str, ...] = tuple(f"{name}:K" if AGGREGATIONS.get(name).takes_k else name for name in AGGREGATIONS)
 
 
 @dataclass(frozen=True)
@@ -32,14 +49,16 @@ class AggregateMode:
 def parse_mode(text: str) -> AggregateMode:
     """``"union"``, ``"intersection"``, ``"per-task"`` or ``"vote:K"`` (K >= 1) -> AggregateMode."""
     text = text.strip().lower()
-    if text in ("union", "intersection", "per-task"):
-        return AggregateMode(text)
-    if text.startswith("vote:"):
-        k = text.split(":", 1)[1]
-        if k.isdigit() and int(k) >= 1:
-            return AggregateMode("vote", int(k))
-        raise UserError(f"bad vote spec {text!r}: K must be a positive integer, e.g. vote:2")
-    raise UserError(f"unknown aggregation mode {text!r}; valid: {', '.join(MODES)}")
+    name, _, k = text.partition(":")
+    if name not in AGGREGATIONS:
+        raise UserError(f"unknown aggregation mode {text!r}; valid: {', '.join(MODES)}")
+    if not AGGREGATIONS.get(name).takes_k:
+        if k or text != name:
+            raise UserError(f"unknown aggregation mode {text!r}; valid: {', '.join(MODES)}")
+        return AggregateMode(name)
+    if k.isdigit() and int(k) >= 1:
+        return AggregateMode(name, int(k))
+    raise UserError(f"bad {name} spec {text!r}: K must be a positive integer, e.g. {name}:2")
 
 
 def _validate(masks: dict[str, Mask]) -> list[Mask]:
@@ -65,22 +84,15 @@ def aggregate(masks: dict[str, Mask], mode: str | AggregateMode) -> Mask | dict[
     """Merge ``{task: Mask}`` by ``mode``; ``per-task`` returns the dict (validated, same shapes)."""
     parsed = parse_mode(mode) if isinstance(mode, str) else mode
     items = _validate(masks)
-    if parsed.name == "per-task":
-        return dict(masks)
     n = len(items)
-    k = {"union": 1, "intersection": n}.get(parsed.name, parsed.k)
-    if k is None or not 1 <= k <= n:
+    k = AGGREGATIONS.get(parsed.name).threshold(n, parsed.k)
+    if k is None:  # per-task: no merge
+        return dict(masks)
+    if not 1 <= k <= n:
         raise UserError(f"bad vote spec {parsed}: K must be in 1..{n} for {n} task masks")
     heads, ffn = vote(items, k)
-    first = items[0].meta
-    meta = {key: v for key, v in first.items() if all(m.meta.get(key) == v for m in items)}
-    for key in ("sparsity", "param_sparsity", "seed", "tasks"):
-        meta.pop(key, None)
-    meta.update(kind=parsed.name, aggregate=str(parsed), tasks=",".join(masks))
-    out = Mask(heads, ffn, meta)
-    if "shape" in meta:
-        out.meta["sparsity"] = format_fraction(round(out.sparsity(EncoderShape.parse(meta["shape"])), 4))
-    return out
+    meta = MaskMeta.merged([m.meta for m in items], parsed.name).replace(tasks=tuple(masks))
+    return Mask(heads, ffn, meta.with_extra(aggregate=str(parsed))).with_measured_sparsity()
 
 
 def overlap_table(masks: dict[str, Mask]) -> dict[tuple[str, str], float]:

@@ -31,9 +31,9 @@ from functools import reduce
 
 import torch
 
-from masks.arch import EncoderShape
-from masks.mask import Mask, format_fraction
-from mtl.errors import UserError
+from basics.errors import UserError
+from masks.mask import Mask
+from masks.meta import MaskMeta
 
 PARTS: tuple[str, ...] = ("all", "heads", "ffn")
 MaskLike = Mask | torch.Tensor | Mapping[str, torch.Tensor]
@@ -136,17 +136,13 @@ def stable_mask(masks: Sequence[MaskLike]) -> MaskLike:
     _stack(list(masks), "all")  # same units everywhere
     first = masks[0]
     if isinstance(first, Mask):
-        seeds = [m.meta.get("seed", "") for m in masks]
-        out = reduce(lambda a, b: a & b, masks) if len(masks) > 1 else Mask(first.heads, first.ffn, dict(first.meta))
-        out.meta.update(kind="stable", stable_over=str(len(masks)))
-        if all(seeds):
-            out.meta["seeds"] = ",".join(seeds)
-        out.meta.pop("seed", None)
-        if "shape" in out.meta:
-            sparsity = out.sparsity(EncoderShape.parse(out.meta["shape"]))
-            out.meta["sparsity"] = format_fraction(round(sparsity, 4))
-            out.meta["param_sparsity"] = f"{sparsity:.4f}"
-        return out
+        seeds = [m.meta.seed for m in masks]
+        meta = MaskMeta.merged([m.meta for m in masks], "stable").with_extra(stable_over=len(masks))
+        if all(s is not None for s in seeds):
+            meta = meta.with_extra(seeds=",".join(map(str, seeds)))
+        heads = reduce(torch.logical_and, [m.heads for m in masks])
+        ffn = reduce(torch.logical_and, [m.ffn for m in masks])
+        return Mask(heads, ffn, meta).with_measured_sparsity(param_sparsity=True)
     if isinstance(first, Mapping):
         return {k: reduce(torch.logical_and, [_bool_tensor(m[k], f"mask[{k!r}]") for m in masks]) for k in first}
     return reduce(torch.logical_and, [_bool_tensor(m, "mask") for m in masks])

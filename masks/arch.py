@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from torch import nn
+from basics.errors import UserError
 
-from mtl.errors import UserError
+if TYPE_CHECKING:  # the tables are read by the option parser: no torch import at run time here
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class ArchSpec:
 
 
 LAYER_ROLES: tuple[str, ...] = ("q", "k", "v", "attn_out", "ffn_up", "ffn_down")
+# weight matrices a per-weight (unstructured) mask may cover: every layer role, the pooler, the embeddings
+WEIGHT_ROLES: tuple[str, ...] = (*LAYER_ROLES, "pooler", "embeddings")
+DEFAULT_WEIGHT_ROLES: tuple[str, ...] = (*LAYER_ROLES, "pooler")  # Chen et al. 2020: embeddings not pruned
 
 _BERT_LIKE = ArchSpec(
     layers="encoder.layer",
@@ -127,7 +131,7 @@ class EncoderShape:
 def _base(encoder: nn.Module) -> nn.Module:
     """The base encoder of ``encoder`` (itself for a base model)."""
     base = getattr(encoder, "base_model", encoder)
-    return base if isinstance(base, nn.Module) else encoder
+    return base if hasattr(base, "get_submodule") else encoder
 
 
 def arch_for(encoder: nn.Module) -> ArchSpec:

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from basics.errors import UserError
 from masks.arch import EncoderShape, attn_out_modules, ffn_down_modules, shape_of
 from masks.mask import Mask
-from mtl.errors import UserError
 
 _KINDS = ("heads", "ffn")
 

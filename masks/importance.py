@@ -18,14 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from basics.errors import UserError
 from masks.arch import EncoderShape, shape_of
+from masks.estimators import ESTIMATORS, NORMALIZATIONS
 from masks.gates import Gates, attach_gates, find_gates
 from masks.mask import _atomic_save, read_safetensors
-from mtl.errors import UserError
 
 IMPORTANCE_FORMAT = "mtl-tickets/importance"
-ABS_PER = ("batch", "example")
-NORMALIZATIONS = ("layer_l2", "none")
 _TENSORS = ("heads", "ffn", "heads_raw", "ffn_raw", "ffn_layer_raw")
 
 
@@ -41,12 +40,12 @@ class ImportanceConfig:
     def __post_init__(self) -> None:
         if self.max_batches is not None and self.max_batches < 1:
             raise UserError(f"max_batches must be >= 1 or None, got {self.max_batches}")
-        if self.abs_per not in ABS_PER:
-            raise UserError(f"abs_per must be one of {', '.join(ABS_PER)}; got {self.abs_per!r}")
+        if self.abs_per not in ESTIMATORS:
+            raise UserError(f"abs_per must be one of {', '.join(ESTIMATORS.names())}; got {self.abs_per!r}")
         for name in ("normalize_heads", "normalize_ffn"):
             if getattr(self, name) not in NORMALIZATIONS:
                 raise UserError(
-                    f"{name} must be one of {', '.join(NORMALIZATIONS)}; got {getattr(self, name)!r}"
+                    f"{name} must be one of {', '.join(NORMALIZATIONS.names())}; got {getattr(self, name)!r}"
                 )
 
 
@@ -80,13 +79,9 @@ class Importance:
 
 
 def normalize(raw: torch.Tensor, mode: str) -> torch.Tensor:
-    """``raw`` ``[L, N]`` normalised per layer: "layer_l2" divides each row by its L2 norm, "none" copies."""
-    if mode == "none":
-        return raw.clone()
-    if mode == "layer_l2":
-        norm = raw.norm(p=2, dim=-1, keepdim=True)  # [L, 1]
-        return raw / norm.clamp_min(torch.finfo(raw.dtype).tiny)
-    raise UserError(f"unknown normalisation {mode!r}; valid: {', '.join(NORMALIZATIONS)}")
+    """``raw`` ``[L, N]`` normalised per layer by ``mode`` (:data:`masks.estimators.NORMALIZATIONS`):
+    "layer_l2" divides each row by its L2 norm, "none" copies."""
+    return NORMALIZATIONS.get(mode)(raw)
 
 
 def _freeze(modules: Iterable[nn.Module]) -> dict[nn.Parameter, bool]:

@@ -27,18 +27,18 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from basics.errors import UserError
 from masks.arch import EncoderShape
 from masks.importance import Importance
-from masks.mask import Mask, format_fraction
+from masks.mask import Mask
+from masks.meta import MaskMeta, format_fraction
 from masks.tickets import n_to_prune, prune_order
-from mtl.errors import UserError
 
 GRANULARITIES: tuple[str, ...] = ("neuron", "layer")
 MATCHED_KINDS: tuple[str, ...] = ("random", "bad")
 STOP_REASONS: tuple[str, ...] = ("threshold", "exhausted", "max_steps")
 # metadata of the good mask that its random / bad twins share
-_SHARED_META = ("model", "tasks", "shape", "method", "threshold", "step", "granularity", "min_heads_per_layer",
-                "select_on")
+_SHARED_EXTRA = ("method", "threshold", "step", "min_heads_per_layer", "select_on")
 
 EvaluateFn = Callable[[Mask], float]  # mask -> score (higher = better), with the mask applied
 ScoreFn = Callable[[Mask], Importance]  # mask -> importance of every unit, with the mask applied
@@ -188,7 +188,7 @@ def prune_step(mask: Mask, imp: Importance, k: int, config: IterativeConfig) -> 
         ffn = blocks.expand_as(mask.ffn).clone()
     else:
         ffn = _prune_more(mask.ffn, imp.ffn, k, config.step, 0)
-    return Mask(heads, ffn, dict(mask.meta))
+    return Mask(heads, ffn, mask.meta.replace())
 
 
 def _exhausted(mask: Mask, config: IterativeConfig) -> bool:
@@ -198,10 +198,11 @@ def _exhausted(mask: Mask, config: IterativeConfig) -> bool:
     return not heads_left and not bool(_ffn_units(mask.ffn, config.granularity).any())
 
 
-def _mask_meta(mask: Mask, shape: EncoderShape, **extra: str) -> None:
+def _mask_meta(mask: Mask, shape: EncoderShape, **changes: object) -> None:
+    """Set the measured sparsities, the kept counts and ``changes`` (typed fields or extra entries)."""
     sparsity = mask.sparsity(shape)
-    mask.meta.update({"sparsity": format_fraction(round(sparsity, 4)), "param_sparsity": f"{sparsity:.4f}",
-                      "heads_kept": str(mask.num_heads_kept), "ffn_kept": str(mask.num_ffn_kept), **extra})
+    mask.meta = mask.meta.updated({"shape": shape, "sparsity": round(sparsity, 4), "param_sparsity": sparsity,
+                                   "heads_kept": mask.num_heads_kept, "ffn_kept": mask.num_ffn_kept, **changes})
 
 
 def iterative_prune(
@@ -226,8 +227,8 @@ def iterative_prune(
     """
     config = config or IterativeConfig()
     say = log or (lambda message: None)
-    info = {"model": "unknown", "tasks": "", **{str(k): str(v) for k, v in (meta or {}).items()}}
-    mask = Mask.ones(shape, **info)
+    info = MaskMeta().updated(meta or {}).replace(shape=shape, kind="dense", sparsity=0.0)
+    mask = Mask(Mask.ones(shape).heads, Mask.ones(shape).ffn, info)
     base = float(evaluate(mask))
     if not math.isfinite(base) or base <= 0:
         raise UserError(f"the unpruned score is {base}: the threshold is a fraction of it, so it must be > 0")
@@ -254,8 +255,8 @@ def iterative_prune(
             break
         selected, selected_step = mask, k
     if dense is None:  # nothing was prunable: still report the unpruned scores
-        dense = score(Mask.ones(shape, **info))
-    good = Mask(selected.heads, selected.ffn, {**info, "shape": shape.describe()})
+        dense = score(Mask(mask.heads.clone(), mask.ffn.clone(), info))
+    good = Mask(selected.heads, selected.ffn, info)
     _mask_meta(good, shape, kind="good", method="iterative", threshold=format_fraction(config.threshold),
                step=format_fraction(config.step), granularity=config.granularity,
                min_heads_per_layer=str(config.min_heads_per_layer), selected_step=str(selected_step),
@@ -310,10 +311,11 @@ def matched_mask(
         ffn_scores = imp.ffn if imp is not None else torch.zeros(L, shape.intermediate)
         ffn = prune_greedy(torch.ones(L, shape.intermediate, dtype=torch.bool), prune_order(ffn_scores, order_kind, gen),
                            good.ffn.numel() - good.num_ffn_kept)
-    info = {k: good.meta[k] for k in _SHARED_META if k in good.meta}
-    info.update({"granularity": granularity, "min_heads_per_layer": str(min_heads_per_layer), "shape": shape.describe()})
-    if "seed" in good.meta:
-        info["matched_to_seed"] = good.meta["seed"]
-    mask = Mask(heads, ffn, {**info, **{str(k): str(v) for k, v in (meta or {}).items()}})
-    _mask_meta(mask, shape, kind=kind, seed=str(seed))
+    base = MaskMeta(tasks=good.meta.tasks, model=good.meta.model, scorer=good.meta.scorer, shape=shape,
+                    granularity=granularity, extra={k: good.meta.extra[k] for k in _SHARED_EXTRA if k in good.meta.extra})
+    base = base.with_extra(min_heads_per_layer=min_heads_per_layer)
+    if good.meta.seed is not None:
+        base = base.with_extra(matched_to_seed=good.meta.seed)
+    mask = Mask(heads, ffn, base)
+    _mask_meta(mask, shape, kind=kind, seed=seed, **(meta or {}))
     return mask

@@ -20,10 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mtl.errors import UserError
-
-from .mask import format_fraction
-from .weight_mask import (
+from basics.errors import UserError
+from masks.meta import format_fraction
+from masks.weight_mask import (
     DEFAULT_INCLUDE,
     WeightMask,
     check_roles,

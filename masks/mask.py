@@ -2,11 +2,12 @@
 
 Polarity: **True = keep**, False = pruned. ``heads`` is ``bool[L, H]``, ``ffn`` is
 ``bool[L, I]`` (whole-FFN-layer granularity = rows all True or all False). Metadata is a
-``dict[str, str]`` saved with the tensors in one safetensors file.
+:class:`masks.meta.MaskMeta`; its string form is saved with the tensors in one safetensors file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -18,8 +19,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from basics.errors import UserError
 from masks.arch import EncoderShape
-from mtl.errors import UserError
+from masks.meta import MaskMeta
 
 MASK_FORMAT = "mtl-tickets/mask"
 PER_TASK_MODE = "per-task"
@@ -45,33 +47,18 @@ def _as_bool(t: Any, name: str) -> torch.Tensor:
     return zero_one_to_bool(t, f"mask.{name}")
 
 
-def format_fraction(x: float) -> str:
-    """``0.3 -> "0.30"``, ``0.125 -> "0.125"`` (two decimals unless more are needed)."""
-    short = f"{x:.2f}"
-    if abs(float(short) - x) < 1e-9:
-        return short
-    return f"{x:.6f}".rstrip("0")
-
-
-def _merge_csv(*lists: str) -> str:
-    """Comma lists merged, order kept, duplicates dropped."""
-    out: list[str] = []
-    for csv in lists:
-        out += [t for t in csv.split(",") if t and t not in out]
-    return ",".join(out)
-
-
 @dataclass(eq=False)
 class Mask:
     """Structured mask over an encoder, True = keep.
 
-    heads: bool ``[L, H]``; ffn: bool ``[L, I]``; meta: string metadata (model, shape,
-    tasks, kind, sparsity, scorer, seed, granularity, ...). Tensors live on the CPU.
+    heads: bool ``[L, H]``; ffn: bool ``[L, I]``; meta: :class:`MaskMeta` (kind, tasks, model,
+    shape, sparsities, scorer, granularity, seed; a plain string mapping is read as its file form).
+    Tensors live on the CPU.
     """
 
     heads: torch.Tensor  # bool [L, H]
     ffn: torch.Tensor  # bool [L, I]
-    meta: dict[str, str] = field(default_factory=dict)
+    meta: MaskMeta = field(default_factory=MaskMeta)
 
     def __post_init__(self) -> None:
         self.heads = _as_bool(self.heads, "heads")
@@ -80,17 +67,17 @@ class Mask:
             raise UserError(
                 f"mask has {self.heads.shape[0]} head layers but {self.ffn.shape[0]} FFN layers"
             )
-        self.meta = {str(k): str(v) for k, v in self.meta.items()}
+        if not isinstance(self.meta, MaskMeta):
+            self.meta = MaskMeta.from_strings(self.meta)
 
     # --- construction -------------------------------------------------------------------
     @classmethod
     def ones(cls, shape: EncoderShape, **meta: Any) -> "Mask":
-        """Keep-everything mask for ``shape`` (meta gets shape and kind="dense" by default)."""
-        base = {"shape": shape.describe(), "kind": "dense", "sparsity": "0.00"}
+        """Keep-everything mask for ``shape`` (kind "dense", sparsity 0 unless ``meta`` says otherwise)."""
         return cls(
             torch.ones(shape.num_layers, shape.num_heads, dtype=torch.bool),
             torch.ones(shape.num_layers, shape.intermediate, dtype=torch.bool),
-            {**base, **meta},
+            MaskMeta(**{"shape": shape, "kind": "dense", "sparsity": 0.0, **meta}),
         )
 
     # --- shape ---------------------------------------------------------------------------
@@ -108,9 +95,8 @@ class Mask:
                 f"mask is for {self.dims} but model is "
                 f"L={shape.num_layers},H={shape.num_heads},I={shape.intermediate}"
             )
-        meta_shape = self.meta.get("shape")
-        if meta_shape and meta_shape != shape.describe():
-            raise UserError(f"mask is for {meta_shape} but model is {shape.describe()}")
+        if self.meta.shape is not None and self.meta.shape != shape:
+            raise UserError(f"mask is for {self.meta.shape.describe()} but model is {shape.describe()}")
 
     def _check_same(self, other: "Mask") -> None:
         if not isinstance(other, Mask):
@@ -120,16 +106,18 @@ class Mask:
 
     # --- algebra -------------------------------------------------------------------------
     def _combine(self, other: "Mask", heads: torch.Tensor, ffn: torch.Tensor, kind: str) -> "Mask":
-        """Result meta: shared keys kept when equal, tasks merged, kind set."""
-        meta = {k: v for k, v in self.meta.items() if other.meta.get(k) == v}
-        for key in ("sparsity", "param_sparsity", "seed"):
-            meta.pop(key, None)
-        meta["tasks"] = _merge_csv(self.meta.get("tasks", ""), other.meta.get("tasks", ""))
-        meta["kind"] = kind
-        out = Mask(heads, ffn, meta)
-        if "shape" in meta:
-            out.meta["sparsity"] = format_fraction(round(out.sparsity(EncoderShape.parse(meta["shape"])), 4))
-        return out
+        """Result meta: :meth:`MaskMeta.merged` (shared entries, tasks merged, kind set), measured sparsity."""
+        return Mask(heads, ffn, MaskMeta.merged([self.meta, other.meta], kind)).with_measured_sparsity()
+
+    def with_measured_sparsity(self, param_sparsity: bool = False) -> "Mask":
+        """Set ``meta.sparsity`` (rounded to 4 places), and ``meta.param_sparsity`` if asked, to the parameter
+        sparsity this mask has, when its meta knows the encoder shape; returns self."""
+        if self.meta.shape is not None:
+            measured = self.sparsity(self.meta.shape)
+            self.meta.sparsity = round(measured, 4)
+            if param_sparsity:
+                self.meta.param_sparsity = measured
+        return self
 
     def __or__(self, other: "Mask") -> "Mask":
         """Union: a unit is kept if either mask keeps it (meta kind="union")."""
@@ -155,13 +143,14 @@ class Mask:
     def num_ffn_kept(self) -> int:
         return int(self.ffn.sum())
 
-    def param_counts(self, shape: EncoderShape) -> tuple[int, int]:
+    def param_counts(self, shape: EncoderShape | None = None) -> tuple[int, int]:
         """(kept, total) prunable encoder parameters.
 
         Per head: Q/K/V rows with biases plus O columns = ``4*d*hidden + 3*d``.
         Per FFN neuron: up row + bias + down column = ``2*hidden + 1``. Shared biases,
-        LayerNorms and embeddings are not prunable and not counted.
+        LayerNorms and embeddings are not prunable and not counted. ``shape`` defaults to the recorded one.
         """
+        shape = self._shape(shape)
         self.check_shape(shape)
         per_head = 4 * shape.head_dim * shape.hidden + 3 * shape.head_dim
         per_neuron = 2 * shape.hidden + 1
@@ -169,8 +158,15 @@ class Mask:
         total = self.heads.numel() * per_head + self.ffn.numel() * per_neuron
         return kept, total
 
-    def sparsity(self, shape: EncoderShape) -> float:
-        """Fraction of prunable parameters removed: ``1 - kept/total``."""
+    def _shape(self, shape: EncoderShape | None) -> EncoderShape:
+        if shape is not None:
+            return shape
+        if self.meta.shape is None:
+            raise UserError("the mask does not record its encoder shape; pass shape=EncoderShape(...)")
+        return self.meta.shape
+
+    def sparsity(self, shape: EncoderShape | None = None) -> float:
+        """Fraction of prunable parameters removed: ``1 - kept/total`` (``shape``: default the recorded one)."""
         kept, total = self.param_counts(shape)
         return 1.0 - kept / total
 
@@ -219,6 +215,18 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, meta
         raise
 
 
+def tensor_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a safetensors file's tensors (names, dtypes, shapes, bytes; metadata ignored): two mask
+    files with the same digest keep the same units, whatever their paths and descriptions."""
+    tensors, _ = read_safetensors(path, "mask")
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous().reshape(-1)
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
 def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a safetensors file; UserError if missing or unreadable."""
     path = Path(path)
@@ -234,18 +242,15 @@ def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torc
 
 
 def _file_meta(mask: Mask) -> dict[str, str]:
-    """mask.meta with the required keys filled in."""
-    meta = dict(mask.meta)
-    meta.setdefault("kind", "custom")
-    meta.setdefault("tasks", "")
-    meta.setdefault("model", "unknown")
-    if "sparsity" not in meta:
-        if "shape" in meta:
-            frac = mask.sparsity(EncoderShape.parse(meta["shape"]))
+    """The file form of ``mask.meta`` (kind, tasks and model always; a sparsity measured if none is set)."""
+    meta = mask.meta
+    if meta.sparsity is None:
+        if meta.shape is not None:
+            frac = mask.sparsity(meta.shape)
         else:  # unit fraction when the parameter shape is unknown
             frac = 1 - (mask.num_heads_kept + mask.num_ffn_kept) / (mask.heads.numel() + mask.ffn.numel())
-        meta["sparsity"] = format_fraction(round(frac, 4))
-    return meta
+        meta = meta.replace(sparsity=round(frac, 4))
+    return meta.to_strings()
 
 
 def save_mask(mask: Mask, path: str | os.PathLike) -> None:
@@ -322,9 +327,9 @@ def save_task_masks(masks: dict[str, Mask], path: str | os.PathLike, meta: dict[
         first._check_same(mask)
         tensors[f"heads.{task}"] = mask.heads.to(torch.uint8)
         tensors[f"ffn.{task}"] = mask.ffn.to(torch.uint8)
-        file_meta[f"meta.{task}"] = json.dumps(mask.meta, sort_keys=True)
+        file_meta[f"meta.{task}"] = json.dumps(mask.meta.to_strings(), sort_keys=True)
     file_meta.setdefault("kind", "per-task")
-    file_meta.setdefault("model", first.meta.get("model", "unknown"))
+    file_meta.setdefault("model", first.meta.model)
     file_meta.setdefault("sparsity", "")
     file_meta.update(format=MASK_FORMAT, mode=PER_TASK_MODE, tasks=",".join(masks))
     _atomic_save(tensors, path, file_meta)

@@ -16,13 +16,14 @@ from collections.abc import Iterable
 
 import torch
 
+from basics.errors import UserError
 from masks.arch import EncoderShape
 from masks.importance import Importance
-from masks.mask import Mask, format_fraction
-from mtl.errors import UserError
+from masks.kinds import GRANULARITIES, TICKET_KINDS
+from masks.mask import Mask
+from masks.meta import MaskMeta
 
-KINDS: tuple[str, ...] = ("winning", "random", "losing")
-GRANULARITIES: tuple[str, ...] = ("neuron", "layer")
+KINDS: tuple[str, ...] = TICKET_KINDS.names()
 
 
 def n_to_prune(fraction: float, count: int) -> int:
@@ -37,17 +38,10 @@ def _check_fraction(name: str, value: float) -> float:
 
 
 def prune_order(scores: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """Flat indices of ``scores`` (any shape) in the order they are pruned.
-
-    winning: ascending score; losing: descending; ties by flat index (stable sort).
-    random: a permutation from ``generator``.
-    """
+    """Flat indices of ``scores`` (any shape) in the order they are pruned, by the ticket kind's order
+    (:data:`masks.kinds.TICKET_KINDS`: winning ascending, losing descending, random a permutation)."""
     flat = scores.detach().flatten().float().cpu()
-    if kind == "random":
-        return torch.randperm(flat.numel(), generator=generator)
-    if not bool(torch.isfinite(flat).all()):
-        raise UserError("importance scores contain NaN or inf; re-run scoring")
-    return torch.sort(flat, descending=(kind == "losing"), stable=True).indices
+    return TICKET_KINDS.get(kind)(flat, generator)
 
 
 def _prune_heads(
@@ -108,10 +102,8 @@ def cut_ticket(
     ``winning``, drawn with ``torch.Generator().manual_seed(seed)``.
     Returns a Mask with heads ``[L, H]``, ffn ``[L, I]``.
     """
-    if kind not in KINDS:
-        raise UserError(f"unknown ticket kind {kind!r}; valid: {', '.join(KINDS)}")
-    if granularity not in GRANULARITIES:
-        raise UserError(f"unknown granularity {granularity!r}; valid: {', '.join(GRANULARITIES)}")
+    TICKET_KINDS.check(kind)
+    GRANULARITIES.check(granularity)
     head_frac = _check_fraction("sparsity", sparsity)
     ffn_frac = head_frac if ffn_sparsity is None else _check_fraction("ffn_sparsity", ffn_sparsity)
     imp.check_shape(shape)
@@ -128,21 +120,13 @@ def cut_ticket(
     gen = torch.Generator().manual_seed(int(seed))
     heads = _prune_heads(prune_order(imp.heads, kind, gen), n_heads, H, min_heads_per_layer, L)
     ffn = _ffn_mask(imp, kind, ffn_frac, shape, granularity, gen)
-    info = {
-        "model": imp.meta.get("model", "unknown"),
-        "tasks": imp.meta.get("tasks", ""),
-        "shape": shape.describe(),
-        "kind": kind,
-        "sparsity": format_fraction(head_frac),
-        "ffn_sparsity": format_fraction(ffn_frac),
-        "scorer": imp.meta.get("scorer", "gate_grad"),
-        "normalize_heads": imp.meta.get("normalize_heads", ""),
-        "seed": str(seed),
-        "granularity": granularity,
-        "min_heads_per_layer": str(min_heads_per_layer),
-    }
-    mask = Mask(heads, ffn, {**info, **{str(k): str(v) for k, v in (meta or {}).items()}})
-    mask.meta["param_sparsity"] = f"{mask.sparsity(shape):.4f}"
+    info = MaskMeta(kind=kind, tasks=imp.meta.get("tasks", ""), model=imp.meta.get("model", "unknown"), shape=shape,
+                    sparsity=head_frac, ffn_sparsity=ffn_frac, scorer=imp.meta.get("scorer", "gate_grad"),
+                    granularity=granularity, seed=int(seed),
+                    extra={"normalize_heads": imp.meta.get("normalize_heads", ""),
+                           "min_heads_per_layer": str(min_heads_per_layer)})
+    mask = Mask(heads, ffn, info.updated(meta or {}))
+    mask.meta.param_sparsity = mask.sparsity(shape)
     return mask
 
 

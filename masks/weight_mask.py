@@ -32,16 +32,15 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn.utils import parametrize
 
-from mtl.errors import UserError
-from mtl.io import atomic_write
-
-from .arch import LAYER_ROLES, arch_for, layer_modules
-from .mask import MASK_FORMAT, format_fraction, read_safetensors, zero_one_to_bool
+from basics.errors import UserError
+from basics.io import atomic_write
+from masks.arch import DEFAULT_WEIGHT_ROLES, LAYER_ROLES, WEIGHT_ROLES, arch_for, layer_modules
+from masks.mask import MASK_FORMAT, read_safetensors, tensor_digest, zero_one_to_bool
+from masks.meta import format_fraction
 
 WEIGHT_MASK_FORMAT = "mtl-tickets/weight-mask"
 # Roles a weight mask may cover: the per-layer roles of masks.arch, the pooler, the embedding tables.
-WEIGHT_ROLES: tuple[str, ...] = (*LAYER_ROLES, "pooler", "embeddings")
-DEFAULT_INCLUDE: tuple[str, ...] = (*LAYER_ROLES, "pooler")  # Chen et al. 2020: embeddings not pruned
+DEFAULT_INCLUDE = DEFAULT_WEIGHT_ROLES  # Chen et al. 2020: embeddings not pruned
 
 
 def base_encoder(encoder: nn.Module) -> nn.Module:
@@ -258,6 +257,7 @@ def load_weight_mask(path: str | os.PathLike, encoder: nn.Module | None = None) 
 def describe(mask: WeightMask, path: str | os.PathLike | None = None) -> dict[str, Any]:
     """What a run records about its weight mask (``results.json``): method, sparsity, kept/total, ..."""
     info: dict[str, Any] = {"path": str(path) if path is not None else None, "method": mask.meta.get("method", ""),
+                            "sha256": tensor_digest(path) if path is not None and Path(path).is_file() else None,
                             "sparsity": round(mask.sparsity, 6), "kept": mask.kept, "total": mask.total,
                             "matrices": len(mask.masks)}
     keys = ("target_sparsity", "round", "source", "seed", "model", "include")

@@ -22,10 +22,11 @@ from typing import Any
 
 import torch
 
+from basics.errors import UserError
+from basics.io import atomic_write
+
 from .config import TrainConfig, check_same_run, read_yaml
 from .distributed import SINGLE, Dist
-from .errors import UserError
-from .io import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "mtl-tickets/checkpoint"
@@ -68,7 +69,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def remove_temporaries(directory: Path) -> None:
-    """Delete temporary files that a killed :func:`mtl.io.atomic_write` left in ``directory``."""
+    """Delete temporary files that a killed :func:`basics.io.atomic_write` left in ``directory``."""
     for tmp in Path(directory).glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
 
@@ -91,7 +92,7 @@ def resume_point(out: Path, config: TrainConfig, dist: Dist = SINGLE) -> tuple[s
 
 
 def _resume_point(out: Path, config: TrainConfig) -> tuple[str, dict | None]:
-    if not config.resume:
+    if not config.output.resume:
         return "fresh", None
     saved = out / "config.yaml"
     if saved.is_file():

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import torch
 
+from basics.io import atomic_write
 from tasks.task_def import Example, TaskDef
-
-from .io import atomic_write
 
 CACHE_VERSION = 1
 

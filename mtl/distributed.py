@@ -17,7 +17,6 @@ How a run is split (the same run as on one process, up to float summation order)
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,7 +24,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as tdist
 
-from .errors import UserError
+from basics.errors import UserError
+from mtl.launch import env_ranks
 
 T = TypeVar("T")
 
@@ -81,17 +81,6 @@ class Dist:
 
 
 SINGLE = Dist()
-
-
-def env_ranks() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) without it."""
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    except ValueError:
-        raise UserError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (they are set by torchrun)") from None
-    return rank, world, local
 
 
 def pick_device(name: str, local_rank: int = 0, distributed: bool = False) -> torch.device:

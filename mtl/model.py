@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,10 +11,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from basics.errors import UserError
+from basics.io import atomic_write, atomic_write_json
+from masks.auto_classes import register_auto_classes
+from mtl.pooling import POOLINGS
 from tasks.task_def import TaskDef
-
-from .errors import UserError
-from .io import atomic_write, atomic_write_json
 
 DEFAULT_MODEL = "minilm"
 MODEL_ALIASES = ("minilm", "all-minilm-l6-v2")
@@ -36,6 +38,7 @@ def load_encoder(name: str):
     from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(name)
+    register_auto_classes()  # a compacted model directory loads as its Compact<Base>Model
     hf_logging.set_verbosity_error()  # the "weights not used / newly initialised" report is noise here
     hf_logging.disable_progress_bar()  # per-tensor loading bars; our own bars show progress
     try:
@@ -72,19 +75,15 @@ class MultiTaskModel(nn.Module):
         self.encoder = encoder
         self.tasks = {t.name: t for t in tasks}
         self.pooling = pooling
+        self._pool = POOLINGS.get(pooling)
         hidden = encoder.config.hidden_size
         self.heads = nn.ModuleDict({t.name: TaskHead(hidden, t.num_labels, head_dropout) for t in tasks})
         if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
             raise UserError(f"--pooling pooler: model type {encoder.config.model_type!r} has no pooler; use cls or mean")
 
     def pool(self, out, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = out.last_hidden_state  # (B, T, hidden)
-        if self.pooling == "pooler":
-            return out.pooler_output
-        if self.pooling == "mean":
-            m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-            return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
-        return hidden[:, 0]
+        """(B, hidden) sentence vectors by the model's pooling (:data:`mtl.pooling.POOLINGS`)."""
+        return self._pool(out, attention_mask)
 
     def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -137,14 +136,10 @@ def load_multitask_model(model_dir: Path) -> tuple[MultiTaskModel, object]:
 
 
 def task_to_json(task: TaskDef) -> dict:
-    import dataclasses
-
     return dataclasses.asdict(task)
 
 
 def task_from_json(data: dict) -> TaskDef:
-    import dataclasses
-
     names = {f.name for f in dataclasses.fields(TaskDef)}
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
     return TaskDef(**values)

@@ -3,31 +3,33 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
+from basics.errors import UserError
+from basics.io import atomic_write_json
+from masks.magnitude import check_after, write_magnitude_masks
+from masks.weight_mask import WeightMask, apply_weight_mask, describe, load_weight_mask, remove_weight_mask
+from mtl import distributed
+from mtl.checkpoint import clear_previous_run, remove_temporaries, resume_point
+from mtl.config import TrainConfig, save_config
+from mtl.data import TokenizedSplit, default_cache_dir, file_fingerprint, load_or_tokenize
+from mtl.distributed import Dist
+from mtl.gating import mask_gating, score_model, write_tickets
+from mtl.model import MultiTaskModel, load_encoder, save_multitask_model
+from mtl.rundir import RunDir, RunResult
+from mtl.trainer import TaskData, Trainer, format_metrics
+from tasks.hub import load_hub_split
+from tasks.readers import read_split, split_path
 from tasks.registry import TaskRegistry, default_registry, parse_task_list
 from tasks.task_def import TaskDef
-
-from . import distributed
-from .checkpoint import CHECKPOINT_NAME, clear_previous_run, remove_temporaries, resume_point
-from .config import TrainConfig, save_config
-from .data import TokenizedSplit, default_cache_dir, file_fingerprint, load_or_tokenize
-from .distributed import Dist
-from .errors import UserError
-from .io import atomic_write_json
-from .model import MultiTaskModel, load_encoder, save_multitask_model
-from .trainer import TaskData, Trainer, format_metrics
-
-if TYPE_CHECKING:
-    from masks.weight_mask import WeightMask
 
 
 def check_output_dir(path_str: str) -> Path:
@@ -58,10 +60,10 @@ def prepare_output_dir(path_str: str) -> Path:
 
 
 def resolve_tasks(config: TrainConfig) -> tuple[TaskRegistry, list[TaskDef]]:
-    if not config.tasks:
+    if not config.data.tasks:
         raise UserError("--tasks is required, e.g. --tasks rte,mrpc,stsb")
-    registry = default_registry([Path(p).expanduser() for p in config.task_def])
-    return registry, parse_task_list(",".join(config.tasks), registry)
+    registry = default_registry([Path(p).expanduser() for p in config.data.task_def])
+    return registry, parse_task_list(",".join(config.data.tasks), registry)
 
 
 SUBSAMPLE_SEED = 20_211_232  # fixed: --max-*-samples picks the same examples in every run
@@ -80,27 +82,24 @@ def take_subset(data: TokenizedSplit, n: int | None, mode: str) -> TokenizedSpli
 
 def load_split(task: TaskDef, split: str, tokenizer, config: TrainConfig, max_samples: int | None) -> TokenizedSplit:
     """Read one split from the GLUE directory / the task's own files / the hub, tokenized (cached),
-    then cut to ``max_samples`` examples as ``config.subsample`` says."""
-    if config.subsample == "first":
+    then cut to ``max_samples`` examples as ``config.data.subsample`` says."""
+    if config.data.subsample == "first":
         return _load_split(task, split, tokenizer, config, max_samples)
     return take_subset(_load_split(task, split, tokenizer, config, None), max_samples, "random")
 
 
 def _load_split(task: TaskDef, split: str, tokenizer, config: TrainConfig, max_samples: int | None) -> TokenizedSplit:
-    from tasks.hub import load_hub_split
-    from tasks.readers import read_split, split_path
-
     glue_dir = config.resolved_glue_dir()
-    cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
+    cache_dir = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else default_cache_dir()
     if task.base_dir is not None or glue_dir is not None:
         file_path = split_path(task, glue_dir, split)  # clear error for a missing directory or file
         source = {**file_fingerprint(file_path), "max_samples": max_samples, "split": split}
-        return load_or_tokenize(tokenizer, task, split, config.max_seq_length,
+        return load_or_tokenize(tokenizer, task, split, config.data.max_seq_length,
                                 lambda: read_split(task, glue_dir, split, max_samples=max_samples), source, cache_dir)
     if task.hub is None:
         raise UserError(f"task {task.name} has no Hugging Face hub source: pass --glue-dir DIR or set GLUE_DIR")
     source = {"hub": task.hub, "split": split, "max_samples": max_samples}
-    return load_or_tokenize(tokenizer, task, split, config.max_seq_length,
+    return load_or_tokenize(tokenizer, task, split, config.data.max_seq_length,
                             lambda: load_hub_split(task, split, max_samples=max_samples), source, cache_dir)
 
 
@@ -123,9 +122,9 @@ def load_task_data(tasks: list[TaskDef], tokenizer, config: TrainConfig, train: 
     for task in tasks:
         train_split, holdout = None, None
         if train:
-            full = load_split(task, "train", tokenizer, config, config.max_train_samples)
-            train_split, holdout = split_holdout(full, config.holdout_fraction)
-        dev = {s: load_split(task, s, tokenizer, config, config.max_eval_samples) for s in task.dev_splits}
+            full = load_split(task, "train", tokenizer, config, config.data.max_train_samples)
+            train_split, holdout = split_holdout(full, config.data.holdout_fraction)
+        dev = {s: load_split(task, s, tokenizer, config, config.data.max_eval_samples) for s in task.dev_splits}
         data[task.name] = TaskData(task, train_split, dev, holdout)
     return data
 
@@ -138,9 +137,9 @@ def machine_info() -> dict:
 
 def build_model(config: TrainConfig, tasks: list[TaskDef]):
     """Encoder + fresh task heads (initialised from the run's seed)."""
-    encoder, tokenizer = load_encoder(config.model)
-    torch.manual_seed(config.seed)
-    model = MultiTaskModel(encoder, tasks, pooling=config.pooling, head_dropout=config.head_dropout)
+    encoder, tokenizer = load_encoder(config.model.name)
+    torch.manual_seed(config.optim.seed)
+    model = MultiTaskModel(encoder, tasks, pooling=config.model.pooling, head_dropout=config.model.head_dropout)
     return model, tokenizer
 
 
@@ -157,8 +156,6 @@ def check_model_name(name: str) -> None:
 
 def check_data_files(tasks: list[TaskDef], config: TrainConfig) -> None:
     """Every split file the run will read exists (before anything slow happens)."""
-    from tasks.readers import split_path
-
     glue_dir = config.resolved_glue_dir()
     for task in tasks:
         if task.base_dir is None and glue_dir is None:
@@ -197,43 +194,54 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 # ---------------------------------------------------------------- the run
 
-def run_training(config: TrainConfig) -> dict:
+@dataclass
+class RunOutcome:
+    """What :func:`run_training` returns: the run's typed result (None on ranks other than 0), and the
+    trained model, tokenizer, data and trainer for a caller that continues in-process (all None when the
+    run had finished before and nothing was trained)."""
+
+    result: RunResult | None
+    model: MultiTaskModel | None = None
+    tokenizer: Any = None
+    data: dict[str, TaskData] | None = None
+    trainer: Trainer | None = None
+
+
+def run_training(config: TrainConfig) -> RunOutcome:
     """Train as ``config`` says and write ``metrics.json``, ``results.json``, ``config.yaml``, ``model/``.
 
-    With ``config.mask`` the encoder is gated by that mask file (shared, or per task); with
-    ``config.score_importance`` the trained model is scored and masks are cut (``masks/apply.py``).
-    With ``config.resume`` the run continues from ``OUTPUT/checkpoint.pt``. Every input is checked
+    With ``config.tickets.mask`` the encoder is gated by that mask file (shared, or per task); with
+    ``config.tickets.score_importance`` the trained model is scored and masks are cut (:mod:`mtl.gating`).
+    With ``config.output.resume`` the run continues from ``OUTPUT/checkpoint.pt``. Every input is checked
     before the first file is written. Under torchrun every process calls this; rank 0 writes.
     """
-    with (distributed.session(config.device) as (dist, device), deterministic_algorithms(config.deterministic),
-          torch_threads(config.num_threads)):
+    with (distributed.session(config.runtime.device) as (dist, device), deterministic_algorithms(config.runtime.deterministic),
+          torch_threads(config.runtime.num_threads)):
         return _run(config, dist, device)
 
 
-def _run(config: TrainConfig, dist: Dist, device: torch.device) -> dict:
-    from masks.apply import mask_gating, score_model, write_tickets
-
+def _run(config: TrainConfig, dist: Dist, device: torch.device) -> RunOutcome:
     say = print if dist.is_main else (lambda *args, **kwargs: None)
-    out = check_output_dir(config.output_dir)
+    out = check_output_dir(config.output.output_dir)
+    config.tickets.check_files()
     _, tasks = resolve_tasks(config)
-    check_model_name(config.model)
+    check_model_name(config.model.name)
     check_data_files(tasks, config)
     mode, checkpoint = resume_point(out, config, dist)
     if mode == "complete":
         say(f"nothing to resume: {out} holds a finished run ({out / 'metrics.json'})")
-        summary = json.loads((out / "results.json").read_text(encoding="utf-8")) if dist.is_main else None
-        return {"summary": summary, "model": None, "tokenizer": None, "data": None, "trainer": None}
+        return RunOutcome(RunDir(out).result() if dist.is_main else None)
     model, tokenizer = build_model(config, tasks)
     weight_mask = apply_run_weight_mask(model, config)  # checked here, before any file is written
     data = load_task_data(tasks, tokenizer, config)
     before_batch, mask_info = None, None
-    if config.mask:
-        before_batch, mask_info = mask_gating(model, Path(config.mask).expanduser(), [t.name for t in tasks])
+    if config.tickets.mask:
+        before_batch, mask_info = mask_gating(model, Path(config.tickets.mask).expanduser(), [t.name for t in tasks])
     pad_id = tokenizer.pad_token_id or 0
     trainer = Trainer(model, data, config, out, pad_id=pad_id, before_batch=before_batch, dist=dist, device=device)
     # every input has been checked: from here on, files are written (by rank 0)
     if dist.is_main:
-        prepare_output_dir(config.output_dir)
+        prepare_output_dir(config.output.output_dir)
         remove_temporaries(out)
         if checkpoint is None:
             clear_previous_run(out)
@@ -241,12 +249,12 @@ def _run(config: TrainConfig, dist: Dist, device: torch.device) -> dict:
     if mode == "resume":
         say(f"resuming {out} from optimizer step {checkpoint['progress']['opt_step']} "
             f"(epoch {checkpoint['progress']['epoch'] + 1})")
-    elif config.resume:
+    elif config.output.resume:
         say(f"no checkpoint in {out}: starting from the beginning")
     if mask_info is not None:
-        say(f"training with mask {config.mask}: {mask_info['mask_mode']}, sparsity {mask_info['sparsity']:.3f}")
+        say(f"training with mask {config.tickets.mask}: {mask_info['mask_mode']}, sparsity {mask_info['sparsity']:.3f}")
     if weight_mask is not None:
-        say(f"training with weight mask {config.weight_mask}: {weight_mask.meta.get('method', 'custom')}, "
+        say(f"training with weight mask {config.tickets.weight_mask}: {weight_mask.meta.get('method', 'custom')}, "
             f"{weight_mask.kept}/{weight_mask.total} weights kept (sparsity {weight_mask.sparsity:.3f})")
     start = time.time()
     summary = trainer.train(checkpoint)
@@ -254,7 +262,7 @@ def _run(config: TrainConfig, dist: Dist, device: torch.device) -> dict:
     if mask_info is not None:
         summary["mask"] = mask_info
     summary.update(finish_weight_masks(model, config, out, weight_mask, dist.is_main))
-    if config.score_importance:
+    if config.tickets.score_importance:
         t0 = time.time()
         imp = score_model(model, data, config, pad_id, trainer.device, trainer.autocast, dist=dist)
         paths = write_tickets(imp, model.encoder, config, out) if dist.is_main else []
@@ -270,7 +278,8 @@ def _run(config: TrainConfig, dist: Dist, device: torch.device) -> dict:
         write_results(out, summary, model, tokenizer, config)
     say(f"done in {summary['wall_seconds']}s (best epoch {summary['best_epoch']}): {format_metrics(summary['metrics'])}")
     say(f"wrote {out / 'metrics.json'}")
-    return {"summary": summary, "model": model, "tokenizer": tokenizer, "data": data, "trainer": trainer}
+    result = RunResult.from_dict(summary) if dist.is_main else None
+    return RunOutcome(result, model, tokenizer, data, trainer)
 
 
 def apply_run_weight_mask(model: MultiTaskModel, config: TrainConfig) -> WeightMask | None:
@@ -278,14 +287,11 @@ def apply_run_weight_mask(model: MultiTaskModel, config: TrainConfig) -> WeightM
     ``--write-magnitude-masks`` sparsities, and hold its pruned weights at 0 (``masks.weight_mask``).
     The model was just built from the pre-trained weights, so training it rewinds the ticket.
     Returns the :class:`masks.weight_mask.WeightMask`, or None without ``--weight-mask``."""
-    from masks.magnitude import check_after
-    from masks.weight_mask import apply_weight_mask, load_weight_mask
-
-    if not config.weight_mask:
-        check_after(None, config.write_magnitude_masks)
+    if not config.tickets.weight_mask:
+        check_after(None, config.tickets.write_magnitude_masks)
         return None
-    mask = load_weight_mask(Path(config.weight_mask).expanduser(), model.encoder)
-    check_after(mask, config.write_magnitude_masks)
+    mask = load_weight_mask(Path(config.tickets.weight_mask).expanduser(), model.encoder)
+    check_after(mask, config.tickets.write_magnitude_masks)
     apply_weight_mask(model.encoder, mask)
     return mask
 
@@ -295,18 +301,15 @@ def finish_weight_masks(model: MultiTaskModel, config: TrainConfig, out: Path, w
     """After training: bake the weight mask into the weights (pruned entries stored as 0, so the model
     saves and scores as a plain one) and write ``--write-magnitude-masks``. Returns what
     ``results.json`` records (``weight_mask``, ``magnitude_masks``)."""
-    from masks.magnitude import write_magnitude_masks
-    from masks.weight_mask import describe, remove_weight_mask
-
     record: dict = {}
     if weight_mask is not None:
         remove_weight_mask(model.encoder)
-        record["weight_mask"] = describe(weight_mask, config.weight_mask)
-    if config.write_magnitude_masks:
-        paths = write_magnitude_masks(model.encoder, config.write_magnitude_masks, out, previous=weight_mask,
-                                      include=config.weight_mask_include,
-                                      meta={"source": str(out), "model": config.model, "seed": str(config.seed),
-                                            "tasks": ",".join(config.tasks)}) if write else []
+        record["weight_mask"] = describe(weight_mask, config.tickets.weight_mask)
+    if config.tickets.write_magnitude_masks:
+        paths = write_magnitude_masks(model.encoder, config.tickets.write_magnitude_masks, out, previous=weight_mask,
+                                      include=config.tickets.weight_mask_include,
+                                      meta={"source": str(out), "model": config.model.name, "seed": str(config.optim.seed),
+                                            "tasks": ",".join(config.data.tasks)}) if write else []
         record["magnitude_masks"] = [str(p) for p in paths]
     return record
 
@@ -314,8 +317,36 @@ def finish_weight_masks(model: MultiTaskModel, config: TrainConfig, out: Path, w
 def write_results(out: Path, summary: dict, model: MultiTaskModel, tokenizer, config: TrainConfig) -> None:
     """The run's final artifacts, ``metrics.json`` last (its presence means the run finished), then the
     checkpoint is removed."""
-    if config.save_model:
-        save_multitask_model(model, tokenizer, out / "model", extra={"model": config.model})
-    atomic_write_json(out / "results.json", summary)
-    atomic_write_json(out / "metrics.json", summary["metrics"])
-    (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+    run = RunDir(out)
+    if config.output.save_model:
+        save_multitask_model(model, tokenizer, run.model_dir, extra={"model": config.model.name})
+    atomic_write_json(run.results_path, summary)
+    atomic_write_json(run.metrics_path, summary["metrics"])
+    run.checkpoint_path.unlink(missing_ok=True)
+
+
+def ensure_run(config: TrainConfig, *, needs: Sequence[Path] = (), tag: str = "run",
+               say: Callable[[str], None] = print) -> RunResult:
+    """The result of the run ``config`` describes, training it only if its folder does not hold it finished.
+
+    - finished (``metrics.json`` and ``results.json``, and every file in ``needs``): the run must be the
+      one ``config`` asks for (:meth:`mtl.rundir.RunDir.check_matches`, a UserError otherwise); it is
+      read back, not retrained;
+    - a checkpoint: the run continues from it (a checkpoint made with other options is a UserError);
+    - otherwise (new, or finished without a file it must have written): it is trained from the start.
+
+    Prints one line, ``[tag] NAME: finished, skipped`` or ``[tag] NAME`` (``(resuming)``) before training.
+    """
+    run = RunDir(config.output.output_dir)
+    if run.finished and all(Path(p).is_file() for p in needs):
+        run.check_matches(config)
+        say(f"[{tag}] {run.name}: finished, skipped")
+        return run.result()
+    resume = run.has_checkpoint and not run.finished
+    say(f"[{tag}] {run.name}{' (resuming)' if resume else ''}")
+    result = run_training(config.replace(resume=resume)).result
+    missing = [str(p) for p in needs if not Path(p).is_file()]
+    if missing:
+        raise UserError(f"run {run.path} did not write {missing[0]}")
+    assert result is not None  # studies run in one process (rank 0)
+    return result

@@ -10,20 +10,31 @@ All randomness comes from the ``torch.Generator`` passed in (seeded per run and 
 - ``temperature``: as many steps as all batches together; each step draws a task with
   probability ``p_t ~ n_t^(1/T)`` (n_t = number of examples). T=1 is proportional in
   expectation, T -> inf uniform. A task drawn more often than it has batches cycles through them.
+
+:data:`SAMPLERS` is the one list of samplers: a new one is a function with the signature of
+:class:`Sampler` and one ``register`` line. The option parser reads this module to answer
+``--help``, so it does not import torch at import time: the samplers that draw random numbers
+import it when they run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, Protocol
 
-import torch
-
-from .errors import UserError
+from basics.errors import UserError
+from basics.registry import Registry
 
 Schedule = list[tuple[str, list[int]]]
 
 
-def round_robin(batches: Mapping[str, list[list[int]]], generator: torch.Generator) -> Schedule:
+class Sampler(Protocol):
+    def __call__(self, batches: Mapping[str, list[list[int]]], generator: Any, sizes: Mapping[str, int],
+                 temperature: float) -> Schedule: ...
+
+
+def round_robin(batches: Mapping[str, list[list[int]]], generator: Any = None, sizes: Mapping[str, int] | None = None,
+                temperature: float = 2.0) -> Schedule:
     queues = {t: list(b) for t, b in batches.items()}
     schedule: Schedule = []
     position = {t: 0 for t in queues}
@@ -35,7 +46,10 @@ def round_robin(batches: Mapping[str, list[list[int]]], generator: torch.Generat
     return schedule
 
 
-def proportional(batches: Mapping[str, list[list[int]]], generator: torch.Generator) -> Schedule:
+def proportional(batches: Mapping[str, list[list[int]]], generator: Any, sizes: Mapping[str, int] | None = None,
+                 temperature: float = 2.0) -> Schedule:
+    import torch
+
     flat = [(task, b) for task, task_batches in batches.items() for b in task_batches]
     order = torch.randperm(len(flat), generator=generator).tolist()
     return [flat[i] for i in order]
@@ -48,10 +62,12 @@ def temperature_probs(sizes: Mapping[str, int], temperature: float) -> dict[str,
     return {t: w / total for t, w in weights.items()}
 
 
-def temperature(batches: Mapping[str, list[list[int]]], generator: torch.Generator,
-                sizes: Mapping[str, int], temp: float) -> Schedule:
+def temperature_sampler(batches: Mapping[str, list[list[int]]], generator: Any, sizes: Mapping[str, int],
+                        temperature: float) -> Schedule:
+    import torch
+
     tasks = list(batches)
-    probs = temperature_probs({t: sizes[t] for t in tasks}, temp)
+    probs = temperature_probs({t: sizes[t] for t in tasks}, temperature)
     steps = sum(len(b) for b in batches.values())
     draws = torch.multinomial(torch.tensor([probs[t] for t in tasks]), steps, replacement=True, generator=generator)
     position = {t: 0 for t in tasks}
@@ -64,18 +80,19 @@ def temperature(batches: Mapping[str, list[list[int]]], generator: torch.Generat
     return schedule
 
 
-def build_schedule(strategy: str, batches: Mapping[str, list[list[int]]], generator: torch.Generator,
+SAMPLERS: Registry[Sampler] = Registry("sampler")
+SAMPLERS.register("round-robin", round_robin)
+SAMPLERS.register("proportional", proportional)
+SAMPLERS.register("temperature", temperature_sampler)
+
+
+def build_schedule(strategy: str, batches: Mapping[str, list[list[int]]], generator: Any,
                    sizes: Mapping[str, int] | None = None, temp: float = 2.0) -> Schedule:
-    """Dispatch on the sampler name (``round-robin``, ``proportional``, ``temperature``)."""
+    """The epoch's schedule from the sampler named ``strategy`` (:data:`SAMPLERS`)."""
+    sampler = SAMPLERS.get(strategy)
     empty = [t for t, b in batches.items() if not b]
     if empty:
         raise UserError(f"task(s) {', '.join(empty)} have no training batches")
-    if strategy == "round-robin":
-        return round_robin(batches, generator)
-    if strategy == "proportional":
-        return proportional(batches, generator)
-    if strategy == "temperature":
-        if sizes is None:
-            sizes = {t: sum(len(b) for b in task_batches) for t, task_batches in batches.items()}
-        return temperature(batches, generator, sizes, temp)
-    raise UserError(f"unknown sampler {strategy!r}; choose round-robin, proportional or temperature")
+    if sizes is None:
+        sizes = {t: sum(len(b) for b in task_batches) for t, task_batches in batches.items()}
+    return sampler(batches, generator, sizes, temp)

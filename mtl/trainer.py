@@ -15,14 +15,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from basics.errors import UserError
+from tasks.score import compute_metrics, selection_score
 from tasks.task_def import TaskDef
 
 from .checkpoint import CHECKPOINT_NAME, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import TokenizedSplit, collate, eval_batches, length_grouped_batches
 from .distributed import SINGLE, Dist, pick_device
-from .errors import UserError
-from .metrics import compute_metrics
 from .model import MultiTaskModel
 from .sampler import build_schedule
 
@@ -59,16 +59,6 @@ def cpu_has_fast_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-
-
-def selection_score(metrics: dict[str, dict[str, float]], tasks: dict[str, TaskDef]) -> float:
-    """Mean over tasks of the primary metric (averaged over a task's dev splits, e.g. MNLI m/mm)."""
-    scores = []
-    for name, task_metrics in metrics.items():
-        primary = tasks[name].primary
-        values = [v for k, v in task_metrics.items() if k == primary or k.startswith(primary + "_")]
-        scores.append(sum(values) / len(values))
-    return sum(scores) / len(scores)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -138,8 +128,8 @@ class Trainer:
         self.pad_id = pad_id
         self.before_batch = before_batch or (lambda task: None)
         self.dist = dist
-        self.device = device if device is not None else pick_device(config.device)
-        self.amp_dtype = autocast_dtype(config.precision, self.device)
+        self.device = device if device is not None else pick_device(config.runtime.device)
+        self.amp_dtype = autocast_dtype(config.runtime.precision, self.device)
         self.model.to(self.device)
         self.log_path = self.output_dir / "metrics.jsonl"
         self.checkpoint_path = self.output_dir / CHECKPOINT_NAME
@@ -166,19 +156,19 @@ class Trainer:
 
     def epoch_schedule(self, epoch: int) -> list[tuple[str, list[int]]]:
         """The epoch's (task, example indices) steps; a pure function of (seed, epoch), the same on every rank."""
-        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-        batches = {name: length_grouped_batches(d.train.lengths, self.config.batch_size, gen, self.config.group_by_length)
+        gen = torch.Generator().manual_seed(self.config.optim.seed * 1_000_003 + epoch)
+        batches = {name: length_grouped_batches(d.train.lengths, self.config.optim.batch_size, gen, self.config.optim.group_by_length)
                    for name, d in self.data.items() if d.train is not None}
         sizes = {name: len(d.train) for name, d in self.data.items() if d.train is not None}
-        return build_schedule(self.config.sampler, batches, gen, sizes=sizes, temp=self.config.temperature)
+        return build_schedule(self.config.optim.sampler, batches, gen, sizes=sizes, temp=self.config.optim.temperature)
 
     def plan(self) -> Plan:
         cfg = self.config
         steps_per_epoch = len(self.epoch_schedule(0))
-        micro_total = math.ceil(cfg.epochs * steps_per_epoch)
-        if cfg.max_steps is not None:
-            micro_total = cfg.max_steps * cfg.grad_accum
-        opt_total = max(1, math.ceil(micro_total / cfg.grad_accum))
+        micro_total = math.ceil(cfg.optim.epochs * steps_per_epoch)
+        if cfg.optim.max_steps is not None:
+            micro_total = cfg.optim.max_steps * cfg.optim.grad_accum
+        opt_total = max(1, math.ceil(micro_total / cfg.optim.grad_accum))
         n_epochs = max(1, math.ceil(micro_total / steps_per_epoch)) if micro_total else 0
         return Plan(steps_per_epoch, micro_total, opt_total, n_epochs)
 
@@ -209,7 +199,7 @@ class Trainer:
         """Predictions (class index or score) for every example of ``data``, in the original order.
         Each rank predicts every ``world``-th batch; the sum over ranks fills in every example once."""
         preds = torch.zeros(len(data), dtype=torch.float32 if self.model.tasks[task].head == "regression" else torch.long)
-        for indices in self.dist.shard(eval_batches(data.lengths, self.config.eval_batch_size)):
+        for indices in self.dist.shard(eval_batches(data.lengths, self.config.eval.eval_batch_size)):
             batch = self._to_device(collate(data, indices, self.pad_id))
             batch.pop("labels")
             with self.autocast():
@@ -224,12 +214,12 @@ class Trainer:
         returns a summary (best epoch, per-epoch metrics, throughput)."""
         cfg = self.config
         plan = self.plan()
-        optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
+        optimizer = torch.optim.AdamW(param_groups(self.model, cfg.optim.weight_decay), lr=cfg.optim.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, linear_schedule(int(cfg.warmup_ratio * plan.opt_total), plan.opt_total))
+            optimizer, linear_schedule(int(cfg.optim.warmup_ratio * plan.opt_total), plan.opt_total))
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self._optim = (optimizer, scheduler, scaler)
-        torch.manual_seed(cfg.seed + RANK_SEED_STRIDE * self.dist.rank)  # dropout
+        torch.manual_seed(cfg.optim.seed + RANK_SEED_STRIDE * self.dist.rank)  # dropout
         progress, best_state = Progress(), None
         if checkpoint is None:
             self._start_log()
@@ -238,14 +228,14 @@ class Trainer:
         self._ddp = self._wrap_ddp()
         self.model.train()
         bar = tqdm(total=plan.micro_total, initial=progress.micro_step, desc="train", unit="batch",
-                   disable=not cfg.progress or not self.dist.is_main, dynamic_ncols=True)
+                   disable=not cfg.runtime.progress or not self.dist.is_main, dynamic_ncols=True)
         try:
             for epoch in range(progress.epoch, plan.n_epochs):
                 t0, self._checkpoint_seconds = time.perf_counter(), 0.0
                 best_state = self._train_epoch(epoch, plan, progress, best_state, bar)
                 progress.train_time += time.perf_counter() - t0 - self._checkpoint_seconds
                 last_epoch = epoch == plan.n_epochs - 1 or progress.micro_step >= plan.micro_total
-                if cfg.eval_every_epoch or last_epoch:
+                if cfg.eval.eval_every_epoch or last_epoch:
                     best_state = self._evaluate_epoch(epoch, last_epoch, progress, best_state, bar)
                 progress.epoch, progress.position = epoch + 1, 0
                 self._checkpoint_due = True  # now, or at the first optimizer step after accumulation ends
@@ -256,7 +246,7 @@ class Trainer:
         finally:
             bar.close()
             self._ddp = None
-        if cfg.keep_best and best_state is not None:
+        if cfg.eval.keep_best and best_state is not None:
             self.model.load_state_dict(best_state)
         return self._summary(progress)
 
@@ -269,7 +259,7 @@ class Trainer:
             if progress.micro_step >= plan.micro_total:
                 break
             task, indices = schedule[position]
-            sync = (progress.micro_step + 1) % cfg.grad_accum == 0 or progress.micro_step + 1 == plan.micro_total
+            sync = (progress.micro_step + 1) % cfg.optim.grad_accum == 0 or progress.micro_step + 1 == plan.micro_total
             loss = self._forward_backward(task, indices, sync, progress, epoch)
             progress.running.setdefault(task, []).append(loss)
             progress.micro_step += 1
@@ -277,19 +267,19 @@ class Trainer:
             progress.position = position + 1
             if sync:
                 scaler.unscale_(optimizer)
-                if cfg.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                if cfg.optim.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm)
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 progress.opt_step += 1
-                if progress.opt_step % cfg.log_every == 0:
+                if progress.opt_step % cfg.runtime.log_every == 0:
                     losses = {t: sum(v) / len(v) for t, v in progress.running.items()}
                     self._log({"step": progress.opt_step, "epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "loss": losses})
                     bar.set_postfix({t: f"{v:.3f}" for t, v in losses.items()})
                     progress.running = {}
-                if self._checkpoint_due or (cfg.checkpoint_every and progress.opt_step % cfg.checkpoint_every == 0):
+                if self._checkpoint_due or (cfg.output.checkpoint_every and progress.opt_step % cfg.output.checkpoint_every == 0):
                     self._save_checkpoint(progress, best_state)
             bar.update(1)
         return best_state
@@ -322,7 +312,7 @@ class Trainer:
                         if self.last_checkpoint_step is not None else "")
                 raise NonFiniteLossError(f"non-finite loss ({value}) at step {progress.opt_step + 1}, task {task}, "
                                          f"epoch {epoch + 1}; try {advice}{kept}")
-            scaled = loss / self.config.grad_accum if weight is None else loss * weight / self.config.grad_accum
+            scaled = loss / self.config.optim.grad_accum if weight is None else loss * weight / self.config.optim.grad_accum
             self._optim[2].scale(scaled).backward()
         return value
 
@@ -341,17 +331,17 @@ class Trainer:
             bar.write(f"epoch {epoch + 1}: " + format_metrics(metrics))
         if score > progress.best["score"] or progress.best["epoch"] is None:
             progress.best = {"score": score, "epoch": epoch + 1, "metrics": metrics, "holdout": holdout}
-            best_state = self._state_copy() if self.config.keep_best and not last_epoch else None
+            best_state = self._state_copy() if self.config.eval.keep_best and not last_epoch else None
         return best_state
 
     def _summary(self, progress: Progress) -> dict:
         cfg, best, history = self.config, progress.best, progress.history
-        final = best if cfg.keep_best else (history[-1] if history else best)
+        final = best if cfg.eval.keep_best else (history[-1] if history else best)
         return {
             "metrics": final.get("metrics") or final.get("eval") or {},
             "holdout_metrics": final.get("holdout"),
             "selected_on": "holdout" if self.has_holdout else "dev",
-            "best_epoch": best["epoch"], "kept_epoch": best["epoch"] if cfg.keep_best else (history[-1]["epoch"] if history else None),
+            "best_epoch": best["epoch"], "kept_epoch": best["epoch"] if cfg.eval.keep_best else (history[-1]["epoch"] if history else None),
             "history": history, "optimizer_steps": progress.opt_step, "train_examples": progress.seen,
             "train_seconds": round(progress.train_time, 2),
             "train_examples_per_s": round(progress.seen / progress.train_time, 2) if progress.train_time > 0 else None,
@@ -379,12 +369,12 @@ class Trainer:
 
     def _pending_grads(self, progress: Progress, plan: Plan) -> bool:
         """True between the micro-steps of one accumulated optimizer step (no checkpoint possible then)."""
-        return progress.micro_step % self.config.grad_accum != 0 and progress.micro_step != plan.micro_total
+        return progress.micro_step % self.config.optim.grad_accum != 0 and progress.micro_step != plan.micro_total
 
     def _save_checkpoint(self, progress: Progress, best_state: dict | None) -> None:
         """Write the checkpoint (rank 0; every rank's RNG state is gathered into it). Called on every rank."""
         self._checkpoint_due = False
-        if not self.config.save_checkpoints:
+        if not self.config.output.save_checkpoints:
             return
         t0 = time.perf_counter()
         rngs = self.dist.all_gather_object(rng_state())
@@ -392,7 +382,7 @@ class Trainer:
             optimizer, scheduler, scaler = self._optim
             progress.log_bytes = self.log_path.stat().st_size if self.log_path.is_file() else 0
             save_checkpoint(self.checkpoint_path, {
-                "config": dataclasses.asdict(self.config), "world_size": self.dist.world_size,
+                "config": self.config.to_dict(), "world_size": self.dist.world_size,
                 "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "progress": dataclasses.asdict(progress), "best_state": best_state, "rng": rngs})
@@ -412,7 +402,7 @@ class Trainer:
         if len(rngs) == self.dist.world_size:
             set_rng_state(rngs[self.dist.rank])
         else:  # another number of processes: dropout continues from a fresh, still seeded, stream
-            torch.manual_seed(self.config.seed + RANK_SEED_STRIDE * self.dist.rank + progress.opt_step)
+            torch.manual_seed(self.config.optim.seed + RANK_SEED_STRIDE * self.dist.rank + progress.opt_step)
         if self.dist.is_main:
             if self.log_path.is_file():
                 with self.log_path.open("r+b") as f:

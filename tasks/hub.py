@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mtl.errors import UserError
+from basics.errors import UserError
 from tasks.readers import check_max_samples, parse_label
 from tasks.task_def import Example, TaskDef
 

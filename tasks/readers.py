@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mtl.errors import UserError
+from basics.errors import UserError
 from tasks.task_def import Column, Example, SplitColumns, TaskDef
 
 Record = list[str] | dict[str, Any]  # a TSV/CSV row, or a JSONL object

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from mtl.errors import UserError
+from basics.errors import UserError
 from tasks.task_def import LOSSES_BY_HEAD, TaskDef
 
 TOP_LEVEL_KEYS: tuple[str, ...] = ("files_relative_to", "tasks")

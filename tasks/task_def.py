@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from mtl.errors import UserError
-from mtl.metrics import CLASSIFICATION_METRICS, METRICS, REGRESSION_METRICS
+from basics.errors import UserError
+from tasks.metrics import CLASSIFICATION_METRICS, METRICS, REGRESSION_METRICS
 
 LOSSES_BY_HEAD: dict[str, tuple[str, ...]] = {
     "classification": ("cross_entropy",),

@@ -42,8 +42,16 @@ TINY_ARCHS = ("bert", "roberta", "electra", "distilbert")
 
 def tiny_encoder(arch: str = "bert", impl: str = "sdpa", dropout: float = 0.1, layers: int = 2):
     """A tiny random encoder of ``arch`` (hidden 32, 4 heads of 8, FFN 37, vocab 99), seed 0, eval mode."""
-    from transformers import (BertConfig, BertModel, DistilBertConfig, DistilBertModel, ElectraConfig, ElectraModel,
-                              RobertaConfig, RobertaModel)
+    from transformers import (
+        BertConfig,
+        BertModel,
+        DistilBertConfig,
+        DistilBertModel,
+        ElectraConfig,
+        ElectraModel,
+        RobertaConfig,
+        RobertaModel,
+    )
 
     torch.manual_seed(0)
     if arch == "distilbert":

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from basics.errors import UserError
 from masks.agreement import (
     agreement,
     fleiss_kappa,
@@ -13,7 +14,6 @@ from masks.agreement import (
 )
 from masks.arch import EncoderShape
 from masks.mask import Mask
-from mtl.errors import UserError
 
 SHAPE = EncoderShape(num_layers=2, num_heads=2, head_dim=3, hidden=6, intermediate=3)
 
@@ -83,8 +83,8 @@ def test_stable_mask_is_the_intersection():
     stable = stable_mask(masks)
     assert stable.heads.tolist() == [[True, False], [False, True]]
     assert stable.ffn.tolist() == [[True, False, False], [False, True, False]]
-    assert stable.meta["kind"] == "stable" and stable.meta["seeds"] == "1,2,3" and stable.meta["tasks"] == "rte"
-    assert float(stable.meta["param_sparsity"]) == pytest.approx(stable.sparsity(SHAPE), abs=1e-4)
+    assert stable.meta.to_strings()["kind"] == "stable" and stable.meta.to_strings()["seeds"] == "1,2,3" and stable.meta.to_strings()["tasks"] == "rte"
+    assert float(stable.meta.to_strings()["param_sparsity"]) == pytest.approx(stable.sparsity(SHAPE), abs=1e-4)
     tensors = [torch.tensor(r) for r in RATERS]
     assert stable_mask(tensors).tolist() == [True, False, False, False]
     dicts = [{"w": torch.tensor(r)} for r in RATERS]

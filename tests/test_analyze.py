@@ -28,7 +28,7 @@ def iterative_folder(root, masks):
     for seed, m in masks.items():
         save_mask(m, root / "masks" / f"good-seed{seed}.safetensors")
         # the other masks of an iterative_pruning folder are not tickets to analyse
-        save_mask(mask(m.meta["tasks"], [[1, 1], [1, 1]], [[1] * 3] * 2, kind="bad", method="iterative", seed=str(seed)),
+        save_mask(mask(m.meta.to_strings()["tasks"], [[1, 1], [1, 1]], [[1] * 3] * 2, kind="bad", method="iterative", seed=str(seed)),
                   root / "masks" / f"bad-seed{seed}.safetensors")
     (root / "iterative_pruning.json").write_text("{}")
     return root
@@ -50,7 +50,7 @@ def test_groups_agreement_stable_masks_and_overlap(tmp_path, capsys):
 
     stable = load_mask(out / "stable" / "rte.safetensors")  # intersection across seeds
     assert torch.equal(stable.heads, RTE[1].heads & RTE[2].heads) and torch.equal(stable.ffn, RTE[1].ffn & RTE[2].ffn)
-    assert stable.meta["kind"] == "stable" and stable.meta["seeds"] == "1,2" and stable.meta["tasks"] == "rte"
+    assert stable.meta.to_strings()["kind"] == "stable" and stable.meta.to_strings()["seeds"] == "1,2" and stable.meta.to_strings()["tasks"] == "rte"
     assert g["stable"]["heads_per_layer"] == [1, 1] and g["stable"]["ffn_kept"] == 3
 
     stable_mrpc = load_mask(out / "stable" / "mrpc.safetensors")

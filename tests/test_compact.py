@@ -1,6 +1,8 @@
 """Compaction: removing the pruned heads / neurons gives the masked model's outputs, smaller, and reloads."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,17 +13,19 @@ from transformers import (
     BertModel,
 )
 
-import mtl
+from basics.errors import UserError
+from commands.compact import main
 from masks.arch import arch_for, shape_of
-from masks.compact import compact_encoder, compact_multitask, main, num_params
+from masks.auto_classes import register_auto_classes
+from masks.compact import compact_encoder, num_params
+from masks.compact_config import CompactBertConfig, CompactDistilBertConfig
+from masks.compact_model import CompactBertModel, SkippedAttention
 from masks.gates import attach_gates
 from masks.mask import Mask, save_mask, save_task_masks
-from mtl.compact_config import CompactBertConfig, CompactDistilBertConfig
-from mtl.compact_model import CompactBertModel, SkippedAttention
-from mtl.errors import UserError
-from tests.conftest import TINY_ARCHS, tiny_encoder, tiny_inputs
+from mtl.compact_run import compact_multitask
 from mtl.model import MultiTaskModel, load_encoder, load_multitask_model, save_multitask_model
 from tasks.registry import default_registry
+from tests.conftest import REPO, TINY_ARCHS, tiny_encoder, tiny_inputs
 
 TOL = 1e-4
 BERT_LIKE = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
@@ -98,7 +102,8 @@ def test_saved_compacted_encoder_reloads_with_automodel_and_is_smaller(arch, tmp
     saved = json.loads((tmp_path / "compact" / "config.json").read_text())
     assert saved["model_type"] == f"compact_{arch}"
     assert saved["kept_heads"] == compact.config.kept_heads and saved["compaction"] == {"mask_kind": "random"}
-    reloaded = AutoModel.from_pretrained(tmp_path / "compact").eval()  # registered by `import mtl`
+    register_auto_classes()  # what saving with mtl.compact_run and loading with mtl.model.load_encoder do
+    reloaded = AutoModel.from_pretrained(tmp_path / "compact").eval()
     assert type(reloaded) is type(compact) and reloaded.config._attn_implementation == "sdpa"
     assert max_diff(outputs(reloaded), outputs(compact)) == 0
 
@@ -115,8 +120,18 @@ def test_keep_everything_mask_changes_nothing():
     assert max_diff(outputs(compact), outputs(enc)) < TOL
 
 
-def test_import_mtl_registers_compacted_classes_idempotently():
-    mtl.register_auto_classes()  # a second registration is a no-op
+def test_importing_the_packages_registers_nothing():
+    """No import-time side effects: the compacted classes are unknown to transformers until registered."""
+    code = ("import basics, tasks, masks, mtl, experiments, commands, masks.compact, mtl.run, mtl.compact_run\n"
+            "from transformers import AutoConfig\n"
+            "try:\n    AutoConfig.for_model('compact_bert')\nexcept ValueError:\n    print('unregistered')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert out.strip() == "unregistered"
+
+
+def test_registering_compacted_classes_is_idempotent():
+    register_auto_classes()
+    register_auto_classes()  # a second registration is a no-op
     assert type(AutoConfig.for_model("compact_bert")) is CompactBertConfig
     assert type(AutoConfig.for_model("compact_distilbert")) is CompactDistilBertConfig
     config = CompactBertConfig(**BERT_LIKE, kept_heads=[[], [1], [0, 3]], intermediate_sizes=[5, 0, 37])

@@ -11,7 +11,8 @@ import torch
 
 import construct_mtl_mask
 from masks.arch import EncoderShape
-from masks.mask import Mask, format_fraction, load_mask, load_mask_file, save_mask, save_task_masks
+from masks.mask import Mask, load_mask, load_mask_file, save_mask, save_task_masks
+from masks.meta import format_fraction
 from tests.conftest import REPO
 
 SHAPE = EncoderShape(num_layers=2, num_heads=2, head_dim=3, hidden=6, intermediate=5)
@@ -67,7 +68,7 @@ def test_merged_mask_equals_hand_computed(mode, tickets, tmp_path, capsys):
     heads, ffn = EXPECTED[mode]
     assert merged.heads.tolist() == torch.tensor(heads, dtype=torch.bool).tolist()
     assert merged.ffn.tolist() == torch.tensor(ffn, dtype=torch.bool).tolist()
-    meta = merged.meta
+    meta = merged.meta.to_strings()
     assert meta["kind"] == mode.split(":")[0] and meta["aggregate"] == mode
     assert (meta["tasks"], meta["model"], meta["shape"]) == ("rte,mrpc,stsb", "tiny", SHAPE.describe())
     assert meta["sparsity"] == format_fraction(round(merged.sparsity(SHAPE), 4))
@@ -83,7 +84,7 @@ def test_default_mode_is_union_and_task_names_are_lower_cased(tickets, tmp_path,
     code, _, err = run(["--tickets", f"RTE={tickets['rte']}", f"Mrpc={tickets['mrpc']}", "--out", out], capsys)
     assert code == 0, err
     merged = load_mask(out)
-    assert merged.meta["kind"] == "union" and merged.meta["tasks"] == "rte,mrpc"
+    assert merged.meta.to_strings()["kind"] == "union" and merged.meta.to_strings()["tasks"] == "rte,mrpc"
     assert merged.heads.tolist() == [[True, True], [True, False]]
 
 
@@ -95,7 +96,7 @@ def test_per_task_file_round_trips(tickets, tmp_path, capsys):
     assert list(loaded) == ["rte", "mrpc", "stsb"]
     for task, mask in loaded.items():
         assert mask.same_units(ticket(task)), task
-        assert mask.meta["tasks"] == task and mask.meta["source"].endswith(".safetensors")
+        assert mask.meta.to_strings()["tasks"] == task and mask.meta.to_strings()["source"].endswith(".safetensors")
     from safetensors import safe_open
 
     with safe_open(str(out), framework="pt") as f:
@@ -215,6 +216,6 @@ def test_entry_point_exit_codes(tickets, tmp_path):
 
 
 def test_task_spellings_become_canonical_names():
-    from construct_mtl_mask import parse_tickets
+    from masks.construct import parse_tickets
 
     assert list(parse_tickets(["STS-B=a", "sst-2=b", "mytask=c"])) == ["stsb", "sst2", "mytask"]

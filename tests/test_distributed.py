@@ -72,7 +72,7 @@ def single_process_metrics(model_dir, tiny, tmp_path):
     from mtl.trainer import Trainer
 
     option = {k.lstrip("-").replace("-", "_"): v for k, v in zip(tiny, tiny[1:], strict=False) if k.startswith("--")}
-    config = TrainConfig(tasks=["tinysent", "tinysim"], output_dir=str(tmp_path / "eval"), task_def=[option["task_def"]],
+    config = TrainConfig.of(tasks=["tinysent", "tinysim"], output_dir=str(tmp_path / "eval"), task_def=[option["task_def"]],
                          cache_dir=option["cache_dir"], eval_batch_size=int(option["eval_batch_size"]),
                          max_seq_length=int(option["max_seq_length"]), precision="fp32", progress=False)
     model, tokenizer = load_multitask_model(model_dir)

@@ -9,10 +9,10 @@ from transformers import (
     GPT2Model,
 )
 
+from basics.errors import UserError
 from masks.arch import LAYER_ROLES, EncoderShape, arch_for, role_modules, shape_of
 from masks.gates import attach_gates, find_gates
 from masks.mask import Mask
-from mtl.errors import UserError
 from tests.conftest import TINY_ARCHS, tiny_encoder, tiny_inputs
 
 ARCHS = list(TINY_ARCHS)

@@ -9,6 +9,7 @@ import pytest
 
 from experiments import glue_table
 from experiments.glue_table import build_table, collect_runs, format_markdown
+from mtl.rundir import MaskInfo
 
 MASK_UNION = {"mask": "m.safetensors", "mask_mode": "shared", "mask_kind": "union", "params_kept": 900,
               "params_prunable": 1000, "sparsity": 0.1}
@@ -100,7 +101,7 @@ def test_labels_inferred_params_and_row_order(study, tmp_path):
     (["rte"], {**MASK_UNION, "mask_kind": "super_ticket"}, "Single-task (super ticket)"),
 ])
 def test_infer_label(tasks, mask, label):
-    assert glue_table.infer_label(tasks, mask) == label
+    assert glue_table.infer_label(tasks, MaskInfo.from_dict(mask) if mask else None) == label
 
 
 def test_missing_task_in_a_row_is_a_dash_and_marks_the_average(study):

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from basics.errors import UserError
 from masks.arch import EncoderShape, role_modules, shape_of
 from masks.gates import attach_gates, find_gates
 from masks.importance import ImportanceConfig, compute_importance, load_importance, save_importance
 from masks.mask import Mask, save_mask
-from mtl.errors import UserError
 from tests.conftest import TINY_ARCHS, tiny_encoder
 
 SHAPE = EncoderShape(2, 4, 8, 32, 37)

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from basics.errors import UserError
 from masks.arch import EncoderShape
 from masks.importance import Importance
 from masks.iterative import (
@@ -15,7 +16,6 @@ from masks.iterative import (
     matched_mask,
 )
 from masks.mask import Mask, load_mask
-from mtl.errors import UserError
 
 SHAPE = EncoderShape(num_layers=2, num_heads=4, head_dim=2, hidden=8, intermediate=10)
 # "useful" units: 2 heads per layer and 4 FFN neurons per layer; the other 4 heads and 12 neurons do nothing
@@ -65,8 +65,8 @@ def test_stops_at_the_threshold_and_returns_the_last_mask_above_it():
     assert [r.above_threshold for r in result.trajectory] == [True] * 5 + [False]
     assert torch.equal(result.mask.heads, USEFUL_HEADS)  # exactly the useful heads survive
     assert int((result.mask.ffn & USEFUL_FFN).sum()) == 8 and result.mask.num_ffn_kept == 12
-    assert result.mask.meta["kind"] == "good" and result.mask.meta["selected_step"] == "4"
-    assert result.mask.meta["tasks"] == "t" and result.mask.meta["shape"] == SHAPE.describe()
+    assert result.mask.meta.to_strings()["kind"] == "good" and result.mask.meta.to_strings()["selected_step"] == "4"
+    assert result.mask.meta.to_strings()["tasks"] == "t" and result.mask.meta.to_strings()["shape"] == SHAPE.describe()
     params = [r.params_kept for r in result.trajectory]
     assert params[0] == 100.0 and params == sorted(params, reverse=True)
 
@@ -130,8 +130,8 @@ def test_bad_and_random_masks_have_the_good_counts():
     rnd = matched_mask(good, "random", shape=SHAPE, seed=1)
     for m in (bad, rnd):
         assert (m.num_heads_kept, m.num_ffn_kept) == (good.num_heads_kept, good.num_ffn_kept)
-        assert int(m.heads.sum(1).min()) >= 1 and m.meta["shape"] == SHAPE.describe()
-    assert bad.meta["kind"] == "bad" and rnd.meta["kind"] == "random" and rnd.meta["seed"] == "1"
+        assert int(m.heads.sum(1).min()) >= 1 and m.meta.to_strings()["shape"] == SHAPE.describe()
+    assert bad.meta.to_strings()["kind"] == "bad" and rnd.meta.to_strings()["kind"] == "random" and rnd.meta.to_strings()["seed"] == "1"
     # bad keeps the lowest-scoring units of the dense importance: here, no useful unit at all
     assert not bool((bad.heads & USEFUL_HEADS).any()) and not bool((bad.ffn & USEFUL_FFN).any())
     assert matched_mask(good, "random", shape=SHAPE, seed=1).same_units(rnd)  # seeded
@@ -177,7 +177,7 @@ def test_cli_end_to_end_then_resume_skips_everything(tmp_path, capsys, monkeypat
         if rec["stop_reason"] == "threshold":
             assert points[-1]["score"] < rec["target"] and len(points) == rec["selected_step"] + 2
         good = load_mask(out / "masks" / f"good-seed{seed}.safetensors")
-        assert good.meta["kind"] == "good" and good.meta["seed"] == seed and good.meta["tasks"] == "tinysent"
+        assert good.meta.to_strings()["kind"] == "good" and good.meta.to_strings()["seed"] == seed and good.meta.to_strings()["tasks"] == "tinysent"
         assert good.num_heads_kept == points[rec["selected_step"]]["heads_kept"]
         for kind in ("bad", "random"):
             twin = load_mask(out / "masks" / f"{kind}-seed{seed}.safetensors")
@@ -191,9 +191,9 @@ def test_cli_end_to_end_then_resume_skips_everything(tmp_path, capsys, monkeypat
     def boom(*args, **kwargs):
         raise AssertionError("re-run trained or pruned again")
 
-    import experiments.phase_transition as pt
+    import mtl.run
 
-    monkeypatch.setattr(pt, "run_training", boom)  # run_once trains through it
+    monkeypatch.setattr(mtl.run, "run_training", boom)  # ensure_run trains through it
     monkeypatch.setattr(ip, "_prune_model", boom)
     capsys.readouterr()
     assert ip.main(argv) == 0, capsys.readouterr().err

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from experiments import lottery
+import mtl.run
 from experiments.lottery import (
     LotteryConfig,
     Study,
@@ -18,6 +18,7 @@ from masks.magnitude import magnitude_mask_path
 from masks.weight_mask import load_weight_mask
 from mtl.config import TrainConfig
 from mtl.run import resolve_tasks
+from mtl.rundir import RunResult
 from tests.conftest import REPO
 from tests.tiny_run import tiny_setup
 
@@ -74,9 +75,9 @@ def test_rerun_skips_every_finished_run(study, tiny, capsys, monkeypatch):
     assert len(stamps) == 14  # 2 seeds x (dense + 2 IMP rounds + 2 OMP + 2 random)
 
     def no_training(config):
-        raise AssertionError(f"trained {config.output_dir} again")
+        raise AssertionError(f"trained {config.output.output_dir} again")
 
-    monkeypatch.setattr(lottery, "run_training", no_training)
+    monkeypatch.setattr(mtl.run, "run_training", no_training)
     capsys.readouterr()
     assert main([*STUDY, "--output-dir", str(study), "--", *tiny]) == 0
     assert capsys.readouterr().out.count("finished, skipped") == 14
@@ -92,8 +93,8 @@ def test_rerun_skips_every_finished_run(study, tiny, capsys, monkeypatch):
 def test_finished_runs_made_with_other_options_stop_the_study(study, tiny, capsys):
     assert main([*STUDY, "--lr", "0.01", "--output-dir", str(study), "--", *tiny]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [(f"error: {study / 'dense-seed1'} is a finished run made with other options (lr: 0.0001 -> 0.01); "
-                   "use a new --output-dir, or delete that run to redo it")]
+    assert err == [(f"error: finished run {study / 'dense-seed1'} was made with other options: lr: 0.0001 -> 0.01; "
+                   "restore the options, use another output directory, or delete that run to retrain it")]
 
 
 def test_transfer_trains_this_task_with_another_studys_masks(study, tiny, tmp_path):
@@ -130,13 +131,13 @@ def test_matching_rule_on_synthetic_numbers(tmp_path):
     assert is_matching(68.0, 70.0, 2.0) and is_matching(75.0, 70.0, 2.0) and not is_matching(67.9, 70.0, 2.0)
     assert is_matching(70.0, 70.0, 0.0) and not is_matching(69.99, 70.0, 0.0)  # one seed: at least the dense mean
 
-    base = TrainConfig(tasks=["rte"], output_dir=str(tmp_path))
+    base = TrainConfig.of(tasks=["rte"], output_dir=str(tmp_path))
     _, (task,) = resolve_tasks(base)
     study = Study(base, LotteryConfig(task="rte"), task, tmp_path, [0.2, 0.5], [0.2])
 
     def add(method, sparsity, scores):
         for seed, score in enumerate(scores, 1):
-            study.record(method, sparsity, seed, {"metrics": {"rte": {"accuracy": score}}}, None)
+            study.record(method, sparsity, seed, RunResult(metrics={"rte": {"accuracy": score}}), None)
 
     add("dense", 0.0, [70.0, 66.0])  # 68 ± 2.83
     add("imp", 0.2, [66.0, 65.0])  # 65.5 >= 65.17: matching
@@ -153,10 +154,10 @@ def test_matching_rule_on_synthetic_numbers(tmp_path):
 def test_cpu_config_parses():
     config, study = parse_args(["--config", str(REPO / "experiments" / "lottery_cpu.yaml"), "--task", "rte",
                                 "--output-dir", "x"])
-    assert (config.model, config.max_train_samples, config.holdout_fraction, config.epochs) == ("minilm", 1000, 0.1, 2)
-    assert (config.num_threads, config.progress, config.sparsities) == (1, False, [0.3, 0.6])
+    assert (config.model.name, config.data.max_train_samples, config.data.holdout_fraction, config.optim.epochs) == ("minilm", 1000, 0.1, 2)
+    assert (config.runtime.num_threads, config.runtime.progress, config.tickets.sparsities) == (1, False, [0.3, 0.6])
     assert (study.rate, study.rounds, study.method) == (0.3, 2, ["imp", "omp", "random"])
-    assert study.imp_sparsities(config.sparsities) == [0.3, 0.6]
+    assert study.imp_sparsities(config.tickets.sparsities) == [0.3, 0.6]
     assert LotteryConfig(task="rte", rate=0.1).imp_sparsities([0.2, 0.35]) == [0.1, 0.2, 0.3]  # default rounds
 
 

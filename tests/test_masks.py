@@ -5,10 +5,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from basics.errors import UserError
 from masks.aggregate import AggregateMode, aggregate, overlap_table, parse_mode
 from masks.arch import EncoderShape
 from masks.mask import Mask, load_mask, load_mask_file, save_mask, save_task_masks
-from mtl.errors import UserError
 
 SHAPE = EncoderShape(num_layers=2, num_heads=2, head_dim=3, hidden=6, intermediate=5)
 
@@ -39,9 +39,9 @@ def test_union_intersection_and_meta():
     assert u.ffn[0].tolist() == [True, True, False, False, False]
     assert i.heads.tolist() == [[False, True], [False, False]]
     assert i.ffn[0].tolist() == [True, False, False, False, False]
-    assert (u.meta["kind"], u.meta["tasks"], u.meta["model"]) == ("union", "rte,mrpc", "m")
-    assert i.meta["kind"] == "intersection"
-    assert float(u.meta["sparsity"]) == pytest.approx(u.sparsity(SHAPE), abs=1e-4)
+    assert (u.meta.to_strings()["kind"], u.meta.to_strings()["tasks"], u.meta.to_strings()["model"]) == ("union", "rte,mrpc", "m")
+    assert i.meta.to_strings()["kind"] == "intersection"
+    assert float(u.meta.to_strings()["sparsity"]) == pytest.approx(u.sparsity(SHAPE), abs=1e-4)
     with pytest.raises(UserError, match="shapes differ"):
         a | Mask.ones(EncoderShape(3, 2, 3, 6, 5))
 
@@ -64,7 +64,7 @@ def test_vote_union_intersection_aggregation():
     two = aggregate(masks, "vote:2")
     assert two.heads.tolist() == [[False, True], [True, False]]
     assert two.ffn.tolist() == [[True, True, False, False, False], [False] * 5]
-    assert two.meta["tasks"] == "a,b,c" and two.meta["kind"] == "vote" and two.meta["aggregate"] == "vote:2"
+    assert two.meta.to_strings()["tasks"] == "a,b,c" and two.meta.to_strings()["kind"] == "vote" and two.meta.to_strings()["aggregate"] == "vote:2"
     assert aggregate(masks, "union").same_units(masks["a"] | masks["b"] | masks["c"])
     assert aggregate(masks, "vote:1").same_units(aggregate(masks, "union"))
     assert aggregate(masks, "intersection").same_units(aggregate(masks, "vote:3"))
@@ -105,7 +105,7 @@ def test_save_load_round_trip(tmp_path):
 def test_save_fills_required_metadata(tmp_path):
     m = Mask(torch.ones(2, 2), torch.zeros(2, 5))  # no meta, no shape
     save_mask(m, tmp_path / "m.safetensors")
-    meta = load_mask(tmp_path / "m.safetensors").meta
+    meta = load_mask(tmp_path / "m.safetensors").meta.to_strings()
     assert meta["kind"] == "custom" and meta["tasks"] == "" and meta["model"] == "unknown"
     assert meta["sparsity"] == f"{10 / 14:.4f}"  # unit fraction when the shape is unknown
 

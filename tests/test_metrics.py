@@ -6,10 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from mtl.metrics import (
-    METRICS, _average_ranks, accuracy, compute_metrics, f1, mcc, pearson, spearman,
+from tasks.metrics import (
+    METRICS,
+    _average_ranks,
+    accuracy,
+    f1,
+    mcc,
+    pearson,
+    spearman,
 )
 from tasks.registry import default_registry
+from tasks.score import compute_metrics
 
 # (metric, preds, labels, expected percent), each worked out by hand in the comment
 HAND_CASES = [

@@ -11,9 +11,9 @@ import time
 import pytest
 import torch
 
+from basics.errors import UserError
+from basics.io import atomic_write
 from mtl.checkpoint import load_checkpoint
-from mtl.errors import UserError
-from mtl.io import atomic_write
 from mtl.config import TrainConfig
 from mtl.model import MultiTaskModel
 from mtl.trainer import TaskData, Trainer
@@ -92,10 +92,10 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tiny, tmp_path, ca
 
 def small_trainer(out, **overrides):
     """A Trainer on two small synthetic tasks (tests/test_trainer.py), dropout on, keep_best on."""
-    config = TrainConfig(**{**dict(tasks=["has7", "frac9"], output_dir=str(out), epochs=3, lr=2e-3, batch_size=8,
+    config = TrainConfig.from_flat({**dict(tasks=["has7", "frac9"], output_dir=str(out), epochs=3, lr=2e-3, batch_size=8,
                                    grad_accum=3, checkpoint_every=2, progress=False, seed=3, log_every=2,
                                    pooling="mean"), **overrides})
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.optim.seed)
     model = MultiTaskModel(tiny_bert(), [CLS, REG], pooling="mean", head_dropout=0.1)
     data = {t.name: TaskData(t, synthetic(t, 40, 1), {"dev": synthetic(t, 24, 2)}) for t in (CLS, REG)}
     return Trainer(model, data, config, out, pad_id=0)

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 import torch
 
-from mtl.errors import UserError
+from basics.errors import UserError
 from mtl.sampler import build_schedule, temperature_probs
 
 

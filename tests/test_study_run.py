@@ -2,7 +2,6 @@
 synthetic runs. Resume skips finished runs, restarts crashed ones, retries failed ones; a changed option
 of a finished run and a bad study file are one-line errors; the table and plots come out."""
 
-import dataclasses
 import json
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 import yaml
 
 from experiments import run as study_run
-from experiments.phase_transition import summarize
+from experiments.phase_transition import plan_study, summarize
 from experiments.study_config import load_study
 from masks.arch import EncoderShape
 from masks.mask import Mask, load_mask_file, save_mask
@@ -58,20 +57,20 @@ class Fakes:
         self.fail_tickets: set[str] = set()
 
     def run_training(self, config):
-        out = study_run.Path(config.output_dir)
+        out = study_run.Path(config.output.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
         if out.name in self.fail:
             raise RuntimeError(f"boom in {out.name}")
-        bonus = 1.0 if config.mask else 0.0
-        metrics = {t: {m: 60.0 + 10 * i + config.seed + bonus for i, m in enumerate(METRICS[t])} for t in config.tasks}
+        bonus = 1.0 if config.tickets.mask else 0.0
+        metrics = {t: {m: 60.0 + 10 * i + config.optim.seed + bonus for i, m in enumerate(METRICS[t])} for t in config.data.tasks}
         results = {"metrics": metrics}
-        if config.mask:
-            loaded = load_mask_file(config.mask)
+        if config.tickets.mask:
+            loaded = load_mask_file(config.tickets.mask)
             union = loaded if isinstance(loaded, Mask) else loaded["rte"] | loaded["mrpc"]
             kept, total = union.param_counts(SHAPE)
             results["mask"] = {"mask_mode": "shared" if isinstance(loaded, Mask) else "per-task",
-                               "mask_kind": union.meta.get("kind", ""), "params_kept": kept, "params_prunable": total}
+                               "mask_kind": union.meta.to_strings().get("kind", ""), "params_kept": kept, "params_prunable": total}
         (out / "results.json").write_text(json.dumps(results))
         (out / "metrics.json").write_text(json.dumps(metrics))
         self.trained.append(out.name)
@@ -81,20 +80,20 @@ class Fakes:
             raise RuntimeError(f"ticket study of {task} broke")
         runs = {}
         scoring = out / f"dense-seed{seeds[0]}"
-        for name in ["dense"] + [f"{k}-{s:.2f}" for s in base.sparsities for k in base.ticket_kinds]:
-            for seed in seeds:
-                run = out / f"{name}-seed{seed}"
-                score = 70.0 - 10 * float(name.rsplit("-", 1)[1]) if name != "dense" else 68.0
-                if not (run / "metrics.json").is_file():
-                    run.mkdir(parents=True, exist_ok=True)
-                    save_config(dataclasses.replace(base, seed=seed, output_dir=str(run)), run / "config.yaml")
-                    (run / "metrics.json").write_text(json.dumps({task: {"accuracy": score}}))
-                    self.ticket_runs.append(f"{task}/{run.name}")
-                entry = {"seed": seed, "dev": score, "holdout": score, "dev_metrics": {"accuracy": score}}
-                if name != "dense":
-                    entry["sparsity"] = float(name.rsplit("-", 1)[1])
-                runs.setdefault(name, []).append(entry)
-        for s in base.sparsities:
+        for planned in plan_study(base, seeds, out):
+            run, name, seed = out / planned.name, planned.row, planned.seed
+            score = 70.0 - 10 * planned.sparsity if name != "dense" else 68.0
+            if not (run / "metrics.json").is_file():
+                run.mkdir(parents=True, exist_ok=True)
+                save_config(planned.config, run / "config.yaml")
+                (run / "results.json").write_text(json.dumps({"metrics": {task: {"accuracy": score}}}))
+                (run / "metrics.json").write_text(json.dumps({task: {"accuracy": score}}))
+                self.ticket_runs.append(f"{task}/{run.name}")
+            entry = {"seed": seed, "dev": score, "holdout": score, "dev_metrics": {"accuracy": score}}
+            if name != "dense":
+                entry["sparsity"] = planned.sparsity
+            runs.setdefault(name, []).append(entry)
+        for s in base.tickets.sparsities:
             save_mask(ticket(task, "winning", s), scoring / "masks" / f"winning-{s:.2f}.safetensors")
         return summarize(runs, base, task, out, select_on, scoring)
 
@@ -193,11 +192,11 @@ def test_finished_run_with_other_options_is_an_error(tmp_path, fakes, capsys):
     fakes.ticket_runs.clear()
     code, _, err = run_cli(write_study(tmp_path, mtl__train={"epochs": 2}), capsys)
     assert code == 2 and fakes.trained == []
-    assert "mtl-dense-seed1 was made with other options than the study asks: epochs: 1.0 (run) vs 2.0 (study)" in err
+    assert "mtl-dense-seed1 was made with other options: epochs: 1.0 -> 2.0" in err
     assert len(err.strip().splitlines()) == 1
     code, _, err = run_cli(write_study(tmp_path, tickets__train={"epochs": 3, "max_train_samples": 40}), capsys)
     assert code == 2 and fakes.trained == [] and fakes.ticket_runs == []
-    assert "tickets/rte/dense-seed1 was made with other options than the study asks: epochs: 1.0 (run) vs 3.0" in err
+    assert "tickets/rte/dense-seed1 was made with other options: epochs: 1.0 -> 3.0" in err
 
 
 def test_dry_run_trains_nothing(tmp_path, fakes, capsys):
@@ -210,10 +209,12 @@ def test_tasks_are_canonical_and_options_layer(tmp_path):
     study = load_study(write_study(tmp_path, train={"max_seq_length": 64}))
     assert study.tasks == ["rte", "mrpc"]
     ticket = study.ticket_config("rte")
-    assert (ticket.epochs, ticket.max_seq_length, ticket.holdout_fraction, ticket.sparsities) == (1.0, 64, 0.1, [0.3, 0.6])
-    assert ticket.progress is False and ticket.save_model is False
+    assert (ticket.optim.epochs, ticket.data.max_seq_length, ticket.data.holdout_fraction,
+            ticket.tickets.sparsities) == (1.0, 64, 0.1, [0.3, 0.6])
+    assert ticket.runtime.progress is False and ticket.output.save_model is False
     mtl = study.mtl_config(study.tasks, seed=2, output_dir="x")
-    assert (mtl.epochs, mtl.max_seq_length, mtl.seed, mtl.holdout_fraction, mtl.tasks) == (1.0, 64, 2, 0.0, ["rte", "mrpc"])
+    assert (mtl.optim.epochs, mtl.data.max_seq_length, mtl.optim.seed, mtl.data.holdout_fraction,
+            mtl.data.tasks) == (1.0, 64, 2, 0.0, ["rte", "mrpc"])
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -268,8 +269,8 @@ def test_shipped_study_files_are_valid(name, tasks, seeds, runs):
     study = load_study(REPO / "experiments" / f"{name}.yaml")
     assert (study.name, study.tasks, study.seeds) == (name, tasks, seeds)
     assert len(study_run.plan_runs(study)) == runs
-    assert study.ticket_config(tasks[0]).holdout_fraction > 0  # the super ticket is chosen off dev
-    assert study.mtl_config(tasks, seeds[0], "x").keep_best is False  # multi-task rows report the last epoch
+    assert study.ticket_config(tasks[0]).data.holdout_fraction > 0  # the super ticket is chosen off dev
+    assert study.mtl_config(tasks, seeds[0], "x").eval.keep_best is False  # multi-task rows report the last epoch
 
 
 @pytest.mark.parametrize("single_task, what", [(["super"], "super ticket of rte"), ([], "union mask")])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mtl.errors import UserError
+from basics.errors import UserError
 from tasks.hub import load_hub_split
 from tasks.readers import read_split, split_path
 from tasks.registry import TaskRegistry, default_registry, load_task_defs, parse_task_list
@@ -402,7 +402,7 @@ def test_missing_user_file_names_task_and_path(tmp_path):
 def test_hub_offline_says_to_use_glue_dir(tmp_path):
     # a fresh interpreter, so HF_HUB_OFFLINE is read by datasets at import time (as for a user)
     code = ("from tasks.registry import default_registry\nfrom tasks.hub import load_hub_split\n"
-            "from mtl.errors import UserError\n"
+            "from basics.errors import UserError\n"
             "try:\n    load_hub_split(default_registry().get('rte'), 'dev', max_samples=3)\n"
             "except UserError as err:\n    print('USERERROR', err)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from basics.errors import UserError
 from masks.arch import EncoderShape
 from masks.importance import Importance
 from masks.tickets import KINDS, cut_all, cut_ticket
-from mtl.errors import UserError
 
 SHAPE = EncoderShape(num_layers=3, num_heads=4, head_dim=8, hidden=32, intermediate=10)
 
@@ -61,7 +61,7 @@ def test_random_matches_winning_counts(sparsity):
         assert rnd.num_heads_kept == win.num_heads_kept == 12 - round(sparsity * 12)
         assert rnd.num_ffn_kept == win.num_ffn_kept == 30 - 9
         assert bool((rnd.heads.sum(1) >= 1).all())
-        assert rnd.meta["kind"] == "random" and rnd.meta["seed"] == str(seed)
+        assert rnd.meta.to_strings()["kind"] == "random" and rnd.meta.to_strings()["seed"] == str(seed)
 
 
 def test_random_is_seeded_and_seeds_differ():
@@ -93,16 +93,16 @@ def test_layer_granularity_prunes_whole_ffn_layers():
     assert lose.ffn.all(1).tolist() == [False, True, True]
     rnd = cut_ticket(imp, "random", 0.5, shape=SHAPE, ffn_sparsity=0.7, granularity="layer", seed=3)
     assert rnd.ffn.all(1).sum() == 1 and (rnd.ffn.all(1) == rnd.ffn.any(1)).all()
-    assert win.meta["granularity"] == "layer"
+    assert win.meta.to_strings()["granularity"] == "layer"
 
 
 def test_meta_and_param_sparsity():
     imp = make_imp()
     mask = cut_ticket(imp, "winning", 0.3, shape=SHAPE, seed=4, meta={"run": "x"})
-    assert mask.meta["sparsity"] == "0.30" and mask.meta["kind"] == "winning"
-    assert mask.meta["model"] == "tiny" and mask.meta["tasks"] == "rte" and mask.meta["run"] == "x"
-    assert mask.meta["shape"] == SHAPE.describe() and mask.meta["granularity"] == "neuron"
-    assert float(mask.meta["param_sparsity"]) == pytest.approx(mask.sparsity(SHAPE), abs=1e-4)
+    assert mask.meta.to_strings()["sparsity"] == "0.30" and mask.meta.to_strings()["kind"] == "winning"
+    assert mask.meta.to_strings()["model"] == "tiny" and mask.meta.to_strings()["tasks"] == "rte" and mask.meta.to_strings()["run"] == "x"
+    assert mask.meta.to_strings()["shape"] == SHAPE.describe() and mask.meta.to_strings()["granularity"] == "neuron"
+    assert float(mask.meta.to_strings()["param_sparsity"]) == pytest.approx(mask.sparsity(SHAPE), abs=1e-4)
     assert mask.num_heads_kept == 12 - 4 and mask.num_ffn_kept == 30 - 9  # round(3.6)=4, round(9)=9
 
 

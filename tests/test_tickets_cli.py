@@ -26,7 +26,7 @@ def test_score_then_rewind_with_shared_and_per_task_masks(glue, tmp_path, capsys
     assert names == sorted(f"{k}-{s}.safetensors" for k in ("winning", "random", "losing") for s in ("0.30", "0.50"))
     win = load_mask(dense / "masks" / "winning-0.50.safetensors")
     rnd = load_mask(dense / "masks" / "random-0.50.safetensors")
-    assert win.meta["kind"] == "winning" and win.meta["sparsity"] == "0.50" and win.meta["tasks"] == "rte"
+    assert win.meta.to_strings()["kind"] == "winning" and win.meta.to_strings()["sparsity"] == "0.50" and win.meta.to_strings()["tasks"] == "rte"
     assert (win.num_heads_kept, win.num_ffn_kept) == (rnd.num_heads_kept, rnd.num_ffn_kept) == (36, 6 * 768)
     assert int(json.loads((dense / "results.json").read_text())["scoring"]["batches"]) == 3  # 40 examples / 16
 
@@ -66,8 +66,8 @@ def test_mask_of_another_shape_and_bad_sparsity_are_user_errors(tmp_path, capsys
 
 
 def test_per_task_gating_switches_masks_by_task(tmp_path):
-    from masks.apply import mask_gating
     from masks.mask import Mask
+    from mtl.gating import mask_gating
     from mtl.model import MultiTaskModel
     from tests.test_trainer import CLS, REG
 

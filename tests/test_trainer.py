@@ -45,9 +45,9 @@ def make_trainer(tmp_path, tasks=(CLS, REG), **cfg):
     defaults = dict(tasks=[t.name for t in tasks], output_dir=str(tmp_path), epochs=4, lr=2e-3, batch_size=16,
                     warmup_ratio=0.0, progress=False, seed=3, log_every=5, pooling="mean")
     defaults.update(cfg)
-    config = TrainConfig(**defaults)
-    torch.manual_seed(config.seed)
-    model = MultiTaskModel(tiny_bert(), list(tasks), pooling=config.pooling, head_dropout=0.0)
+    config = TrainConfig.from_flat(defaults)
+    torch.manual_seed(config.optim.seed)
+    model = MultiTaskModel(tiny_bert(), list(tasks), pooling=config.model.pooling, head_dropout=0.0)
     data = {t.name: TaskData(t, synthetic(t, 256, 1), {"dev": synthetic(t, 128, 2)}) for t in tasks}
     return Trainer(model, data, config, tmp_path, pad_id=0)
 

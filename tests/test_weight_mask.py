@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from basics.errors import UserError
 from masks.arch import ARCH_SPECS
 from masks.magnitude import (
     imp_schedule,
@@ -18,7 +19,6 @@ from masks.magnitude import (
 from masks.mask import Mask, save_mask
 from masks.weight_mask import (
     DEFAULT_INCLUDE,
-    WEIGHT_ROLES,
     WeightMask,
     applied_weight_mask,
     apply_weight_mask,
@@ -28,8 +28,7 @@ from masks.weight_mask import (
     save_weight_mask,
 )
 from mtl.checkpoint import load_checkpoint
-from mtl.config import WEIGHT_MASK_ROLES, TrainConfig
-from mtl.errors import UserError
+from mtl.config import TrainConfig
 from tests.conftest import TINY_ARCHS, tiny_bert, tiny_encoder, tiny_inputs
 from tests.tiny_run import tiny_setup
 
@@ -58,10 +57,9 @@ def test_prunable_weights_come_from_the_arch_table(arch):
 
 
 def test_roles_and_defaults_agree_with_the_train_config():
-    assert WEIGHT_MASK_ROLES == WEIGHT_ROLES
-    assert tuple(TrainConfig().weight_mask_include) == DEFAULT_INCLUDE
+    assert tuple(TrainConfig().tickets.weight_mask_include) == DEFAULT_INCLUDE
     with pytest.raises(UserError, match="weight-mask-include must be one of"):
-        TrainConfig(weight_mask_include=["qq"])
+        TrainConfig.of(weight_mask_include=["qq"])
     with pytest.raises(UserError, match="unknown weight role"):
         prunable_weights(tiny_bert(), ("bias",))
 
@@ -235,7 +233,7 @@ def masked_run(tiny, tmp_path_factory):
             captured.update({n: w.clone() for n, w in prunable_weights(self.model.encoder).items()})
             return super().train(checkpoint)
 
-    from mtl.cli import config_parser, parse_config
+    from basics.cli import config_parser, parse_config
 
     config, _ = parse_config(config_parser("t", "", TrainConfig), TrainConfig,
                              [*args, "--tasks", "tinysent", "--epochs", "2", "--lr", "1e-3", "--save-model",
@@ -261,9 +259,8 @@ def test_masked_run_starts_from_the_pretrained_weights(masked_run):
 
 def test_pruned_weights_stay_exactly_zero_through_training(masked_run):
     root, out, mask, _, result = masked_run
-    summary = result["summary"]
-    assert summary["optimizer_steps"] >= 20
-    trained = prunable_weights(result["model"].encoder)
+    assert result.result.optimizer_steps >= 20
+    trained = prunable_weights(result.model.encoder)
     before = pretrained_weights(root)
     for name, w in trained.items():
         assert bool((w[~mask.masks[name]] == 0).all()), name
@@ -284,7 +281,7 @@ def test_masked_run_writes_the_next_imp_round(masked_run):
         nxt = load_weight_mask(magnitude_mask_path(out, "imp", sparsity))
         assert pruned(nxt) == round(sparsity * mask.total) and nxt.is_subset_of(mask)
         assert (nxt.meta["method"], nxt.meta["round"]) == ("imp", "2")
-    assert result["summary"]["magnitude_masks"] == [str(magnitude_mask_path(out, "imp", s)) for s in (0.6, 0.7)]
+    assert result.result.magnitude_masks == [str(magnitude_mask_path(out, "imp", s)) for s in (0.6, 0.7)]
 
 
 def test_dense_run_writes_omp_masks_of_its_weights(tmp_path):

@@ -2,7 +2,7 @@
 
 ``CompactBertModel`` *is* a ``BertModel`` (same modules, same state-dict keys, same forward, SDPA
 attention); only the sizes of the Linear layers differ, per layer (``config.kept_heads``,
-``config.intermediate_sizes``, see :mod:`mtl.compact_config`). Per layer ``l`` with ``h_l`` heads of
+``config.intermediate_sizes``, see :mod:`masks.compact_config`). Per layer ``l`` with ``h_l`` heads of
 size ``d`` and ``I_l`` FFN neurons:
 
 - Q, K, V: ``hidden -> h_l*d``; attention output projection: ``h_l*d -> hidden``. The attention code
@@ -13,7 +13,7 @@ size ``d`` and ``I_l`` FFN neurons:
 - FFN up: ``hidden -> I_l``; down: ``I_l -> hidden`` (``I_l == 0``: zero-width, the output is the bias).
 
 Module paths come from :data:`masks.arch.ARCH_SPECS`, keyed by the base model type. Importing this
-module imports the transformers model code (seconds); :mod:`mtl.auto_classes` does it lazily.
+module imports the transformers model code (seconds); :mod:`masks.auto_classes` does it lazily.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from torch import nn
 from transformers import BertModel, DistilBertModel, ElectraModel, PreTrainedModel, RobertaModel
 
 from masks.arch import ARCH_SPECS, ArchSpec
-
-from .compact_config import (
+from masks.compact_config import (
     CompactBertConfig,
     CompactDistilBertConfig,
     CompactElectraConfig,

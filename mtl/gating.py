@@ -13,15 +13,14 @@ from pathlib import Path
 
 import torch
 
+from basics.errors import UserError
+from masks.arch import shape_of
+from masks.gates import attach_gates
+from masks.importance import Importance, ImportanceConfig, compute_importance, save_importance
+from masks.mask import Mask, load_mask_file, save_mask, tensor_digest
+from masks.tickets import cut_ticket
 from mtl.data import collate, length_grouped_batches
 from mtl.distributed import SINGLE, Dist
-from mtl.errors import UserError
-
-from .arch import shape_of
-from .gates import attach_gates
-from .importance import Importance, ImportanceConfig, compute_importance, save_importance
-from .mask import Mask, load_mask_file, save_mask
-from .tickets import cut_ticket
 
 
 def mask_gating(model, mask_path: Path, task_names: Sequence[str]) -> tuple[Callable[[str], None], dict]:
@@ -36,8 +35,9 @@ def mask_gating(model, mask_path: Path, task_names: Sequence[str]) -> tuple[Call
     if isinstance(loaded, Mask):
         gates.set_mask(loaded)
         kept, total = loaded.param_counts(shape)
-        info = {"mask": str(mask_path), "mask_mode": "shared", "mask_kind": loaded.meta.get("kind", ""),
-                "params_kept": kept, "params_prunable": total, "sparsity": round(1 - kept / total, 4)}
+        info = {"mask": str(mask_path), "mask_mode": "shared", "mask_kind": loaded.meta.kind,
+                "params_kept": kept, "params_prunable": total, "sparsity": round(1 - kept / total, 4),
+                "sha256": tensor_digest(mask_path)}
         return (lambda task: None), info
     missing = [t for t in task_names if t not in loaded]
     if missing:
@@ -49,7 +49,8 @@ def mask_gating(model, mask_path: Path, task_names: Sequence[str]) -> tuple[Call
     kept, total = union.param_counts(shape)
     info = {"mask": str(mask_path), "mask_mode": "per-task", "params_kept": kept, "params_prunable": total,
             "sparsity": round(1 - kept / total, 4),
-            "task_sparsity": {t: round(loaded[t].sparsity(shape), 4) for t in task_names}}
+            "task_sparsity": {t: round(loaded[t].sparsity(shape), 4) for t in task_names},
+            "sha256": tensor_digest(mask_path)}
     current = {"task": None}
 
     def before_batch(task: str) -> None:
@@ -98,13 +99,13 @@ def score_model(model, data: dict, config, pad_id: int, device: torch.device, au
             logits = model(task, **inputs)
         return model.loss(task, logits, batch["labels"])
 
-    total = len(scoring_plan(data, config.batch_size, config.seed, config.score_batches))
+    total = len(scoring_plan(data, config.optim.batch_size, config.optim.seed, config.tickets.score_batches))
     if total < dist.world_size:
         raise UserError(f"{total} scoring batch(es) for {dist.world_size} processes: score with fewer processes "
                         "or more data (--score-batches, --max-train-samples)")
-    imp_config = ImportanceConfig(max_batches=config.score_batches, normalize_heads=config.head_normalization)
-    batches = scoring_batches(data, config.batch_size, config.seed, pad_id, device, config.score_batches, dist)
-    meta = {"tasks": ",".join(data), "model": config.model, "seed": str(config.seed)}
+    imp_config = ImportanceConfig(max_batches=config.tickets.score_batches, normalize_heads=config.tickets.head_normalization)
+    batches = scoring_batches(data, config.optim.batch_size, config.optim.seed, pad_id, device, config.tickets.score_batches, dist)
+    meta = {"tasks": ",".join(data), "model": config.model.name, "seed": str(config.optim.seed)}
     if dist.enabled:  # the counts of the whole run, not of this rank's share
         meta.update(num_batches=str(total), num_loss_terms=str(total), processes=str(dist.world_size))
     return compute_importance(model, model.encoder, batches, loss_fn, imp_config,
@@ -116,15 +117,15 @@ def write_tickets(imp: Importance, encoder, config, out_dir: Path) -> list[Path]
     out_dir = Path(out_dir)
     save_importance(imp, out_dir / "importance.safetensors")
     shape = shape_of(encoder)
-    ffn = config.ffn_sparsities or [None] * len(config.sparsities)
-    if len(ffn) != len(config.sparsities):
-        raise UserError(f"--ffn-sparsities needs one value per --sparsities value ({len(config.sparsities)}), got {len(ffn)}")
+    ffn = config.tickets.ffn_sparsities or [None] * len(config.tickets.sparsities)
+    if len(ffn) != len(config.tickets.sparsities):
+        raise UserError(f"--ffn-sparsities needs one value per --sparsities value ({len(config.tickets.sparsities)}), got {len(ffn)}")
     paths = []
-    for sparsity, ffn_sparsity in zip(config.sparsities, ffn, strict=True):
-        for kind in config.ticket_kinds:
+    for sparsity, ffn_sparsity in zip(config.tickets.sparsities, ffn, strict=True):
+        for kind in config.tickets.ticket_kinds:
             mask = cut_ticket(imp, kind, sparsity, shape=shape, ffn_sparsity=ffn_sparsity,
-                              min_heads_per_layer=config.min_heads_per_layer, granularity=config.ticket_granularity,
-                              seed=config.seed, meta={"source_run": str(out_dir)})
+                              min_heads_per_layer=config.tickets.min_heads_per_layer, granularity=config.tickets.ticket_granularity,
+                              seed=config.optim.seed, meta={"source_run": str(out_dir)})
             path = out_dir / "masks" / f"{kind}-{sparsity:.2f}.safetensors"
             save_mask(mask, path)
             paths.append(path)

@@ -7,12 +7,9 @@ regression metrics expect floats (``(N, 1)`` is flattened).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from tasks.task_def import TaskDef
 
 
 def _as_array(values: Any, what: str) -> np.ndarray:
@@ -122,12 +119,3 @@ METRICS: dict[str, Callable[[Any, Any], float]] = {
 
 CLASSIFICATION_METRICS: tuple[str, ...] = ("accuracy", "f1", "mcc")
 REGRESSION_METRICS: tuple[str, ...] = ("pearson", "spearman")
-
-
-def compute_metrics(task: TaskDef, preds: Any, labels: Any, split: str) -> dict[str, float]:
-    """All of ``task.metrics`` on one split: ``{metric + suffix: percent}``.
-
-    ``preds``/``labels``: ``(N,)`` class indices (classification) or floats (regression).
-    The suffix comes from ``task.metric_suffix`` (MNLI: ``accuracy_m`` / ``accuracy_mm``).
-    """
-    return {task.metric_key(name, split): METRICS[name](preds, labels) for name in task.metrics}

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .config import add_config_flags, build_config, read_yaml
-from .errors import UserError
+from basics.errors import UserError
+from basics.options import add_config_flags, build_config, options_of, read_yaml
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -32,7 +32,7 @@ def parse_config(parser: argparse.ArgumentParser, config_cls: type, argv: Sequen
     values = dict(vars(args))
     config_path = values.pop("config", None)
     yaml_values = read_yaml(config_path) if config_path is not None else {}
-    known = {f for f in config_cls.__dataclass_fields__}
+    known = {o.key for o in options_of(config_cls)}
     flags = {k: v for k, v in values.items() if k in known}
     return build_config(config_cls, yaml_values, flags), args
 

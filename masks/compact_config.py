@@ -12,9 +12,9 @@ model, so the head size stays ``hidden / H``), plus three fields:
 - ``compaction``: provenance strings (source model, mask kind and sparsity, ...).
 
 ``model_type`` is ``compact_<base>``, so the Auto classes build the right model once
-:func:`mtl.auto_classes.register_auto_classes` has run (``import mtl`` does it).
+:func:`masks.auto_classes.register_auto_classes` has run (saving or loading a compacted model runs it).
 
-This module is light (configuration classes only); the models are in :mod:`mtl.compact_model`.
+This module is light (configuration classes only); the models are in :mod:`masks.compact_model`.
 """
 
 from __future__ import annotations

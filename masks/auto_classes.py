@@ -1,7 +1,9 @@
-"""Register the compacted encoders with transformers' ``AutoConfig`` / ``AutoModel`` (``import mtl`` does it).
+"""Register the compacted encoders with transformers' ``AutoConfig`` / ``AutoModel`` (saving or loading a compacted model does it; or call it).
 
 After registration, ``AutoModel.from_pretrained(DIR)`` on a directory written by ``masks.compact``
-returns the compacted encoder (``config.model_type == "compact_bert"``, ...).
+returns the compacted encoder (``config.model_type == "compact_bert"``, ...). Nothing registers at import time:
+:func:`mtl.compact_run.save_compacted` and :func:`mtl.model.load_encoder` call :func:`register_auto_classes`, and a
+user who loads a compacted directory with ``AutoModel`` directly calls it once first.
 
 Cheap and idempotent:
 
@@ -9,7 +11,7 @@ Cheap and idempotent:
   small configuration modules: about 1-2 s on top of ``import torch`` on the shared 2-core machine,
   paid only by processes that do not import transformers anyway;
 - ``AutoModel`` gets :class:`LazyCompactModel`, a stand-in that imports the model code
-  (:mod:`mtl.compact_model`, seconds) only when a compacted model is actually built or loaded;
+  (:mod:`masks.compact_model`, seconds) only when a compacted model is actually built or loaded;
 - a second call does nothing.
 
 (Deferring even the first step with an import hook was tried and rejected: registering from inside
@@ -31,7 +33,7 @@ def register_auto_classes() -> None:
         return
     from transformers import AutoConfig, AutoModel
 
-    from .compact_config import COMPACT_CONFIGS
+    from masks.compact_config import COMPACT_CONFIGS
 
     for cls in COMPACT_CONFIGS.values():
         AutoConfig.register(cls.model_type, cls, exist_ok=True)
@@ -40,8 +42,8 @@ def register_auto_classes() -> None:
 
 
 def compact_model_class(config: Any) -> type:
-    """The model class of a compacted config (imports :mod:`mtl.compact_model`)."""
-    from .compact_model import COMPACT_MODELS
+    """The model class of a compacted config (imports :mod:`masks.compact_model`)."""
+    from masks.compact_model import COMPACT_MODELS
 
     return COMPACT_MODELS[config.model_type]
 
