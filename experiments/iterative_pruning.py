@@ -37,6 +37,9 @@ from basics.cli import config_parser, parse_config, run_main
 from basics.errors import UserError
 from basics.io import atomic_write, atomic_write_json, atomic_write_text
 from basics.stats import mean_std
+from experiments.engine.jobs import Job, JobGraph
+from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, run_jobs
+from experiments.engine.scheduler import StudyFailed, raise_if_failed
 from experiments.phase_transition import scores_of
 from masks.arch import shape_of
 from masks.gates import attach_gates
@@ -54,7 +57,6 @@ from mtl.gating import score_model
 from mtl.model import load_multitask_model
 from mtl.run import (
     deterministic_algorithms,
-    ensure_run,
     load_task_data,
     prepare_output_dir,
     resolve_tasks,
@@ -93,15 +95,17 @@ class PruneSpec:
 
 # --------------------------------------------------------------------------- runs
 
-def dense_runs(base: TrainConfig, task: str, spec: PruneSpec, out: Path) -> list[dict]:
-    rows = []
-    for seed in spec.seeds:
-        cfg = base.replace(seed=seed, output_dir=str(out / f"dense-seed{seed}"), mask=None,
-                           score_importance=False, save_model=seed in spec.prune_seeds)
-        print(f"[{TAG}] dense seed {seed}", flush=True)
-        needs = [RunDir(cfg.output.output_dir).model_dir / "model.json"] if seed in spec.prune_seeds else []
-        rows.append({"seed": seed, **scores_of(ensure_run(cfg, needs=needs, tag=TAG), task)})
-    return rows
+def dense_config(base: TrainConfig, seed: int, spec: PruneSpec, out: Path) -> TrainConfig:
+    """``dense-seed{seed}``: prune seeds keep their model (``model/``) for pruning."""
+    return base.replace(seed=seed, output_dir=str(out / f"dense-seed{seed}"), mask=None, score_importance=False,
+                        save_model=seed in spec.prune_seeds)
+
+
+def retrain_config(base: TrainConfig, kind: str, seed: int, spec: PruneSpec, out: Path) -> TrainConfig:
+    """``{kind}-seed{seed}``: the subnetwork rewound, trained from the pre-trained weights with its mask."""
+    mask = random_path(seed, out) if kind == "random" else out / "masks" / f"{kind}-seed{spec.mask_seed(seed)}.safetensors"
+    return base.replace(seed=seed, output_dir=str(out / f"{kind}-seed{seed}"), mask=str(mask),
+                        score_importance=False, save_model=False)
 
 
 def _prune_model(base: TrainConfig, task: str, seed: int, spec: PruneSpec, out: Path) -> IterativeResult:
@@ -171,42 +175,76 @@ def prune_seed(base: TrainConfig, task: str, seed: int, spec: PruneSpec, out: Pa
     return record
 
 
-def random_mask_path(seed: int, spec: PruneSpec, out: Path) -> Path:
+def random_path(seed: int, out: Path) -> Path:
+    return out / "masks" / f"random-seed{seed}.safetensors"
+
+
+def random_mask_step(seed: int, spec: PruneSpec, out: Path) -> None:
     """``masks/random-seed{seed}.safetensors``: drawn once, with the counts of the good mask seed ``seed`` uses."""
-    path = out / "masks" / f"random-seed{seed}.safetensors"
+    path = random_path(seed, out)
     if not path.is_file():
         good = load_mask(out / "masks" / f"good-seed{spec.mask_seed(seed)}.safetensors")
-        save_mask(matched_mask(good, "random", shape=good.meta.shape,
-                               granularity=spec.iterative.granularity,
+        save_mask(matched_mask(good, "random", shape=good.meta.shape, granularity=spec.iterative.granularity,
                                min_heads_per_layer=spec.iterative.min_heads_per_layer, seed=seed), path)
-    return path
 
 
-def retrain(base: TrainConfig, task: str, spec: PruneSpec, out: Path) -> dict[str, list[dict]]:
-    """``{kind: [one row per seed]}``: every kind rewound and trained with its mask fixed."""
+def prune_step(base: TrainConfig, task: str, seed: int, spec: PruneSpec, out: Path) -> None:
+    prune_seed(base, task, seed, spec, out)
+
+
+def report_step(base: TrainConfig, task: str, spec: PruneSpec, out: Path, command: str) -> None:
+    """``iterative_pruning.{json,md,png}`` from the finished runs and the saved trajectories."""
+    dense = [{"seed": seed, **scores_of(RunDir(dense_config(base, seed, spec, out).output.output_dir).result(), task)}
+             for seed in spec.seeds]
+    trajectories = {seed: json.loads((out / "pruning" / f"seed{seed}.json").read_text(encoding="utf-8"))
+                    for seed in spec.prune_seeds}
     runs: dict[str, list[dict]] = {}
     for kind in KINDS:
         for seed in spec.seeds:
-            if kind == "random":
-                mask_path = random_mask_path(seed, spec, out)
-            else:
-                mask_path = out / "masks" / f"{kind}-seed{spec.mask_seed(seed)}.safetensors"
-            mask = load_mask(mask_path)
-            cfg = base.replace(seed=seed, output_dir=str(out / f"{kind}-seed{seed}"), mask=str(mask_path),
-                               score_importance=False, save_model=False)
-            print(f"[{TAG}] {kind} seed {seed}", flush=True)
+            cfg = retrain_config(base, kind, seed, spec, out)
+            mask = load_mask(cfg.tickets.mask)
             runs.setdefault(kind, []).append({
-                "seed": seed, "mask": str(mask_path), "heads_kept": mask.num_heads_kept, "ffn_kept": mask.num_ffn_kept,
-                "params_kept": 100.0 * (1 - mask.meta.param_sparsity), **scores_of(ensure_run(cfg, tag=TAG), task)})
-    return runs
+                "seed": seed, "mask": cfg.tickets.mask, "heads_kept": mask.num_heads_kept,
+                "ffn_kept": mask.num_ffn_kept, "params_kept": 100.0 * (1 - mask.meta.param_sparsity),
+                **scores_of(RunDir(cfg.output.output_dir).result(), task)})
+    summarize(dense, trajectories, runs, base, task, spec, out, command)
 
 
-def run_experiment(base: TrainConfig, task: str, spec: PruneSpec, out: Path, command: str = "") -> dict:
-    """The whole experiment (resumable); returns the report written to ``iterative_pruning.json``."""
-    dense = dense_runs(base, task, spec, out)
-    trajectories = {seed: prune_seed(base, task, seed, spec, out) for seed in spec.prune_seeds}
-    runs = retrain(base, task, spec, out)
-    return summarize(dense, trajectories, runs, base, task, spec, out, command)
+def experiment_jobs(base: TrainConfig, task: str, spec: PruneSpec, out: Path, command: str = "") -> list[Job]:
+    """Dense runs -> a pruning per prune seed (in a worker: it loads and scores the model) -> the random
+    draws -> the rewound good / random / bad runs -> the report."""
+    jobs: list[Job] = []
+    for seed in spec.seeds:
+        cfg = dense_config(base, seed, spec, out)
+        needs = (RunDir(cfg.output.output_dir).model_dir / "model.json",) if seed in spec.prune_seeds else ()
+        jobs.append(Job(f"dense-seed{seed}", config=cfg, needs=needs, labels={"task": task, "kind": "dense", "seed": seed}))
+    for seed in spec.prune_seeds:
+        outputs = (out / "pruning" / f"seed{seed}.json", out / "pruning" / f"importance-seed{seed}.safetensors",
+                   out / "masks" / f"good-seed{seed}.safetensors", out / "masks" / f"bad-seed{seed}.safetensors")
+        jobs.append(Job(f"pruning/seed{seed}", deps=(f"dense-seed{seed}",), action=prune_step,
+                        args=(base, task, seed, spec, out), where="worker", outputs=outputs))
+    for seed in spec.seeds:
+        jobs.append(Job(f"masks/random-seed{seed}", deps=(f"pruning/seed{spec.mask_seed(seed)}",),
+                        action=random_mask_step, args=(seed, spec, out), outputs=(random_path(seed, out),)))
+    for kind in KINDS:
+        for seed in spec.seeds:
+            dep = f"masks/random-seed{seed}" if kind == "random" else f"pruning/seed{spec.mask_seed(seed)}"
+            jobs.append(Job(f"{kind}-seed{seed}", deps=(dep,), config=retrain_config(base, kind, seed, spec, out),
+                            labels={"task": task, "kind": kind, "seed": seed}))
+    jobs.append(Job("iterative_pruning", deps=tuple(j.name for j in jobs), action=report_step,
+                    args=(base, task, spec, out, command),
+                    outputs=tuple(out / f"iterative_pruning.{ext}" for ext in ("json", "md", "png"))))
+    return jobs
+
+
+def run_experiment(base: TrainConfig, task: str, spec: PruneSpec, out: Path, command: str = "",
+                   engine: EngineOptions | None = None) -> dict | None:
+    """The whole experiment on the study engine (resumable); the report (None for a dry run)."""
+    report = run_jobs(JobGraph(experiment_jobs(base, task, spec, out, command)), engine or EngineOptions(), out)
+    if report is None:
+        return None
+    raise_if_failed(report)
+    return json.loads((out / "iterative_pruning.json").read_text(encoding="utf-8"))
 
 
 # --------------------------------------------------------------------------- report
@@ -338,7 +376,7 @@ def build_spec(args: argparse.Namespace, config: TrainConfig) -> PruneSpec:
 
 
 def main(argv: list[str] | None = None) -> int:
-    def go() -> None:
+    def go() -> int:
         parser = config_parser("python -m experiments.iterative_pruning", __doc__.splitlines()[0], TrainConfig)
         parser.add_argument("--task", required=True, help="the task (one)")
         parser.add_argument("--threshold", type=float, default=0.9, help="stop below this fraction of the unpruned score")
@@ -350,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--select-on", default="dev", choices=("dev", "holdout"),
                             help="score the pruning steps on dev (as the paper) or on the held-out slice of train")
         parser.add_argument("--max-prune-steps", type=int, default=None, help="stop pruning after N steps")
+        add_engine_flags(parser)
         args_in = sys.argv[1:] if argv is None else list(argv)
         config, args = parse_config(parser, TrainConfig, [a for a in args_in if a != "--"])
         if "," in args.task:
@@ -359,8 +398,14 @@ def main(argv: list[str] | None = None) -> int:
         _, (task,) = resolve_tasks(config)
         out = prepare_output_dir(config.output.output_dir)
         command = "python -m experiments.iterative_pruning " + " ".join(map(shlex.quote, args_in))
-        report = run_experiment(config, task.name, spec, out, command)
-        print(markdown(report))
+        try:
+            report = run_experiment(config, task.name, spec, out, command, engine_options(args))
+        except StudyFailed as exc:
+            print(f"{exc}; run the same command again to retry them (finished runs are kept)", file=sys.stderr)
+            return 1
+        if report is not None:
+            print(markdown(report))
+        return 0
 
     return run_main(go)
 

@@ -50,6 +50,9 @@ from basics.errors import UserError
 from basics.io import atomic_write_json, atomic_write_text
 from basics.options import add_config_flags, build_config, options_of, read_yaml
 from basics.stats import mean_std
+from experiments.engine.jobs import Job, JobGraph
+from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, run_jobs
+from experiments.engine.scheduler import StudyFailed, raise_if_failed
 from experiments.plots import dense_band, finish_curves, line_with_band, pyplot
 from masks.magnitude import (
     imp_schedule,
@@ -66,8 +69,8 @@ from masks.weight_mask import (
 )
 from mtl.config import TrainConfig
 from mtl.model import load_encoder
-from mtl.run import ensure_run, prepare_output_dir, resolve_tasks
-from mtl.rundir import RunResult
+from mtl.run import prepare_output_dir, resolve_tasks
+from mtl.rundir import RunDir, RunResult
 from tasks.score import primary_score
 from tasks.task_def import TaskDef
 
@@ -172,11 +175,6 @@ class Study:
             "mask": _relative(mask, self.out) if mask else None, "kept": info.get("kept"), "total": info.get("total"),
             "actual_sparsity": info.get("sparsity", 0.0), **extra})
 
-    def train(self, method: str, sparsity: float, seed: int, mask: Path, **extra) -> None:
-        """Train run ``{method}-{sparsity}-seed{seed}`` with ``mask`` (unless finished) and record it."""
-        name = f"{method}-{format_fraction(sparsity)}-seed{seed}"
-        self.record(method, sparsity, seed, run_once(self.config(name, seed, mask)), mask, **extra)
-
     def pretrained(self) -> dict:
         """``{name: weight}`` of the pre-trained encoder's prunable matrices (loaded once)."""
         if self._pretrained is None:
@@ -205,73 +203,120 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def run_once(config: TrainConfig, needs: Sequence[Path] = ()) -> RunResult:
-    """The run's result, trained unless it finished with every file in ``needs`` (:func:`mtl.run.ensure_run`)."""
-    return ensure_run(config, needs=needs, tag="lottery", say=lambda line: print(line, flush=True))
+@dataclass(frozen=True)
+class LotteryRun:
+    """One training run of the study: ``{method}-{sparsity}-seed{S}`` (``dense-seed{S}``)."""
+
+    method: str  # dense, imp, omp, random, transfer-{method}
+    sparsity: float
+    seed: int
+    config: TrainConfig
+    mask: Path | None  # the weight mask it trains with
+    needs: tuple[Path, ...] = ()  # masks it must write (dense: OMP / IMP round 1; IMP round k: round k+1)
+    after: str | None = None  # the run whose output mask it trains with (dense, or the previous IMP round)
+    draw: tuple[str, float, int] | None = None  # a mask the study draws first: (kind, sparsity, seed)
+    source_task: str | None = None  # transfer runs: the task the masks came from
+
+    @property
+    def name(self) -> str:
+        return Path(self.config.output.output_dir).name
 
 
-def run_dense(study: Study, seed: int) -> Path:
-    """Fine-tune the dense model; it writes the one-shot magnitude masks that OMP and IMP round 1 need."""
-    lot = study.lottery
-    writes = [*(study.sparsities if "omp" in lot.method and lot.omp_source == "finetuned" else []),
-              *(study.imp[:1] if "imp" in lot.method else [])]
-    dense = study.out / f"dense-seed{seed}"
-    needs = [magnitude_mask_path(dense, "omp", s) for s in writes]
-    study.record("dense", 0.0, seed, run_once(study.config(dense.name, seed, write=writes), needs), None)
-    return dense
+def drawn_mask_name(kind: str, sparsity: float, seed: int) -> str:
+    """``omp-pretrained-{s}`` (one per sparsity) or ``random-{s}-seed{S}`` (one per seed)."""
+    if kind == "omp-pretrained":
+        return f"omp-pretrained-{format_fraction(sparsity)}"
+    return f"random-{format_fraction(sparsity)}-seed{seed}"
 
 
-def run_imp(study: Study, seed: int, dense: Path) -> None:
-    """IMP rounds: round k trains with round k-1's mask (round 1: the dense run's) and writes round k+1's.
-    A round is finished only when its ``metrics.json`` and its next round's mask exist."""
-    mask = magnitude_mask_path(dense, "omp", study.imp[0])
-    for k, sparsity in enumerate(study.imp):
-        name, nxt = f"imp-{format_fraction(sparsity)}-seed{seed}", study.imp[k + 1:k + 2]
-        needs = [magnitude_mask_path(study.out / name, "imp", t) for t in nxt]
-        study.record("imp", sparsity, seed, run_once(study.config(name, seed, mask, write=nxt), needs), mask)
-        mask = needs[0] if needs else mask
-
-
-def run_omp(study: Study, seed: int, dense: Path) -> None:
-    """One-shot magnitude pruning of the fine-tuned (this seed's dense run) or the pre-trained weights."""
-    for s in study.sparsities:
-        if study.lottery.omp_source == "finetuned":
-            mask = magnitude_mask_path(dense, "omp", s)
-        else:
-            mask = study.own_mask(f"omp-pretrained-{format_fraction(s)}",
-                                  lambda s=s: magnitude_mask(study.pretrained(), s, meta=study.meta("pretrained")))
-        study.train("omp", s, seed, mask)
-
-
-def run_random(study: Study, seed: int) -> None:
-    """The same number of weights pruned uniformly at random, drawn from the run's seed."""
-    for s in study.sparsities:
-        mask = study.own_mask(f"random-{format_fraction(s)}-seed{seed}",
-                              lambda s=s: random_mask(study.pretrained_shapes(), s, seed, meta=study.meta("random")))
-        study.train("random", s, seed, mask)
-
-
-def run_transfer(study: Study, seed: int, transfer: list[tuple[str, float, str, dict[int, Path]]]) -> None:
-    """This task trained with another study's masks: its seed ``seed``, else its first seed."""
-    for method, s, source_task, masks in transfer:
-        mask = masks.get(seed, next(iter(masks.values())))
-        study.train(f"transfer-{method}", s, seed, mask, source_task=source_task)
-
-
-def run_study(study: Study, command: str) -> dict:
-    """Every run of the study, seed by seed (finished runs are skipped), then the report files."""
-    lot = study.lottery
-    transfer = transfer_masks(study) if lot.transfer_from else []  # checked before any training
+def plan_lottery(study: Study, transfer: list[tuple[str, float, str, dict[int, Path]]]) -> list[LotteryRun]:
+    """Every run of the study, seed by seed."""
+    lot, out = study.lottery, study.out
+    plan: list[LotteryRun] = []
     for seed in lot.seeds:
-        dense = run_dense(study, seed)
+        writes = [*(study.sparsities if "omp" in lot.method and lot.omp_source == "finetuned" else []),
+                  *(study.imp[:1] if "imp" in lot.method else [])]
+        dense = out / f"dense-seed{seed}"
+        plan.append(LotteryRun("dense", 0.0, seed, study.config(dense.name, seed, write=writes), None,
+                               needs=tuple(magnitude_mask_path(dense, "omp", s) for s in writes)))
         if "imp" in lot.method:
-            run_imp(study, seed, dense)
-        if "omp" in lot.method:
-            run_omp(study, seed, dense)
-        if "random" in lot.method:
-            run_random(study, seed)
-        run_transfer(study, seed, transfer)
-    return summarize(study, command)
+            mask, after = magnitude_mask_path(dense, "omp", study.imp[0]), dense.name
+            for k, sparsity in enumerate(study.imp):
+                name, nxt = f"imp-{format_fraction(sparsity)}-seed{seed}", study.imp[k + 1:k + 2]
+                needs = tuple(magnitude_mask_path(out / name, "imp", t) for t in nxt)
+                plan.append(LotteryRun("imp", sparsity, seed, study.config(name, seed, mask, write=nxt), mask,
+                                       needs=needs, after=after))
+                mask, after = (needs[0], name) if needs else (mask, after)
+        for method in ("omp", "random"):
+            if method not in lot.method:
+                continue
+            for s in study.sparsities:
+                name = f"{method}-{format_fraction(s)}-seed{seed}"
+                if method == "omp" and lot.omp_source == "finetuned":
+                    mask = magnitude_mask_path(dense, "omp", s)
+                    plan.append(LotteryRun(method, s, seed, study.config(name, seed, mask), mask, after=dense.name))
+                    continue
+                kind = "omp-pretrained" if method == "omp" else "random"
+                mask = out / "masks" / f"{drawn_mask_name(kind, s, seed)}.safetensors"
+                plan.append(LotteryRun(method, s, seed, study.config(name, seed, mask), mask, draw=(kind, s, seed)))
+        for method, s, source_task, masks in transfer:
+            mask = masks.get(seed, next(iter(masks.values())))
+            name = f"transfer-{method}-{format_fraction(s)}-seed{seed}"
+            plan.append(LotteryRun(f"transfer-{method}", s, seed, study.config(name, seed, mask), mask,
+                                   source_task=source_task))
+    return plan
+
+
+def draw_mask_step(study: Study, kind: str, sparsity: float, seed: int) -> None:
+    """``OUT/masks/{omp-pretrained-s | random-s-seedS}.safetensors``: magnitude pruning of the pre-trained
+    weights, or the same number of weights pruned uniformly at random (drawn from ``seed``)."""
+    name = drawn_mask_name(kind, sparsity, seed)
+    if kind == "omp-pretrained":
+        study.own_mask(name, lambda: magnitude_mask(study.pretrained(), sparsity, meta=study.meta("pretrained")))
+    else:
+        study.own_mask(name, lambda: random_mask(study.pretrained_shapes(), sparsity, seed, meta=study.meta("random")))
+
+
+def report_step(study: Study, command: str) -> None:
+    """``lottery.{json,md,png}`` from the finished runs."""
+    study.runs = {}
+    transfer = transfer_masks(study) if study.lottery.transfer_from else []
+    for run in plan_lottery(study, transfer):
+        extra = {"source_task": run.source_task} if run.source_task else {}
+        study.record(run.method, run.sparsity, run.seed, RunDir(run.config.output.output_dir).result(), run.mask,
+                     **extra)
+    summarize(study, command)
+
+
+def lottery_jobs(study: Study, command: str) -> list[Job]:
+    """The study as jobs: the runs (an IMP round after the previous one, OMP of fine-tuned weights after
+    its dense run), a step per mask the study draws, and the report step."""
+    transfer = transfer_masks(study) if study.lottery.transfer_from else []  # checked before any training
+    plan = plan_lottery(study, transfer)
+    jobs: dict[str, Job] = {}
+    for run in plan:
+        deps = [run.after] if run.after else []
+        if run.draw is not None:
+            draw = f"masks/{drawn_mask_name(*run.draw)}"
+            if draw not in jobs:
+                jobs[draw] = Job(draw, action=draw_mask_step, args=(study, *run.draw), outputs=(run.mask,))
+            deps.append(draw)
+        labels = {"task": study.task.name, "kind": run.method, "seed": run.seed}
+        if run.method != "dense":
+            labels["sparsity"] = run.sparsity
+        jobs[run.name] = Job(run.name, deps=tuple(deps), config=run.config, needs=run.needs, labels=labels)
+    report = Job("lottery", deps=tuple(jobs), action=report_step, args=(study, command),
+                 outputs=tuple(study.out / f"lottery.{ext}" for ext in ("json", "md", "png")))
+    return [*jobs.values(), report]
+
+
+def run_study(study: Study, command: str, engine: EngineOptions | None = None) -> dict | None:
+    """Run (or resume) the study on the study engine; the report (None for a dry run)."""
+    report = run_jobs(JobGraph(lottery_jobs(study, command)), engine or EngineOptions(), study.out)
+    if report is None:
+        return None
+    raise_if_failed(report)
+    return json.loads((study.out / "lottery.json").read_text(encoding="utf-8"))
 
 
 def transfer_masks(study: Study) -> list[tuple[str, float, str, dict[int, Path]]]:
@@ -378,12 +423,15 @@ def plot(report: dict, path: Path) -> None:
 # ---------------------------------------------------------------- command line
 
 
-def parse_args(argv: Sequence[str]) -> tuple[TrainConfig, LotteryConfig]:
+def parse_args(argv: Sequence[str]) -> tuple[TrainConfig, LotteryConfig, EngineOptions]:
     """Defaults < ``--config`` YAML (train.py and study keys together) < flags. A lone ``--`` is
     allowed before the train.py options."""
     parser = config_parser(PROG, __doc__.splitlines()[0], TrainConfig)
     add_config_flags(parser, LotteryConfig)
-    values = dict(vars(parser.parse_args([a for a in argv if a != "--"])))
+    add_engine_flags(parser)
+    args = parser.parse_args([a for a in argv if a != "--"])
+    engine = engine_options(args)
+    values = dict(vars(args))
     config_path = values.pop("config", None)
     yaml_values = read_yaml(config_path) if config_path is not None else {}
     train_keys = set(TrainConfig.flat_names())
@@ -398,22 +446,28 @@ def parse_args(argv: Sequence[str]) -> tuple[TrainConfig, LotteryConfig]:
 
     train = build_config(TrainConfig, pick(train_keys, yaml_values), pick(train_keys, values))
     lottery = build_config(LotteryConfig, pick(study_keys, yaml_values), pick(study_keys, values))
-    return train, lottery
+    return train, lottery, engine
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
 
-    def go() -> None:
-        base, lot = parse_args(argv)
+    def go() -> int:
+        base, lot, engine = parse_args(argv)
         base = base.replace(tasks=[lot.task])
         _, (task,) = resolve_tasks(base)
         sparsities = sorted(set(base.tickets.sparsities)) if {"omp", "random"} & set(lot.method) else []
         imp = lot.imp_sparsities(base.tickets.sparsities) if "imp" in lot.method else []
         out = prepare_output_dir(base.output.output_dir)
         study = Study(base, lot, task, out, sparsities, imp)
-        report = run_study(study, f"{PROG} {shlex.join(argv)}")
-        print(markdown(report))
+        try:
+            report = run_study(study, f"{PROG} {shlex.join(argv)}", engine)
+        except StudyFailed as exc:
+            print(f"{exc}; run the same command again to retry them (finished runs are kept)", file=sys.stderr)
+            return 1
+        if report is not None:
+            print(markdown(report))
+        return 0
 
     return run_main(go)
 

@@ -14,11 +14,15 @@
 4. ``super_ticket.safetensors``: the winning ticket at the sparsity with the best mean score on the
    held-out slice of train (``--select-on dev`` to use dev instead).
 
-A run whose ``metrics.json`` exists is skipped, so re-running the command resumes the study.
+The runs execute on the study engine (:mod:`experiments.engine`): ``--jobs N`` runs at once (default:
+one per core), ``--backend ray`` on a Ray cluster, ``--results-dir DIR`` keeps a committable copy of
+every finished run, ``--dry-run`` prints the plan with its estimated cost. A finished run is never
+trained again, so re-running the command resumes the study.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,9 @@ from basics.cli import config_parser, parse_config, run_main
 from basics.errors import UserError
 from basics.io import atomic_write_json, atomic_write_text
 from basics.stats import mean_std
+from experiments.engine.jobs import Job, JobGraph
+from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, run_jobs
+from experiments.engine.scheduler import StudyFailed, raise_if_failed
 from experiments.plots import plot_phase_transition
 from masks.importance import load_importance
 from masks.kinds import TICKET_KINDS
@@ -117,18 +124,65 @@ def draw_random_ticket(base: TrainConfig, out: Path, seeds: list[int], sparsity:
     return path
 
 
-def run_study(base: TrainConfig, task: str, seeds: list[int], out: Path, select_on: str,
-              control_sparsities: list[float] | None = None) -> dict:
-    """Train (or read back) every run of :func:`plan_study`, then write the report and the super ticket."""
+def collect_runs(plan: list[TicketRun], task: str) -> dict[str, list[dict]]:
+    """``{row: [one record per seed]}`` of the finished runs of ``plan`` (scores on dev and held out)."""
     runs: dict[str, list[dict]] = {}
-    for run in plan_study(base, seeds, out, control_sparsities):
-        if run.kind == "random":
-            draw_random_ticket(base, out, seeds, run.sparsity, run.seed)
-        label = f"dense seed {run.seed}" if run.kind == "dense" else f"{run.row} seed {run.seed}"
-        print(f"[{TAG}] {label}", flush=True)
+    for run in plan:
         extra = {} if run.kind == "dense" else {"sparsity": run.sparsity}
-        runs.setdefault(run.row, []).append({"seed": run.seed, **extra, **scores_of(run_once(run.config), task)})
-    return summarize(runs, base, task, out, select_on, scoring_dir(out, seeds))
+        result = RunDir(run.config.output.output_dir).result()
+        runs.setdefault(run.row, []).append({"seed": run.seed, **extra, **scores_of(result, task)})
+    return runs
+
+
+def report_step(base: TrainConfig, task: str, seeds: list[int], out: Path, select_on: str,
+                control_sparsities: list[float] | None) -> None:
+    """The study's last step: ``phase_transition.{json,md,png}`` and ``super_ticket.safetensors``."""
+    plan = plan_study(base, seeds, out, control_sparsities)
+    summarize(collect_runs(plan, task), base, task, out, select_on, scoring_dir(out, seeds))
+
+
+def report_files(out: Path) -> tuple[Path, ...]:
+    return tuple(out / name for name in ("phase_transition.json", "phase_transition.md", "phase_transition.png",
+                                         "super_ticket.safetensors"))
+
+
+def study_jobs(base: TrainConfig, task: str, seeds: list[int], out: Path, select_on: str,
+               control_sparsities: list[float] | None = None, prefix: str = "") -> list[Job]:
+    """The study as jobs named ``{prefix}{run}``: the dense runs (the first seed's also scores and cuts
+    the tickets), a step drawing each random ticket, every ticket run, and the report step."""
+    plan = plan_study(base, seeds, out, control_sparsities)
+    scorer = RunDir(scoring_dir(out, seeds))
+    first = f"{prefix}{scorer.name}"
+    kinds, sparsities = base.tickets.ticket_kinds, base.tickets.sparsities
+    scorer_needs = (scorer.importance_path, *(scorer.ticket_path(k, s) for k in kinds for s in sparsities))
+    jobs: list[Job] = []
+    for run in plan:
+        labels = {"task": task, "kind": run.kind, "seed": run.seed}
+        if run.kind != "dense":
+            labels["sparsity"] = run.sparsity
+        deps: tuple[str, ...] = () if run.kind == "dense" else (first,)
+        if run.kind == "random":
+            draw = f"{prefix}masks/random-{run.sparsity:.2f}-seed{run.seed}"
+            jobs.append(Job(draw, deps=(first,), action=draw_random_ticket,
+                            args=(base, out, seeds, run.sparsity, run.seed),
+                            outputs=(random_mask_path(out, run.sparsity, run.seed),)))
+            deps = (draw,)
+        needs = scorer_needs if run.config.tickets.score_importance else ()
+        jobs.append(Job(prefix + run.name, deps=deps, config=run.config, needs=needs, labels=labels))
+    jobs.append(Job(f"{prefix}phase_transition", deps=tuple(prefix + r.name for r in plan), action=report_step,
+                    args=(base, task, seeds, out, select_on, control_sparsities), outputs=report_files(out)))
+    return jobs
+
+
+def run_study(base: TrainConfig, task: str, seeds: list[int], out: Path, select_on: str,
+              control_sparsities: list[float] | None = None, engine: EngineOptions | None = None) -> dict | None:
+    """Run (or resume) the whole study on the study engine; the report (None for a dry run)."""
+    graph = JobGraph(study_jobs(base, task, seeds, out, select_on, control_sparsities))
+    report = run_jobs(graph, engine or EngineOptions(), out)
+    if report is None:
+        return None
+    raise_if_failed(report)
+    return json.loads((out / "phase_transition.json").read_text(encoding="utf-8"))
 
 
 def summarize(runs: dict[str, list[dict]], base: TrainConfig, task: str, out: Path, select_on: str,
@@ -188,7 +242,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    def go() -> None:
+    def go() -> int:
         parser = config_parser("python -m experiments.phase_transition", __doc__.splitlines()[0], TrainConfig)
         parser.add_argument("--task", required=True, help="the task (one)")
         parser.add_argument("--seeds", default="1,2", help="comma-separated seeds")
@@ -196,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                             help="choose the super ticket's sparsity on a held-out slice of train, or on dev")
         parser.add_argument("--control-sparsities", default=None,
                             help="sparsities at which random and losing tickets run (default: every sparsity)")
+        add_engine_flags(parser)
         config, args = parse_config(parser, TrainConfig, argv)
         if "," in args.task:
             raise UserError("--task takes one task; run one study per task")
@@ -212,8 +267,14 @@ def main(argv: list[str] | None = None) -> int:
             unknown = [c for c in controls if not any(abs(c - s) < 1e-9 for s in config.tickets.sparsities)]
             if unknown:
                 raise UserError(f"--control-sparsities {unknown} are not among --sparsities {config.tickets.sparsities}")
-        report = run_study(config, task.name, seeds, out, args.select_on, controls)
-        print(markdown(report))
+        try:
+            report = run_study(config, task.name, seeds, out, args.select_on, controls, engine_options(args))
+        except StudyFailed as exc:
+            print(f"{exc}; run the same command again to retry them (finished runs are kept)", file=sys.stderr)
+            return 1
+        if report is not None:
+            print(markdown(report))
+        return 0
 
     return run_main(go)
 

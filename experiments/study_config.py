@@ -19,7 +19,7 @@ A study YAML (``experiments/quickstart.yaml``) has these keys; ``train`` blocks 
       per_task: {mnli: {epochs: 3}}   # task-specific overrides of tickets.train
       dirs: {rte: runs/pt/rte}        # reuse (and resume) existing phase-transition folders
     mtl:
-      variants: [dense, union, per-task]   # dense = MT-DNN; union / intersection / vote:K / per-task
+      variants: [dense, union, per-task]   # dense = MT-DNN; union / intersection / vote:K / per-task; random-share (control)
       single_task: [dense]                 # optional single-task rows: dense and/or super (the super ticket)
       train: {epochs: 3, sampler: proportional}
 
@@ -43,6 +43,7 @@ from mtl.config import TrainConfig
 from mtl.run import resolve_tasks
 
 SELECT_ON = ("holdout", "dev")
+RANDOM_SHARE = "random-share"  # the control arm: per-task random masks with each super ticket's counts
 SINGLE_TASK_KINDS = ("dense", "super")
 # What the runner sets on every run; a ``train`` block may not (it would be overwritten).
 STUDY_OWNED = ("tasks", "output_dir", "seed", "mask", "score_importance", "model", "glue_dir",
@@ -121,11 +122,16 @@ class TicketBudget:
     seeds: list[int] = field(default_factory=lambda: [1])
     kinds: list[str] = field(default_factory=lambda: list(TICKET_KINDS.names()))
     select_on: str = "holdout"
+    control_sparsities: list[float] | None = None  # random / losing tickets only here (default: every sparsity)
     train: dict[str, Any] = field(default_factory=dict)
     per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
     dirs: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.control_sparsities is not None:
+            unknown = [c for c in self.control_sparsities if not any(abs(c - s) < 1e-9 for s in self.sparsities)]
+            if unknown:
+                raise UserError(f"tickets.control_sparsities {unknown} are not among tickets.sparsities {self.sparsities}")
         if not self.sparsities:
             raise UserError("tickets.sparsities needs at least one value, e.g. [0.3, 0.5]")
         for s in self.sparsities:
@@ -156,6 +162,8 @@ class TicketBudget:
             out["kinds"] = _list(data["kinds"], str, f"{where}.kinds")
         if "select_on" in data:
             out["select_on"] = str(data["select_on"])
+        if data.get("control_sparsities") is not None:
+            out["control_sparsities"] = _list(data["control_sparsities"], float, f"{where}.control_sparsities")
         out["train"] = _mapping(data.get("train"), f"{where}.train")
         per_task = _mapping(data.get("per_task"), f"{where}.per_task")
         out["per_task"] = {t: _mapping(v, f"{where}.per_task.{t}") for t, v in per_task.items()}
@@ -170,12 +178,18 @@ class MtlBudget:
     variants: list[str] = field(default_factory=lambda: ["dense", "union", "per-task"])
     single_task: list[str] = field(default_factory=list)
     train: dict[str, Any] = field(default_factory=dict)
+    # seeds of some rows only (keys: a variant, or single-dense / single-super); default: the study's seeds
+    seeds: dict[str, list[int]] = field(default_factory=dict)
+
+    def seeds_for(self, row: str, study_seeds: list[int]) -> list[int]:
+        """The seeds a row is trained with: ``mtl.seeds[row]`` if given, else all of the study's."""
+        return self.seeds.get(row, study_seeds)
 
     def __post_init__(self) -> None:
         if not self.variants and not self.single_task:
             raise UserError("mtl.variants is empty and mtl.single_task too: nothing to train")
         for v in self.variants:
-            if v != "dense":
+            if v not in ("dense", RANDOM_SHARE):
                 parse_mode(v)  # UserError naming the valid modes
         if len(set(self.variants)) != len(self.variants):
             raise UserError(f"mtl.variants lists a variant twice: {self.variants}")
@@ -193,10 +207,18 @@ class MtlBudget:
         _check_keys(data, cls, where)
         out: dict[str, Any] = {"train": _mapping(data.get("train"), f"{where}.train")}
         if "variants" in data:
-            out["variants"] = [str(parse_mode(v)) if v != "dense" else v
+            out["variants"] = [str(parse_mode(v)) if v not in ("dense", RANDOM_SHARE) else v
                                for v in _list(data["variants"], str, f"{where}.variants")]
         if "single_task" in data:
             out["single_task"] = _list(data["single_task"], str, f"{where}.single_task")
+        raw_seeds = data.get("seeds") or {}
+        if not isinstance(raw_seeds, dict):
+            raise UserError(f"study key '{where}.seeds' must map a row to its seeds, e.g. {{union: [1, 2, 3]}}")
+        out["seeds"] = {str(k): _list(v, int, f"{where}.seeds.{k}") for k, v in raw_seeds.items()}
+        rows = {*out.get("variants", cls().variants), *(f"single-{k}" for k in out.get("single_task", []))}
+        unknown = [k for k in out["seeds"] if k not in rows]
+        if unknown:
+            raise UserError(f"{where}.seeds names {unknown}, which are not rows of the study ({', '.join(sorted(rows))})")
         return cls(**out)
 
 
@@ -236,8 +258,12 @@ class StudyConfig:
                                 f"({', '.join(self.tasks)})")
             mapping.clear()
             mapping.update(renamed)
+        for row, seeds in self.mtl.seeds.items():
+            _check_seeds(seeds, f"mtl.seeds.{row}")
+            if not set(seeds) <= set(self.seeds):
+                raise UserError(f"mtl.seeds.{row} {seeds} are not all among the study's seeds {self.seeds}")
         for v in self.mtl.variants:
-            mode = parse_mode(v) if v != "dense" else None
+            mode = parse_mode(v) if v not in ("dense", RANDOM_SHARE) else None
             if mode is not None and mode.name == "vote" and not 1 <= mode.k <= len(self.tasks):
                 raise UserError(f"mtl.variants: {v} needs K in 1..{len(self.tasks)} for {len(self.tasks)} tasks")
         # Build every kind of run config once now, so a bad option fails before any training.

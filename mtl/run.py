@@ -25,11 +25,13 @@ from mtl.distributed import Dist
 from mtl.gating import mask_gating, score_model, write_tickets
 from mtl.model import MultiTaskModel, load_encoder, save_multitask_model
 from mtl.rundir import RunDir, RunResult
-from mtl.trainer import TaskData, Trainer, format_metrics
+from mtl.trainer import Plan, Progress, TaskData, Trainer, format_metrics
 from tasks.hub import load_hub_split
 from tasks.readers import read_split, split_path
 from tasks.registry import TaskRegistry, default_registry, parse_task_list
 from tasks.task_def import TaskDef
+
+StepCallback = Callable[[Progress, Plan], None]
 
 
 def check_output_dir(path_str: str) -> Path:
@@ -207,20 +209,21 @@ class RunOutcome:
     trainer: Trainer | None = None
 
 
-def run_training(config: TrainConfig) -> RunOutcome:
+def run_training(config: TrainConfig, on_step: StepCallback | None = None) -> RunOutcome:
     """Train as ``config`` says and write ``metrics.json``, ``results.json``, ``config.yaml``, ``model/``.
 
     With ``config.tickets.mask`` the encoder is gated by that mask file (shared, or per task); with
     ``config.tickets.score_importance`` the trained model is scored and masks are cut (:mod:`mtl.gating`).
     With ``config.output.resume`` the run continues from ``OUTPUT/checkpoint.pt``. Every input is checked
     before the first file is written. Under torchrun every process calls this; rank 0 writes.
+    ``on_step(progress, plan)`` is called after every optimizer step (a study shows it as progress).
     """
     with (distributed.session(config.runtime.device) as (dist, device), deterministic_algorithms(config.runtime.deterministic),
           torch_threads(config.runtime.num_threads)):
-        return _run(config, dist, device)
+        return _run(config, dist, device, on_step)
 
 
-def _run(config: TrainConfig, dist: Dist, device: torch.device) -> RunOutcome:
+def _run(config: TrainConfig, dist: Dist, device: torch.device, on_step: StepCallback | None) -> RunOutcome:
     say = print if dist.is_main else (lambda *args, **kwargs: None)
     out = check_output_dir(config.output.output_dir)
     config.tickets.check_files()
@@ -238,7 +241,8 @@ def _run(config: TrainConfig, dist: Dist, device: torch.device) -> RunOutcome:
     if config.tickets.mask:
         before_batch, mask_info = mask_gating(model, Path(config.tickets.mask).expanduser(), [t.name for t in tasks])
     pad_id = tokenizer.pad_token_id or 0
-    trainer = Trainer(model, data, config, out, pad_id=pad_id, before_batch=before_batch, dist=dist, device=device)
+    trainer = Trainer(model, data, config, out, pad_id=pad_id, before_batch=before_batch, on_step=on_step, dist=dist,
+                      device=device)
     # every input has been checked: from here on, files are written (by rank 0)
     if dist.is_main:
         prepare_output_dir(config.output.output_dir)
@@ -326,7 +330,7 @@ def write_results(out: Path, summary: dict, model: MultiTaskModel, tokenizer, co
 
 
 def ensure_run(config: TrainConfig, *, needs: Sequence[Path] = (), tag: str = "run",
-               say: Callable[[str], None] = print) -> RunResult:
+               say: Callable[[str], None] = print, on_step: StepCallback | None = None) -> RunResult:
     """The result of the run ``config`` describes, training it only if its folder does not hold it finished.
 
     - finished (``metrics.json`` and ``results.json``, and every file in ``needs``): the run must be the
@@ -344,7 +348,7 @@ def ensure_run(config: TrainConfig, *, needs: Sequence[Path] = (), tag: str = "r
         return run.result()
     resume = run.has_checkpoint and not run.finished
     say(f"[{tag}] {run.name}{' (resuming)' if resume else ''}")
-    result = run_training(config.replace(resume=resume)).result
+    result = run_training(config.replace(resume=resume), on_step=on_step).result
     missing = [str(p) for p in needs if not Path(p).is_file()]
     if missing:
         raise UserError(f"run {run.path} did not write {missing[0]}")

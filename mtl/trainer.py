@@ -120,6 +120,7 @@ class Trainer:
 
     def __init__(self, model: MultiTaskModel, data: dict[str, TaskData], config: TrainConfig,
                  output_dir: Path, pad_id: int, before_batch: Callable[[str], None] | None = None,
+                 on_step: Callable[[Progress, Plan], None] | None = None,
                  dist: Dist = SINGLE, device: torch.device | None = None) -> None:
         self.model = model
         self.data = data
@@ -127,6 +128,7 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.pad_id = pad_id
         self.before_batch = before_batch or (lambda task: None)
+        self.on_step = on_step  # called after every optimizer step (a study's progress display), rank 0 only
         self.dist = dist
         self.device = device if device is not None else pick_device(config.runtime.device)
         self.amp_dtype = autocast_dtype(config.runtime.precision, self.device)
@@ -282,6 +284,8 @@ class Trainer:
                 if self._checkpoint_due or (cfg.output.checkpoint_every and progress.opt_step % cfg.output.checkpoint_every == 0):
                     self._save_checkpoint(progress, best_state)
             bar.update(1)
+            if sync and self.on_step is not None and self.dist.is_main:
+                self.on_step(progress, plan)
         return best_state
 
     def _forward_backward(self, task: str, indices: list[int], sync: bool, progress: Progress, epoch: int) -> float:

@@ -79,15 +79,17 @@ def test_rerun_skips_every_finished_run(study, tiny, capsys, monkeypatch):
 
     monkeypatch.setattr(mtl.run, "run_training", no_training)
     capsys.readouterr()
-    assert main([*STUDY, "--output-dir", str(study), "--", *tiny]) == 0
-    assert capsys.readouterr().out.count("finished, skipped") == 14
+    assert main([*STUDY, "--output-dir", str(study), "--backend", "inline", "--", *tiny]) == 0
+    assert "14/19 done" in capsys.readouterr().out  # every run finished before; the 4 drawn masks and the report remain
+    engine = json.loads((study / "logs" / "engine.json").read_text())
+    assert sum(j["status"] == "finished-before" for j in engine["jobs"]) == 14
     assert {p: p.stat().st_mtime_ns for p in study.glob("*/metrics.json")} == stamps
     # an IMP round is finished only with its next round's mask: without it, the round is trained again
     monkeypatch.undo()
     magnitude_mask_path(study / "imp-0.20-seed2", "imp", 0.4).unlink()
     assert main([*STUDY, "--output-dir", str(study), "--", *tiny]) == 0
     out = capsys.readouterr().out
-    assert "[lottery] imp-0.20-seed2\n" in out and out.count("finished, skipped") == 13
+    assert "[start] imp-0.20-seed2" in out and "13/19 done" in out
 
 
 def test_finished_runs_made_with_other_options_stop_the_study(study, tiny, capsys):
@@ -152,7 +154,7 @@ def test_matching_rule_on_synthetic_numbers(tmp_path):
 
 
 def test_cpu_config_parses():
-    config, study = parse_args(["--config", str(REPO / "experiments" / "lottery_cpu.yaml"), "--task", "rte",
+    config, study, _ = parse_args(["--config", str(REPO / "experiments" / "lottery_cpu.yaml"), "--task", "rte",
                                 "--output-dir", "x"])
     assert (config.model.name, config.data.max_train_samples, config.data.holdout_fraction, config.optim.epochs) == ("minilm", 1000, 0.1, 2)
     assert (config.runtime.num_threads, config.runtime.progress, config.tickets.sparsities) == (1, False, [0.3, 0.6])

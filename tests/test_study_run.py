@@ -3,17 +3,21 @@ synthetic runs. Resume skips finished runs, restarts crashed ones, retries faile
 of a finished run and a bad study file are one-line errors; the table and plots come out."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+import mtl.run
 from experiments import run as study_run
-from experiments.phase_transition import plan_study, summarize
 from experiments.study_config import load_study
 from masks.arch import EncoderShape
+from masks.importance import Importance, save_importance
 from masks.mask import Mask, load_mask_file, save_mask
 from mtl.config import save_config
+from mtl.run import RunOutcome
+from mtl.rundir import RunResult
 
 SHAPE = EncoderShape(num_layers=2, num_heads=2, head_dim=3, hidden=6, intermediate=5)
 TICKET_HEADS = {"rte": [[1, 1], [0, 1]], "mrpc": [[0, 1], [1, 1]]}
@@ -48,66 +52,65 @@ def ticket(task: str, kind: str, sparsity: float) -> Mask:
 
 
 class Fakes:
-    """Stand-ins for mtl.run.run_training and phase_transition.run_study; they record what they train."""
+    """Stand-in for mtl.run.run_training (the study runs inline, in this process): it writes a synthetic
+    finished run, and the scoring run's importance and tickets; it records what it trains."""
 
     def __init__(self):
-        self.trained: list[str] = []  # run folder names, in order
+        self.trained: list[str] = []  # multi-task / single-task run folder names, in order
         self.ticket_runs: list[str] = []
         self.fail: set[str] = set()
         self.fail_tickets: set[str] = set()
 
-    def run_training(self, config):
-        out = study_run.Path(config.output.output_dir)
+    def run_training(self, config, on_step=None):
+        out = Path(config.output.output_dir)
+        task = config.data.tasks[0]
+        is_ticket_run = out.parent.parent.name == "tickets" or out.parent.name.startswith("pt-")
+        if is_ticket_run and task in self.fail_tickets:
+            raise RuntimeError(f"ticket study of {task} broke")
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
         if out.name in self.fail:
             raise RuntimeError(f"boom in {out.name}")
-        bonus = 1.0 if config.tickets.mask else 0.0
-        metrics = {t: {m: 60.0 + 10 * i + config.optim.seed + bonus for i, m in enumerate(METRICS[t])} for t in config.data.tasks}
-        results = {"metrics": metrics}
+        if is_ticket_run:
+            name = out.name.rsplit("-seed", 1)[0]
+            score = 68.0 if name == "dense" else 70.0 - 10 * float(name.rsplit("-", 1)[1])
+            metrics = {task: {"accuracy": score}}
+            results = {"metrics": metrics, "holdout_metrics": metrics}
+            self.ticket_runs.append(f"{task}/{out.name}")
+        else:
+            bonus = 1.0 if config.tickets.mask else 0.0
+            metrics = {t: {m: 60.0 + 10 * i + config.optim.seed + bonus for i, m in enumerate(METRICS[t])}
+                       for t in config.data.tasks}
+            results = {"metrics": metrics}
+            self.trained.append(out.name)
         if config.tickets.mask:
             loaded = load_mask_file(config.tickets.mask)
             union = loaded if isinstance(loaded, Mask) else loaded["rte"] | loaded["mrpc"]
             kept, total = union.param_counts(SHAPE)
-            results["mask"] = {"mask_mode": "shared" if isinstance(loaded, Mask) else "per-task",
-                               "mask_kind": union.meta.to_strings().get("kind", ""), "params_kept": kept, "params_prunable": total}
+            results["mask"] = {"mask": config.tickets.mask, "mask_mode": "shared" if isinstance(loaded, Mask) else "per-task",
+                               "mask_kind": union.meta.kind, "params_kept": kept, "params_prunable": total}
+        if config.tickets.score_importance:
+            g = torch.Generator().manual_seed(0)
+            save_importance(Importance(torch.rand(2, 2, generator=g), torch.rand(2, 5, generator=g), torch.rand(2, 2),
+                                       torch.rand(2, 5), torch.rand(2, 1), {"tasks": task, "model": "tiny"}),
+                            out / "importance.safetensors")
+            for s in config.tickets.sparsities:
+                for kind in config.tickets.ticket_kinds:
+                    save_mask(ticket(task, kind, s), out / "masks" / f"{kind}-{s:.2f}.safetensors")
         (out / "results.json").write_text(json.dumps(results))
         (out / "metrics.json").write_text(json.dumps(metrics))
-        self.trained.append(out.name)
-
-    def run_study(self, base, task, seeds, out, select_on):
-        if task in self.fail_tickets:
-            raise RuntimeError(f"ticket study of {task} broke")
-        runs = {}
-        scoring = out / f"dense-seed{seeds[0]}"
-        for planned in plan_study(base, seeds, out):
-            run, name, seed = out / planned.name, planned.row, planned.seed
-            score = 70.0 - 10 * planned.sparsity if name != "dense" else 68.0
-            if not (run / "metrics.json").is_file():
-                run.mkdir(parents=True, exist_ok=True)
-                save_config(planned.config, run / "config.yaml")
-                (run / "results.json").write_text(json.dumps({"metrics": {task: {"accuracy": score}}}))
-                (run / "metrics.json").write_text(json.dumps({task: {"accuracy": score}}))
-                self.ticket_runs.append(f"{task}/{run.name}")
-            entry = {"seed": seed, "dev": score, "holdout": score, "dev_metrics": {"accuracy": score}}
-            if name != "dense":
-                entry["sparsity"] = planned.sparsity
-            runs.setdefault(name, []).append(entry)
-        for s in base.tickets.sparsities:
-            save_mask(ticket(task, "winning", s), scoring / "masks" / f"winning-{s:.2f}.safetensors")
-        return summarize(runs, base, task, out, select_on, scoring)
+        return RunOutcome(RunResult.from_dict(results))
 
 
 @pytest.fixture
 def fakes(monkeypatch):
     f = Fakes()
-    monkeypatch.setattr(study_run, "run_training", f.run_training)
-    monkeypatch.setattr(study_run, "run_study", f.run_study)
+    monkeypatch.setattr(mtl.run, "run_training", f.run_training)
     return f
 
 
 def run_cli(path, capsys, *flags):
-    code = study_run.main([str(path), *flags])
+    code = study_run.main([str(path), "--backend", "inline", *flags])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -121,7 +124,8 @@ def test_whole_study_then_resume_trains_nothing(tmp_path, fakes, capsys):
     path = write_study(tmp_path)
     code, out, err = run_cli(path, capsys)
     assert code == 0, err
-    assert fakes.trained == MTL_RUNS  # seed by seed
+    assert sorted(fakes.trained) == sorted(MTL_RUNS)
+    assert fakes.trained.index("mtl-dense-seed2") < fakes.trained.index("mtl-union-seed1")  # dense needs no ticket
     assert len(fakes.ticket_runs) == 2 * 7  # per task: dense + 3 kinds x 2 sparsities, 1 seed
     root = tmp_path / "out"
     info = json.loads((root / "runs" / "mtl-union-seed2" / "study_run.json").read_text())
@@ -138,8 +142,9 @@ def test_whole_study_then_resume_trains_nothing(tmp_path, fakes, capsys):
     for name in ["phase-rte", "phase-mrpc", "mask-rte", "mask-mrpc", "mask-union", "mask-per-task", "overlap"]:
         assert (root / "plots" / f"{name}.png").stat().st_size > 0, name
     summary = json.loads((root / "summary.json").read_text())
-    assert sum(r["status"] == "ran" for r in summary["runs"]) == len(MTL_RUNS) + 2
-    assert "[run 1/10] mtl-dense-seed1: training MT-DNN (dense), seed 1" in out
+    trained = [j["name"] for j in summary["jobs"] if j["status"] == "ran" and j["name"].startswith("runs/")]
+    assert sorted(trained) == sorted(f"runs/{r}" for r in MTL_RUNS)
+    assert "[start] runs/mtl-dense-seed1" in out and "[done] runs/mtl-dense-seed1: in " in out
     assert "| Tickets-Share (union) | 2 |" in out
 
     fakes.trained.clear()
@@ -147,8 +152,10 @@ def test_whole_study_then_resume_trains_nothing(tmp_path, fakes, capsys):
     code, out, err = run_cli(path, capsys)
     assert code == 0, err
     assert fakes.trained == [] and fakes.ticket_runs == []
-    assert out.count("finished before, skipped") == len(MTL_RUNS)
-    assert f"training runs: 0 trained, {len(MTL_RUNS)} finished before, 0 failed, 0 not run" in out
+    summary = json.loads((root / "summary.json").read_text())
+    assert all(j["status"] == "finished-before" for j in summary["jobs"] if j["name"].startswith(("runs/", "tickets/"))
+               and not j["name"].endswith(("phase_transition",)) and "/masks/" not in j["name"])
+    assert f"{len(MTL_RUNS) + 14} finished-before" in out
 
 
 def test_crashed_run_restarts(tmp_path, fakes, capsys):
@@ -160,7 +167,7 @@ def test_crashed_run_restarts(tmp_path, fakes, capsys):
     code, out, _ = run_cli(path, capsys)
     assert code == 0
     assert fakes.trained == ["mtl-union-seed2"]
-    assert "mtl-union-seed2: training Tickets-Share (union), seed 2 (restarting an unfinished run)" in out
+    assert "[start] runs/mtl-union-seed2" in out
 
 
 def test_failed_run_is_reported_then_retried(tmp_path, fakes, capsys):
@@ -168,7 +175,7 @@ def test_failed_run_is_reported_then_retried(tmp_path, fakes, capsys):
     fakes.fail = {"mtl-per-task-seed1"}
     code, out, _ = run_cli(path, capsys)
     assert code == 1
-    assert "mtl-per-task-seed1: FAILED after" in out and "RuntimeError: boom in mtl-per-task-seed1" in out
+    assert "[FAILED] runs/mtl-per-task-seed1: after" in out and "RuntimeError: boom in mtl-per-task-seed1" in out
     assert "boom" in (tmp_path / "out" / "runs" / "mtl-per-task-seed1" / "error.log").read_text()
     assert "mtl-dense-seed2" in fakes.trained  # the study went on
     fakes.fail, fakes.trained = set(), []
@@ -181,8 +188,9 @@ def test_failed_ticket_study_leaves_masked_runs_undone(tmp_path, fakes, capsys):
     fakes.fail_tickets = {"mrpc"}
     code, out, _ = run_cli(path, capsys)
     assert code == 1
-    assert fakes.trained == ["mtl-dense-seed1", "mtl-dense-seed2"]
-    assert "mtl-union-seed1: not run (no super ticket for mrpc)" in out
+    assert sorted(fakes.trained) == ["mtl-dense-seed1", "mtl-dense-seed2", "single-super-rte-seed1",
+                                     "single-super-rte-seed2"]  # everything that needs no mrpc ticket
+    assert "[not run] runs/mtl-union-seed1: needs masks/union, which failed" in out
     assert not (tmp_path / "out" / "masks" / "union.safetensors").exists()
 
 
@@ -202,7 +210,8 @@ def test_finished_run_with_other_options_is_an_error(tmp_path, fakes, capsys):
 def test_dry_run_trains_nothing(tmp_path, fakes, capsys):
     code, out, _ = run_cli(write_study(tmp_path), capsys, "--dry-run")
     assert code == 0 and fakes.trained == [] and not (tmp_path / "out").exists()
-    assert "tickets rte: 7 runs, 0 finished" in out and "mtl-per-task-seed2: Tickets-Share (per-task), seed 2 [to run]" in out
+    assert "tickets/rte/dense-seed1: to train" in out and "runs/mtl-per-task-seed2: to train" in out
+    assert "estimated cost of what is left" in out
 
 
 def test_tasks_are_canonical_and_options_layer(tmp_path):
@@ -277,8 +286,11 @@ def test_shipped_study_files_are_valid(name, tasks, seeds, runs):
 def test_changed_ticket_with_finished_runs_is_an_error(single_task, what, tmp_path, fakes, capsys, monkeypatch):
     path = write_study(tmp_path, mtl__single_task=single_task)
     assert run_cli(path, capsys)[0] == 0
-    monkeypatch.setitem(TICKET_HEADS, "rte", [[1, 0], [0, 1]])  # the ticket study now selects other heads
+    monkeypatch.setitem(TICKET_HEADS, "rte", [[1, 0], [0, 1]])  # the scoring runs now hold other tickets
     monkeypatch.setitem(TICKET_HEADS, "mrpc", [[1, 0], [0, 1]])
+    for task in ("rte", "mrpc"):
+        for mask in (tmp_path / "out" / "tickets" / task / "dense-seed1" / "masks").glob("winning-*.safetensors"):
+            save_mask(ticket(task, "winning", float(mask.stem.split("-")[1])), mask)
     fakes.trained.clear()
     code, _, err = run_cli(path, capsys)
     assert code == 2 and fakes.trained == []

@@ -1,0 +1,160 @@
+"""The flags every study command shares, the backend they build, and the ``--dry-run`` plan.
+
+    --jobs N              concurrent runs (default: the cores at --threads-per-run each; one per GPU)
+    --threads-per-run N   torch threads of each run (default 1 on CPU: small models scale poorly)
+    --backend local|ray|inline
+    --ray-address ADDR    an existing Ray cluster (default: a local Ray started for the study)
+    --gpus-per-run F      Ray: GPUs each run asks for (default 1 when the driver sees CUDA, else 0)
+    --results-dir DIR     copy each finished run's small artifacts there; continue from it
+    --status-every S      seconds between progress reports
+    --dry-run             print the graph with its estimated cost; train nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from basics.errors import UserError
+from basics.registry import Registry
+from experiments.engine.backends import Backend, InlineBackend, LocalBackend, RayBackend
+from experiments.engine.cost import CostModel, duration
+from experiments.engine.jobs import JobGraph
+from experiments.engine.results_dir import ResultsDir
+from experiments.engine.scheduler import Report, Scheduler, raise_user_errors, write_report
+
+BACKENDS: Registry[str] = Registry("backend")
+BACKENDS.register("local", "one worker process per run on this machine (the default)")
+BACKENDS.register("ray", "one Ray task per run, on a Ray cluster or a local Ray")
+BACKENDS.register("inline", "every job in the scheduler's own process, one at a time (debugging)")
+
+
+def cuda_devices() -> list[str]:
+    """``cuda:0``... for every GPU this process sees (none without CUDA)."""
+    import torch
+
+    return [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+@dataclass
+class EngineOptions:
+    jobs: int | None = None
+    threads_per_run: int | None = None
+    backend: str = "local"
+    ray_address: str | None = None
+    gpus_per_run: float | None = None
+    results_dir: Path | None = None
+    status_every: float = 60.0
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        BACKENDS.check(self.backend)
+        for name in ("jobs", "threads_per_run"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.ray_address and self.backend != "ray":
+            raise UserError("--ray-address needs --backend ray")
+
+    def resolved(self) -> tuple[int, int, list[str]]:
+        """(concurrent jobs, threads per run, devices to spread runs over)."""
+        devices = [] if self.backend == "ray" else cuda_devices()
+        cores = os.cpu_count() or 1
+        if devices:
+            threads = self.threads_per_run or max(1, cores // len(devices))
+            return self.jobs or len(devices), threads, devices
+        threads = self.threads_per_run or 1
+        return self.jobs or max(1, cores // threads), threads, []
+
+
+def add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("study engine")
+    group.add_argument("--jobs", type=int, default=None,
+                       help="runs at once (default: the cores at --threads-per-run each; one per GPU on a GPU box)")
+    group.add_argument("--threads-per-run", type=int, default=None, help="torch threads per run (default 1 on CPU)")
+    group.add_argument("--backend", default="local", help=f"where runs execute: {', '.join(BACKENDS.names())}")
+    group.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    group.add_argument("--gpus-per-run", type=float, default=None, help="Ray: GPUs per run (default: 1 with CUDA)")
+    group.add_argument("--results-dir", type=Path, default=None,
+                       help="copy every finished run's small artifacts here (commit it); a study continues from it")
+    group.add_argument("--status-every", type=float, default=60.0, help="seconds between progress reports")
+    group.add_argument("--dry-run", action="store_true", help="print the job graph with its estimated cost; train nothing")
+
+
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    return EngineOptions(jobs=args.jobs, threads_per_run=args.threads_per_run, backend=args.backend,
+                         ray_address=args.ray_address, gpus_per_run=args.gpus_per_run, results_dir=args.results_dir,
+                         status_every=args.status_every, dry_run=args.dry_run)
+
+
+def make_backend(options: EngineOptions, log_dir: Path) -> Backend:
+    jobs, threads, _ = options.resolved()
+    if options.backend == "inline":
+        return InlineBackend(log_dir)
+    if options.backend == "ray":
+        gpus = options.gpus_per_run if options.gpus_per_run is not None else (1.0 if cuda_devices() else 0.0)
+        return RayBackend(options.ray_address, cpus_per_job=threads, gpus_per_job=gpus, local_cpus=jobs * threads,
+                          log_dir=log_dir)
+    return LocalBackend(jobs, log_dir)
+
+
+def results_dir(options: EngineOptions, study_out: Path) -> ResultsDir | None:
+    return ResultsDir(options.results_dir, study_out) if options.results_dir is not None else None
+
+
+def plan_text(graph: JobGraph, options: EngineOptions, results: ResultsDir | None) -> str:
+    """The graph as a table: every job, its state and estimated time; then the totals."""
+    jobs, threads, devices = options.resolved()
+    cost = CostModel(threads)
+    cost.learn(j.run for j in graph.training())
+    lines = [f"{len(graph)} jobs ({len(graph.training())} training runs); {jobs} at a time, {threads} thread(s) each"
+             + (f", on {', '.join(devices)}" if devices else "")]
+    counts: dict[str, int] = {}
+    todo_seconds = 0.0
+    unknown = 0
+    for job in graph.order():
+        if job.is_training:
+            state = "finished" if job.finished() else (
+                "in results folder" if results is not None and results.finished_copy(job.run) else job.run.state())
+            if state in ("new", "started", "resumable"):
+                estimate = cost.seconds(job)
+                if estimate is None:
+                    unknown += 1
+                else:
+                    todo_seconds += estimate
+                text = f"~{duration(estimate)}"
+                state = "to train" if state != "resumable" else "resumable"
+            else:
+                text = ""
+        else:
+            state, text = f"step ({job.where})", ""
+        counts[state] = counts.get(state, 0) + 1
+        deps = f" <- {len(job.deps)} job(s)" if job.deps else ""
+        lines.append(f"  {job.name}: {state}{(' ' + text) if text else ''}{deps}")
+    lines.append("training runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if not s.startswith("step")))
+    core_hours = todo_seconds * threads / 3600
+    lines.append(f"estimated cost of what is left: {core_hours:.1f} core-hours, about {duration(todo_seconds / jobs)} "
+                 f"with {jobs} run(s) at a time" + (f" ({unknown} run(s) without an estimate)" if unknown else ""))
+    return "\n".join(lines)
+
+
+def run_jobs(graph: JobGraph, options: EngineOptions, out: Path, say=None) -> Report | None:
+    """Run ``graph`` as ``options`` say, logs under ``OUT/logs``; None for ``--dry-run`` (the plan is
+    printed). A user mistake found by a job is raised as one UserError after the running jobs end."""
+    results = results_dir(options, out)
+    if options.dry_run:
+        (say or print)(plan_text(graph, options, results))
+        return None
+    jobs, threads, devices = options.resolved()
+    log_dir = Path(out) / "logs"
+    backend = make_backend(options, log_dir)
+    scheduler = Scheduler(graph, backend, log_dir=log_dir, results=results, threads_per_run=threads,
+                          devices=devices, say=say, status_every=options.status_every)
+    report = scheduler.run()
+    write_report(report, log_dir / "engine.json")  # the last call's
+    write_report(report, log_dir / f"engine-{socket.gethostname()}-{os.getpid()}.json")  # every call's
+    raise_user_errors(report)
+    return report

@@ -1,0 +1,241 @@
+"""The study engine: job graphs, locks, results folders, and a tiny phase-transition study run on the
+local backend with 1 and 2 workers, killed with SIGKILL, shared by two schedulers, continued from a
+results folder on a fresh output folder, and run on a local Ray cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import mtl.run
+from basics.errors import UserError
+from experiments import phase_transition as pt
+from experiments.engine.backends import InlineBackend, LocalBackend
+from experiments.engine.jobs import Job, JobGraph
+from experiments.engine.locks import RunLock
+from experiments.engine.options import EngineOptions, make_backend
+from experiments.engine.results_dir import ResultsDir
+from experiments.engine.scheduler import Scheduler
+from mtl.config import TrainConfig, save_config
+from mtl.rundir import RunDir
+from tests.conftest import REPO
+from tests.tiny_run import tiny_setup
+
+# ---------------------------------------------------------------- steps used as jobs (module level: picklable)
+
+
+def write_file(path: str, text: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text)
+
+
+def fail() -> None:
+    raise RuntimeError("planted failure")
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def step(name: str, tmp: Path, action=write_file, deps=(), where="scheduler", **kw) -> Job:
+    args = (str(tmp / f"{name}.txt"), name) if action is write_file else ()
+    return Job(name, deps=tuple(deps), action=action, args=args, where=where, **kw)
+
+
+# ---------------------------------------------------------------- graph, locks, results folder
+
+
+def test_graph_orders_by_dependencies_and_refuses_cycles(tmp_path):
+    graph = JobGraph([step("b", tmp_path, deps=["a"]), step("a", tmp_path), step("c", tmp_path, deps=["a", "b"])])
+    assert [j.name for j in graph.order()] == ["a", "b", "c"]
+    assert graph.dependents("a") == ["b", "c"]
+    with pytest.raises(ValueError, match="cycle"):
+        JobGraph([step("x", tmp_path, deps=["y"]), step("y", tmp_path, deps=["x"])]).order()
+    with pytest.raises(ValueError, match="unknown job"):
+        JobGraph([step("x", tmp_path, deps=["nope"])]).validate()
+    config = TrainConfig.of(tasks=["rte"], output_dir=str(tmp_path / "run"))
+    with pytest.raises(UserError, match="write the same run directory"):
+        JobGraph([Job("r1", config=config), Job("r2", config=config)]).validate()
+
+
+def test_lock_is_exclusive_and_a_dead_owners_lock_is_taken_over(tmp_path):
+    mine = RunLock(tmp_path)
+    assert mine.acquire()
+    other = RunLock(tmp_path)
+    other.pid = mine.pid + 10**6  # another process of this host
+    assert not other.acquire()  # a live owner (this process) holds it
+    mine.release()
+    assert not (tmp_path / ".lock").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / ".lock").write_text(json.dumps({"host": mine.host, "pid": int(dead.stdout), "started": 0}))
+    assert mine.acquire()  # the owner's pid is gone: stale
+    remote = RunLock(tmp_path, stale_after=0.5)
+    remote.host, remote.pid = "other-host", 1
+    assert not remote.acquire()
+    time.sleep(0.7)  # no heartbeat from this host's owner for longer than stale_after
+    assert remote.acquire() and remote.holder().host == "other-host"
+
+
+def test_results_dir_mirrors_small_artifacts_and_restores_them(tmp_path):
+    out, results = tmp_path / "out", tmp_path / "results"
+    run = RunDir(out / "tickets" / "rte" / "dense-seed1")
+    run.path.mkdir(parents=True)
+    save_config(TrainConfig.of(tasks=["rte"], output_dir=str(run.path)), run.config_path)
+    run.results_path.write_text(json.dumps({"metrics": {"rte": {"accuracy": 60.0}}}))
+    run.metrics_path.write_text(json.dumps({"rte": {"accuracy": 60.0}}))
+    (run.model_dir).mkdir()
+    (run.model_dir / "heads.safetensors").write_bytes(b"weights")
+    rd = ResultsDir(results, out)
+    copied = rd.publish_run(run)
+    assert sorted(p.name for p in copied) == ["config.yaml", "metrics.json", "results.json"]
+    assert not (results / "tickets" / "rte" / "dense-seed1" / "model").exists()  # no weights
+    fresh = RunDir(tmp_path / "elsewhere" / "tickets" / "rte" / "dense-seed1")
+    assert ResultsDir(results, tmp_path / "elsewhere").restore_run(fresh)
+    assert fresh.finished and fresh.metrics() == {"rte": {"accuracy": 60.0}}
+
+
+@pytest.mark.parametrize("backend", ["inline", "local"])
+def test_a_failed_job_fails_alone(tmp_path, backend):
+    jobs = [step("ok", tmp_path), step("bad", tmp_path, action=fail, where="worker"),
+            step("after-bad", tmp_path, deps=["bad"]), step("after-ok", tmp_path, deps=["ok"]),
+            step("report", tmp_path, deps=["after-bad", "after-ok"], after_failures=True)]
+    if backend == "local":  # a worker killed outright is that job's failure too
+        jobs.append(step("killed", tmp_path, action=die, where="worker"))
+    chosen = InlineBackend(tmp_path / "logs") if backend == "inline" else LocalBackend(2, tmp_path / "logs")
+    report = Scheduler(JobGraph(jobs), chosen, log_dir=tmp_path / "logs", say=lambda line: None).run()
+    status = {name: r.status for name, r in report.records.items()}
+    assert status["bad"] == "failed" and status["after-bad"] == "not-run"
+    assert status["ok"] == status["after-ok"] == status["report"] == "ran" and (tmp_path / "report.txt").is_file()
+    assert "planted failure" in report.records["bad"].error and not report.ok
+    if backend == "local":
+        assert status["killed"] == "failed" and "killed by signal 9" in report.records["killed"].error
+
+
+def test_backend_choice_and_missing_ray(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="unknown backend 'slurm'"):
+        EngineOptions(backend="slurm")
+    with pytest.raises(UserError, match="--ray-address needs --backend ray"):
+        EngineOptions(ray_address="auto")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(UserError, match=r"--backend ray needs Ray: pip install '\.\[ray\]'"):
+        make_backend(EngineOptions(backend="ray"), tmp_path)
+
+
+# ---------------------------------------------------------------- a tiny phase-transition study
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("engine")
+    options = tiny_setup(root)
+    options = options[:options.index("--tasks")] + options[options.index("--tasks") + 2:]
+    return root, [*options, "--task", "tinysent", "--sparsities", "0.3", "--seeds", "1,2", "--deterministic",
+                  "--status-every", "600"]
+
+
+def metrics_of(out: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(out.glob("*/metrics.json"))}
+
+
+def engine_records(out: Path) -> list[dict]:
+    return json.loads((out / "logs" / "engine.json").read_text())["jobs"]
+
+
+def test_one_and_two_workers_give_identical_results(tiny, capsys):
+    root, args = tiny
+    for jobs in (1, 2):
+        assert pt.main([*args, "--epochs", "1", "--jobs", str(jobs), "--output-dir", str(root / f"jobs{jobs}")]) == 0
+    one, two = metrics_of(root / "jobs1"), metrics_of(root / "jobs2")
+    assert len(one) == 8 and one == two  # dense x2, winning / random / losing x2 seeds
+    reports = [json.loads((root / f"jobs{j}" / "phase_transition.json").read_text())["rows"] for j in (1, 2)]
+    assert reports[0] == reports[1]
+    overheads = [r["overhead"] for r in engine_records(root / "jobs2") if r["overhead"] is not None]
+    assert sorted(overheads)[len(overheads) // 2] < 2.0  # median dispatch-to-start, the fork server warm
+
+
+def test_a_study_continues_from_a_results_folder_without_training(tiny, monkeypatch, capsys):
+    root, args = tiny
+    first = [*args, "--epochs", "1", "--results-dir", str(root / "results")]
+    assert pt.main([*first, "--output-dir", str(root / "first")]) == 0
+    assert (root / "results" / "super_ticket.safetensors").is_file()
+    assert (root / "results" / "dense-seed1" / "importance.safetensors").is_file()
+    assert not list((root / "results").rglob("checkpoint.pt")) and not list((root / "results").rglob("model"))
+
+    def no_training(config, on_step=None):
+        raise AssertionError(f"trained {config.output.output_dir} again")
+
+    monkeypatch.setattr(mtl.run, "run_training", no_training)
+    assert pt.main([*first, "--output-dir", str(root / "fresh"), "--backend", "inline"]) == 0
+    records = {r["name"]: r["status"] for r in engine_records(root / "fresh")}
+    assert [n for n, s in records.items() if s == "restored"] == [n for n in records if "seed" in n and "/" not in n]
+    assert metrics_of(root / "fresh") == metrics_of(root / "first")
+    # a changed option is still refused, for a run found in the results folder too
+    code = pt.main([*args, "--epochs", "2", "--results-dir", str(root / "results"), "--output-dir", str(root / "third"),
+                    "--backend", "inline"])
+    assert code == 2 and "was made with other options: epochs: 1.0 -> 2.0" in capsys.readouterr().err
+
+
+def _cli(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "experiments.phase_transition", *args]
+
+
+def test_a_killed_study_resumes_its_runs_from_their_checkpoints(tiny):
+    root, args = tiny
+    out = root / "killed"
+    long = [*args, "--epochs", "30", "--checkpoint-every", "5", "--jobs", "1", "--seeds", "1", "--ticket-kinds", "winning",
+            "--output-dir", str(out)]
+    proc = subprocess.Popen(_cli(long), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    checkpoint = out / "dense-seed1" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    assert checkpoint.is_file(), "the first run never wrote a checkpoint"
+    os.killpg(proc.pid, signal.SIGKILL)  # scheduler, fork server and worker at once
+    proc.wait()
+    assert not (out / "dense-seed1" / "metrics.json").exists() and (out / "dense-seed1" / ".lock").exists()
+    done = subprocess.run(_cli(long), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "[start] dense-seed1 (resuming)" in done.stdout  # the stale lock was taken over, the checkpoint used
+    assert "resuming" in (out / "dense-seed1" / "train.log").read_text()
+    assert len(metrics_of(out)) == 2 and not list(out.rglob(".lock"))  # dense and winning-0.30
+
+
+def test_two_schedulers_on_one_folder_split_the_work(tiny):
+    root, args = tiny
+    out = root / "shared"
+    cmd = _cli([*args, "--epochs", "1", "--jobs", "1", "--output-dir", str(out)])
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
+    reports = [json.loads(p.read_text()) for p in sorted((out / "logs").glob("engine-*.json"))]
+    assert len(reports) == 2
+    trained = [r["name"] for rep in reports for r in rep["jobs"] if r["status"] == "ran" and "seed" in r["name"]
+               and not r["name"].startswith("masks/")]
+    assert sorted(trained) == sorted(set(trained)) and len(trained) == 8  # each run trained exactly once
+    assert all(trained_by for trained_by in ([r for r in rep["jobs"] if r["status"] == "ran"] for rep in reports))
+
+
+def test_dry_run_prints_the_graph_with_its_cost(tiny, capsys):
+    root, args = tiny
+    assert pt.main([*args, "--epochs", "2", "--output-dir", str(root / "dry"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "dense-seed1: to train ~" in out and "masks/random-0.30-seed2: step (scheduler)" in out
+    assert "phase_transition: step (scheduler) <- 8 job(s)" in out and "estimated cost of what is left" in out
+    assert not (root / "dry" / "dense-seed1").exists()
+
+
+def test_the_same_study_on_a_local_ray_cluster(tiny):
+    pytest.importorskip("ray")
+    root, args = tiny
+    assert pt.main([*args, "--epochs", "1", "--jobs", "1", "--output-dir", str(root / "ray-reference")]) == 0
+    assert pt.main([*args, "--epochs", "1", "--backend", "ray", "--jobs", "2", "--output-dir", str(root / "ray")]) == 0
+    assert metrics_of(root / "ray") == metrics_of(root / "ray-reference")
+    assert (root / "ray" / "super_ticket.safetensors").is_file()
