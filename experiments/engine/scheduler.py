@@ -107,7 +107,15 @@ class Scheduler:
                 job.run.check_matches(job.config)  # a UserError: a changed config never mixes in
                 done.add(job.name)
                 report.records.setdefault(job.name, Record(job.name, "finished-before"))
+                if self.results is not None:
+                    self.results.publish_run(job.run)  # e.g. runs finished before the folder was given
         return done
+
+    def priority(self, done: set[str]) -> list[Job]:
+        """The jobs left, in the order they are started when ready: runs with a checkpoint first (their
+        work is half done), then the order the study added them (a task's tickets before the next task's)."""
+        left = [j for j in self.graph if j.name not in done]
+        return sorted(left, key=lambda j: not (j.is_training and j.run.has_checkpoint))
 
     # ---------------------------------------------------------------- the loop
 
@@ -118,7 +126,7 @@ class Scheduler:
         done = self.prepare(report)
         self.cost.learn(j.run for j in self.graph.training())
         failed: set[str] = set()
-        pending = [j for j in self.graph.order() if j.name not in done]
+        pending = self.priority(done)
         running: dict[str, Job] = {}
         waiting_note: dict[str, str] = {}
         board = Board(len(self.graph), self.cost, max(1, self.backend.free), self.say, self.status_every)
