@@ -45,6 +45,7 @@ from masks.arch import shape_of
 from masks.gates import attach_gates
 from masks.importance import save_importance
 from masks.iterative import (
+    PROTOCOLS,
     IterativeConfig,
     IterativeResult,
     iterative_prune,
@@ -63,7 +64,7 @@ from mtl.run import (
     torch_threads,
 )
 from mtl.rundir import RunDir
-from mtl.trainer import Trainer
+from mtl.trainer import TaskData, Trainer
 from tasks.score import task_score
 
 TAG = "iterative-pruning"
@@ -72,7 +73,8 @@ KINDS = ("good", "random", "bad")
 COLORS = {"dense": "gray", "good": "tab:green", "random": "tab:blue", "bad": "tab:red"}
 # pruning options a saved trajectory must match on a re-run
 SETTING_KEYS = ("threshold", "step", "granularity", "min_heads_per_layer", "max_steps", "select_on", "score_batches",
-                "head_normalization")
+                "head_normalization", "protocol", "score_on")
+SCORE_ON = ("train", "dev")  # the data importance is computed on (Prasanna et al.'s code: dev)
 
 
 @dataclass
@@ -83,13 +85,14 @@ class PruneSpec:
     prune_seeds: list[int]
     select_on: str  # "dev" | "holdout"
     iterative: IterativeConfig
+    score_on: str = "train"  # SCORE_ON
 
     def mask_seed(self, seed: int) -> int:
         """The prune seed whose good / bad masks the retraining run of ``seed`` uses."""
         return seed if seed in self.prune_seeds else self.prune_seeds[0]
 
     def settings(self, base: TrainConfig) -> dict:
-        return {**dataclasses.asdict(self.iterative), "select_on": self.select_on,
+        return {**dataclasses.asdict(self.iterative), "select_on": self.select_on, "score_on": self.score_on,
                 "score_batches": base.tickets.score_batches, "head_normalization": base.tickets.head_normalization}
 
 
@@ -126,9 +129,11 @@ def _prune_model(base: TrainConfig, task: str, seed: int, spec: PruneSpec, out: 
             gates.set_mask(mask)
             return task_score(trainer.evaluate(spec.select_on)[task])
 
+        scoring_data = data if spec.score_on == "train" else dev_as_training(data)
+
         def score(mask: Mask):
             gates.set_mask(mask)
-            imp = score_model(model, data, cfg, pad_id, trainer.device, trainer.autocast)
+            imp = score_model(model, scoring_data, cfg, pad_id, trainer.device, trainer.autocast)
             if cfg.tickets.head_normalization == "layer_l2":  # normalise over the heads still kept
                 imp.heads = kept_layer_l2(imp.heads_raw, mask.heads)
             return imp
@@ -140,6 +145,11 @@ def _prune_model(base: TrainConfig, task: str, seed: int, spec: PruneSpec, out: 
                                    log=lambda line: print(f"[iterative-pruning] seed {seed} {line}", flush=True))
         finally:
             gates.remove()
+
+
+def dev_as_training(data: dict[str, TaskData]) -> dict[str, TaskData]:
+    """The tasks' data with each task's (first) dev split in the place of train: what scoring reads."""
+    return {name: dataclasses.replace(d, train=next(iter(d.dev.values()))) for name, d in data.items()}
 
 
 def check_settings(saved: dict, now: dict, path: Path) -> None:
@@ -282,10 +292,17 @@ def _pm(mean: float | None, std: float | None) -> str:
 
 def markdown(report: dict) -> str:
     s = report["settings"]
+    other = "held-out" if report["select_on"] == "dev" else "dev"
+    independent = any(r.get("holdout_mean") is not None for r in report["rows"]) or report["select_on"] != "dev"
     lines = [f"# Iterative pruning: {report['task']}", "",
-             (f"Threshold {s['threshold']} x the unpruned score, step {s['step']} of the original heads and FFN "
-              f"{s['granularity']}s, at least {s['min_heads_per_layer']} head(s) per layer, selected on "
-              f"{report['select_on']}. Task score = mean of the task's metrics."), ""]
+             (f"Protocol {s.get('protocol', 'uniform')}: threshold {s['threshold']} x the unpruned score, step "
+              f"{s['step']} of the original heads and FFN {s['granularity']}s, at least {s['min_heads_per_layer']} "
+              f"head(s) per layer, importance on {s.get('score_on', 'train')}, selected on {report['select_on']}. "
+              "Task score = mean of the task's metrics."), "",
+             (f"The good subnetwork was chosen on {report['select_on']}, so its {report['select_on']} score is not an "
+              f"independent estimate: " + (f"the {other} column is." if independent else
+                                             "this run has no split independent of the selection "
+                                             "(add --holdout-fraction to get one).")), ""]
     for seed, rec in report["trajectories"].items():
         lines += [f"## Pruning trajectory, seed {seed}", "",
                   (f"Unpruned {report['select_on']} score {rec['base_score']:.2f}, target >= {rec['target']:.2f}; "
@@ -362,17 +379,21 @@ def parse_seeds(text: str, flag: str) -> list[int]:
 
 
 def build_spec(args: argparse.Namespace, config: TrainConfig) -> PruneSpec:
-    seeds = parse_seeds(args.seeds, "--seeds")
+    seeds = parse_seeds(args.seeds or ("1,2,3,4,5" if args.protocol == "prasanna" else "1,2"), "--seeds")
     prune_seeds = parse_seeds(args.prune_seeds, "--prune-seeds") if args.prune_seeds else seeds[:1]
     extra = [s for s in prune_seeds if s not in seeds]
     if extra:
         raise UserError(f"--prune-seeds {extra} are not among --seeds {seeds}")
     if args.select_on == "holdout" and config.data.holdout_fraction <= 0:
         raise UserError("--select-on holdout needs --holdout-fraction > 0 (e.g. 0.1)")
-    iterative = IterativeConfig(threshold=args.threshold, step=args.step,
-                                granularity=args.ffn_granularity or config.tickets.ticket_granularity,
-                                min_heads_per_layer=config.tickets.min_heads_per_layer, max_steps=args.max_prune_steps)
-    return PruneSpec(seeds=seeds, prune_seeds=prune_seeds, select_on=args.select_on, iterative=iterative)
+    prasanna = args.protocol == "prasanna"
+    granularity = args.ffn_granularity or ("layer" if prasanna else config.tickets.ticket_granularity)
+    iterative = IterativeConfig(threshold=args.threshold, step=args.step, granularity=granularity,
+                                min_heads_per_layer=config.tickets.min_heads_per_layer, max_steps=args.max_prune_steps,
+                                protocol=args.protocol)
+    score_on = args.score_on or ("dev" if prasanna else "train")
+    return PruneSpec(seeds=seeds, prune_seeds=prune_seeds, select_on=args.select_on, iterative=iterative,
+                     score_on=score_on)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -381,13 +402,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--task", required=True, help="the task (one)")
         parser.add_argument("--threshold", type=float, default=0.9, help="stop below this fraction of the unpruned score")
         parser.add_argument("--step", type=float, default=0.1, help="fraction of the original heads / FFN units per step")
-        parser.add_argument("--seeds", default="1,2", help="comma-separated training seeds")
+        parser.add_argument("--seeds", default=None,
+                            help="comma-separated training seeds (default: 1,2; 1,2,3,4,5 with --protocol prasanna)")
         parser.add_argument("--prune-seeds", default=None, help="seeds whose dense model is pruned (default: the first seed)")
         parser.add_argument("--ffn-granularity", default=None, choices=("neuron", "layer"),
                             help="FFN units: neurons or whole FFN blocks (default: --ticket-granularity)")
         parser.add_argument("--select-on", default="dev", choices=("dev", "holdout"),
                             help="score the pruning steps on dev (as the paper) or on the held-out slice of train")
         parser.add_argument("--max-prune-steps", type=int, default=None, help="stop pruning after N steps")
+        parser.add_argument("--protocol", default="uniform", choices=PROTOCOLS,
+                            help="uniform: heads and FFN units together every step; prasanna: Prasanna et al.'s "
+                                 "phases with whole MLPs (heads+MLPs, then heads at half the step, then MLPs)")
+        parser.add_argument("--score-on", default=None, choices=SCORE_ON,
+                            help="data the importance is computed on (default: train; dev with --protocol prasanna, "
+                                 "as in Prasanna et al.'s code)")
         add_engine_flags(parser)
         args_in = sys.argv[1:] if argv is None else list(argv)
         config, args = parse_config(parser, TrainConfig, [a for a in args_in if a != "--"])

@@ -16,6 +16,14 @@ FFN units are neurons (``granularity="neuron"``, ranked by ``Importance.ffn``) o
 (``"layer"``, ranked by ``Importance.ffn_layer_raw``). Heads are ranked by ``Importance.heads``.
 :func:`matched_mask` then cuts the *random* and *bad* subnetworks with the good one's counts.
 
+Two protocols (:data:`PROTOCOLS`):
+
+- ``uniform`` (the default): every step prunes heads and FFN units together, as above;
+- ``prasanna``: the schedule of Prasanna et al.'s code (``find_head_mlp_masks.py``), with whole FFN blocks
+  ("MLPs"): phase 1 prunes ``step`` of the heads (at least one) and one MLP per step; once a step falls
+  below the threshold it is undone, and phase 2 prunes heads only, half as many per step; then phase 3
+  prunes one MLP per step. Each phase starts from the last mask at or above the threshold.
+
 Polarity: masks are True = keep; scores are higher = more important.
 """
 
@@ -35,6 +43,7 @@ from masks.meta import MaskMeta, format_fraction
 from masks.tickets import n_to_prune, prune_order
 
 GRANULARITIES: tuple[str, ...] = ("neuron", "layer")
+PROTOCOLS: tuple[str, ...] = ("uniform", "prasanna")
 MATCHED_KINDS: tuple[str, ...] = ("random", "bad")
 STOP_REASONS: tuple[str, ...] = ("threshold", "exhausted", "max_steps")
 # metadata of the good mask that its random / bad twins share
@@ -53,8 +62,13 @@ class IterativeConfig:
     granularity: str = "neuron"  # FFN units: "neuron" or "layer" (whole FFN blocks)
     min_heads_per_layer: int = 1  # heads every layer keeps
     max_steps: int | None = None  # None = until the threshold or nothing is left
+    protocol: str = "uniform"  # PROTOCOLS: "uniform" or "prasanna" (phases; needs granularity "layer")
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise UserError(f"unknown pruning protocol {self.protocol!r}; valid: {', '.join(PROTOCOLS)}")
+        if self.protocol == "prasanna" and self.granularity != "layer":
+            raise UserError("the prasanna protocol prunes whole FFN blocks: it needs granularity 'layer'")
         if not isinstance(self.threshold, (int, float)) or not 0.0 < self.threshold <= 1.0:
             raise UserError(f"threshold must be in (0, 1] (a fraction of the unpruned score), got {self.threshold!r}")
         if not isinstance(self.step, (int, float)) or not 0.0 < self.step <= 1.0:
@@ -78,6 +92,7 @@ class StepRecord:
     params_kept: float  # % of the encoder's prunable parameters kept
     score: float
     above_threshold: bool  # score >= threshold * unpruned score
+    phase: int = 0  # prasanna protocol: 1 heads and MLPs, 2 heads only, 3 MLPs only (0: uniform)
 
 
 @dataclass
@@ -125,11 +140,12 @@ def _cumulative_target(k: int, step: float, total: int, pruned: int, cap: int) -
     return min(cap, max(pruned + 1, n_to_prune(min(1.0, round(k * step, 12)), total)))
 
 
-def _record(k: int, mask: Mask, score: float, target: float, shape: EncoderShape, granularity: str) -> StepRecord:
+def _record(k: int, mask: Mask, score: float, target: float, shape: EncoderShape, granularity: str,
+            phase: int = 0) -> StepRecord:
     kept, total = mask.param_counts(shape)
     return StepRecord(step=k, heads_kept=mask.num_heads_kept, ffn_kept=int(_ffn_units(mask.ffn, granularity).sum()),
                       ffn_neurons_kept=mask.num_ffn_kept, params_kept=round(100.0 * kept / total, 4),
-                      score=float(score), above_threshold=bool(score >= target))
+                      score=float(score), above_threshold=bool(score >= target), phase=phase)
 
 
 def kept_layer_l2(raw: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -235,6 +251,26 @@ def iterative_prune(
     target = config.threshold * base
     trajectory = [_record(0, mask, base, target, shape, config.granularity)]
     say(f"step 0: score {base:.3f} (target >= {target:.3f})")
+    if config.protocol == "prasanna":
+        selected, selected_step, dense, reason = _prasanna(mask, evaluate, score, config, target, shape, trajectory,
+                                                           say)
+    else:
+        selected, selected_step, dense, reason = _uniform(mask, evaluate, score, config, target, shape, trajectory,
+                                                          say)
+    if dense is None:  # nothing was prunable: still report the unpruned scores
+        dense = score(Mask(mask.heads.clone(), mask.ffn.clone(), info))
+    good = Mask(selected.heads, selected.ffn, info)
+    _mask_meta(good, shape, kind="good", method="iterative", threshold=format_fraction(config.threshold),
+               step=format_fraction(config.step), granularity=config.granularity, protocol=config.protocol,
+               min_heads_per_layer=str(config.min_heads_per_layer), selected_step=str(selected_step),
+               score=f"{trajectory[selected_step].score:.4f}", base_score=f"{base:.4f}")
+    return IterativeResult(mask=good, selected_step=selected_step, base_score=base, target=target, stop_reason=reason,
+                           trajectory=trajectory, dense_importance=dense, config=config)
+
+
+def _uniform(mask: Mask, evaluate: EvaluateFn, score: ScoreFn, config: IterativeConfig, target: float,
+             shape: EncoderShape, trajectory: list[StepRecord], say: Callable[[str], None]):
+    """Heads and FFN units together, ``step`` of each per step; (selected, its step, dense importance, reason)."""
     selected, selected_step, dense, reason = mask, 0, None, "exhausted"
     k = 0
     while not _exhausted(mask, config):
@@ -254,15 +290,55 @@ def iterative_prune(
             reason = "threshold"
             break
         selected, selected_step = mask, k
-    if dense is None:  # nothing was prunable: still report the unpruned scores
-        dense = score(Mask(mask.heads.clone(), mask.ffn.clone(), info))
-    good = Mask(selected.heads, selected.ffn, info)
-    _mask_meta(good, shape, kind="good", method="iterative", threshold=format_fraction(config.threshold),
-               step=format_fraction(config.step), granularity=config.granularity,
-               min_heads_per_layer=str(config.min_heads_per_layer), selected_step=str(selected_step),
-               score=f"{trajectory[selected_step].score:.4f}", base_score=f"{base:.4f}")
-    return IterativeResult(mask=good, selected_step=selected_step, base_score=base, target=target, stop_reason=reason,
-                           trajectory=trajectory, dense_importance=dense, config=config)
+    return selected, selected_step, dense, reason
+
+
+def _prune_lowest(keep: torch.Tensor, scores: torch.Tensor, n: int, min_per_row: int) -> torch.Tensor | None:
+    """``keep`` (bool ``[R, C]``) with its ``n`` lowest-scoring kept units pruned (fewer if fewer can be, rows
+    keeping ``min_per_row``); None when none can be pruned."""
+    prunable = sum(max(0, int(kept) - min_per_row) for kept in keep.sum(1))
+    if prunable <= 0 or n <= 0:
+        return None
+    order = prune_order(scores.reshape(keep.shape), "winning", torch.Generator())  # ascending score
+    return prune_greedy(keep, order, min(n, prunable), min_per_row)
+
+
+def _prasanna(mask: Mask, evaluate: EvaluateFn, score: ScoreFn, config: IterativeConfig, target: float,
+              shape: EncoderShape, trajectory: list[StepRecord], say: Callable[[str], None]):
+    """Prasanna et al.'s three phases (see the module doc); (selected, its step, dense importance, reason)."""
+    L, H = shape.num_layers, shape.num_heads
+    keep_min = min(config.min_heads_per_layer, H)
+    per_step = max(1, int(L * H * config.step))  # their num_to_mask
+    phases = ((1, per_step, 1), (2, max(1, per_step // 2), 0), (3, 0, 1))  # (phase, heads per step, MLPs per step)
+    selected, selected_step, reason = mask, 0, "exhausted"
+    selected_imp = score(mask)
+    selected_imp.check_shape(shape)
+    dense, k = selected_imp, 0
+    for phase, n_heads, n_mlps in phases:
+        while True:
+            if config.max_steps is not None and k >= config.max_steps:
+                return selected, selected_step, dense, "max_steps"
+            heads = selected.heads
+            if n_heads:  # head scores normalised per layer over the heads still kept
+                heads = _prune_lowest(heads, kept_layer_l2(selected_imp.heads_raw, heads), n_heads, keep_min)
+            blocks = ffn_layer_keep(selected.ffn)[:, None]  # [L, 1]
+            if n_mlps:
+                blocks = _prune_lowest(blocks, selected_imp.ffn_layer_raw, n_mlps, 0)
+            if heads is None or blocks is None:
+                break  # nothing left to prune in this phase
+            k += 1
+            candidate = Mask(heads, blocks.expand_as(selected.ffn).clone(), selected.meta.replace())
+            record = _record(k, candidate, float(evaluate(candidate)), target, shape, config.granularity, phase)
+            trajectory.append(record)
+            say(f"step {k} (phase {phase}): heads {record.heads_kept}, FFN blocks {record.ffn_kept}, "
+                f"params kept {record.params_kept:.1f}%, score {record.score:.3f}")
+            if not record.above_threshold:
+                reason = "threshold"
+                break  # undone: the next phase starts from the last mask at or above the threshold
+            selected, selected_step = candidate, k
+            selected_imp = score(selected)
+            selected_imp.check_shape(shape)
+    return selected, selected_step, dense, reason
 
 
 # --- random / bad twins ---------------------------------------------------------------------

@@ -222,3 +222,60 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_prasanna_protocol_runs_three_phases_and_undoes_the_failing_step():
+    """Whole FFN blocks: 4 layers, 4 heads (16 heads: step 0.25 -> 4 heads and 1 MLP per step in phase 1,
+    2 heads per step in phase 2, 1 MLP per step in phase 3). Only heads (l, 0) and the MLPs of layers 0-1
+    matter; the score counts them (each half of the score)."""
+    shape = EncoderShape(num_layers=4, num_heads=4, head_dim=2, hidden=8, intermediate=3)
+    useful_heads = torch.zeros(4, 4, dtype=torch.bool)
+    useful_heads[:, 0] = True
+    useful_mlps = torch.tensor([True, True, False, False])
+
+    def evaluate(mask: Mask) -> float:
+        heads = int((mask.heads & useful_heads).sum()) / 4
+        mlps = int((mask.ffn.all(1) & useful_mlps).sum()) / 2
+        return 0.5 * heads + 0.5 * mlps
+
+    def score(mask: Mask) -> Importance:
+        heads = torch.arange(16, dtype=torch.float).view(4, 4) / 100 + 10 * useful_heads  # useless: by index
+        mlps = torch.tensor([[9.0], [8.0], [2.0], [1.0]])  # layer 3 is the least useful MLP, then layer 2
+        return Importance(heads, torch.zeros(4, 3), heads, torch.zeros(4, 3), mlps)
+
+    config = IterativeConfig(threshold=0.8, step=0.25, granularity="layer", min_heads_per_layer=0,
+                             protocol="prasanna")
+    result = iterative_prune(shape, evaluate, score, config)
+    steps = [(r.phase, r.heads_kept, r.ffn_kept, r.score) for r in result.trajectory]
+    # phase 1: -4 useless heads and MLP 3, -4 useless heads and MLP 2, then the last 4 useless heads and the useful
+    # MLP 1: 0.75 < 0.8, undone. Phase 2 (from step 2): -2 heads, -2 heads (the useless ones are gone), then 2 useful
+    # heads: 0.75, undone. Phase 3 (from step 5): MLP 1: 0.75, undone.
+    assert steps == [(0, 16, 4, 1.0), (1, 12, 3, 1.0), (1, 8, 2, 1.0), (1, 4, 1, 0.75), (2, 6, 2, 1.0),
+                     (2, 4, 2, 1.0), (2, 2, 2, 0.75), (3, 4, 1, 0.75)]
+    assert result.selected_step == 5 and result.stop_reason == "threshold"
+    assert torch.equal(result.mask.heads, useful_heads)
+    assert result.mask.ffn.all(1).tolist() == [True, True, False, False]
+    assert result.mask.meta.to_strings()["protocol"] == "prasanna"
+    with pytest.raises(UserError, match="needs granularity 'layer'"):
+        IterativeConfig(protocol="prasanna")
+
+
+def test_cli_prasanna_protocol_scores_on_dev_and_reports_the_independent_split(tmp_path, capsys):
+    from experiments import iterative_pruning as ip
+    from tests.tiny_run import tiny_setup
+
+    flags = tiny_setup(tmp_path / "tiny")
+    flags = flags[:flags.index("--tasks")] + flags[flags.index("--tasks") + 2:]
+    out = tmp_path / "out"
+    argv = ["--task", "tinysent", "--protocol", "prasanna", "--seeds", "1", "--step", "0.25", "--threshold", "0.5",
+            "--holdout-fraction", "0.25", "--output-dir", str(out), "--score-batches", "2", "--epochs", "1",
+            "--backend", "inline", *flags]
+    assert ip.main(argv) == 0, capsys.readouterr().err
+    report = json.loads((out / "iterative_pruning.json").read_text())
+    settings = report["trajectories"]["1"]["settings"]
+    assert (settings["protocol"], settings["score_on"], settings["granularity"]) == ("prasanna", "dev", "layer")
+    assert {p["phase"] for p in report["trajectories"]["1"]["trajectory"][1:]} <= {1, 2, 3}
+    good = load_mask(out / "masks" / "good-seed1.safetensors")
+    assert good.ffn.all(1).sum() + (~good.ffn.any(1)).sum() == good.ffn.shape[0]  # whole FFN blocks only
+    assert "chosen on dev, so its dev score is not an independent estimate: the held-out column is." in \
+        (out / "iterative_pruning.md").read_text()
