@@ -113,7 +113,8 @@ def draw_random_ticket(base: TrainConfig, out: Path, seeds: list[int], sparsity:
         save_mask(cut_ticket(load_importance(scorer.importance_path), "random", sparsity, shape=template.meta.shape,
                              seed=seed, ffn_sparsity=sparsity if ffn is None else ffn,
                              min_heads_per_layer=base.tickets.min_heads_per_layer,
-                             granularity=base.tickets.ticket_granularity), path)
+                             granularity=base.tickets.ticket_granularity,
+                             ffn_allocation=base.tickets.ffn_allocation), path)
     return path
 
 
