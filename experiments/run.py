@@ -105,7 +105,8 @@ def identify_tickets(study: StudyConfig, log: "Log", runs: list["PlannedRun"]) -
         start = time.time()
         try:
             out.mkdir(parents=True, exist_ok=True)
-            report = run_study(study.ticket_config(task), task, study.tickets.seeds, out, study.tickets.select_on)
+            report = run_study(study.ticket_config(task), task, study.tickets.seeds, out, study.tickets.select_on,
+                               dense_candidate=study.tickets.dense_candidate)
         except (UserError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - one task's failure must not stop the others
@@ -116,7 +117,7 @@ def identify_tickets(study: StudyConfig, log: "Log", runs: list["PlannedRun"]) -
         ran = sum(is_finished(out / n) for n in names) - done
         st = report["super_ticket"]
         log.record(f"tickets-{task}", "ran" if ran else "skipped", time.time() - start, runs=ran)
-        log.line(f"{tag}: super ticket = winning at sparsity {st['sparsity']:.2f} (params kept "
+        log.line(f"{tag}: super ticket = {st.get('kind', 'winning')} at sparsity {st['sparsity']:.2f} (params kept "
                  f"{100 * (1 - st['param_sparsity']):.1f}%), dev {st['dev_mean']:.2f} vs dense "
                  f"{report['dense']['dev_mean']:.2f}; {ran} runs trained in {duration(time.time() - start)}")
         reports[task] = report

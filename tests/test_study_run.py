@@ -75,14 +75,14 @@ class Fakes:
         (out / "metrics.json").write_text(json.dumps(metrics))
         self.trained.append(out.name)
 
-    def run_study(self, base, task, seeds, out, select_on):
+    def run_study(self, base, task, seeds, out, select_on, dense_candidate=True):
         if task in self.fail_tickets:
             raise RuntimeError(f"ticket study of {task} broke")
         runs = {}
         scoring = out / f"dense-seed{seeds[0]}"
         for planned in plan_study(base, seeds, out):
             run, name, seed = out / planned.name, planned.row, planned.seed
-            score = 70.0 - 10 * planned.sparsity if name != "dense" else 68.0
+            score = 70.0 - 10 * planned.sparsity if name != "dense" else getattr(self, "dense_score", 62.0)
             if not (run / "metrics.json").is_file():
                 run.mkdir(parents=True, exist_ok=True)
                 save_config(planned.config, run / "config.yaml")
@@ -95,7 +95,7 @@ class Fakes:
             runs.setdefault(name, []).append(entry)
         for s in base.tickets.sparsities:
             save_mask(ticket(task, "winning", s), scoring / "masks" / f"winning-{s:.2f}.safetensors")
-        return summarize(runs, base, task, out, select_on, scoring)
+        return summarize(runs, base, task, out, select_on, scoring, dense_candidate=dense_candidate, baselines={})
 
 
 @pytest.fixture
@@ -224,6 +224,7 @@ def test_tasks_are_canonical_and_options_layer(tmp_path):
     ({"tickets__sparsities": [0.3, 1.2]}, "strictly between 0 and 1"),
     ({"tickets__select_on": "test"}, "tickets.select_on must be one of holdout, dev"),
     ({"tickets__kinds": ["random"]}, "must include winning"),
+    ({"tickets__dense_candidate": "no"}, "tickets.dense_candidate must be true or false"),
     ({"tickets__dirs": {"cola": "x"}}, "tickets.dirs names task(s) cola"),
     ({"tickets__train": {"seed": 3}}, "tickets.train: 'seed' is set by the study"),
     ({"mtl__train": {"epoch": 3}}, "mtl.train: unknown option 'epoch'"),
@@ -283,3 +284,14 @@ def test_changed_ticket_with_finished_runs_is_an_error(single_task, what, tmp_pa
     code, _, err = run_cli(path, capsys)
     assert code == 2 and fakes.trained == []
     assert f"the {what} (" in err and "finished run(s) were trained with the previous one" in err
+
+
+@pytest.mark.parametrize("dense_candidate, kind", [(True, "dense"), (False, "winning")])
+def test_dense_candidate_reaches_the_ticket_studies(dense_candidate, kind, tmp_path, fakes, capsys, monkeypatch):
+    monkeypatch.setattr(fakes, "dense_score", 75.0, raising=False)  # dense beats every winning ticket
+    path = write_study(tmp_path, tickets__dense_candidate=dense_candidate)
+    code, out, err = run_cli(path, capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "out" / "tickets" / "rte" / "phase_transition.json").read_text())
+    assert report["super_ticket"]["kind"] == kind and report["super_ticket"]["dense_candidate"] is dense_candidate
+    assert f"super ticket = {kind} at sparsity" in out
