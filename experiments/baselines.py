@@ -9,7 +9,7 @@ dev split(s) from the GLUE directory (or the task's own files, else the Hugging 
 ``--max-eval-samples`` the way a run cuts them (:func:`mtl.run.subset_indices`).
 
 Studies compute the baselines of their tasks when they summarise (:func:`baselines_for`; none when
-the data cannot be read). The committed results are re-rendered without the data:
+the dev files cannot be read; the Hugging Face hub is not asked). The committed results are re-rendered without the data:
 ``experiments/results/dev_baselines.json`` (:data:`BASELINES_FILE`) holds the baselines of the full
 GLUE dev sets they were evaluated on, written by this command from ``$GLUE_DIR``, with each file's
 SHA-256; ``tests/test_result_tables.py`` recomputes it from the files when they are there.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from basics.cli import OneLineParser, run_main
@@ -62,9 +62,10 @@ def _relative(path: Path, root: Path | None) -> str:
         return str(path)
 
 
-def baselines_for(config: TrainConfig, tasks: Iterable[str] | None = None) -> dict[str, Baseline]:
+def baselines_for(config: TrainConfig, tasks: Iterable[str] | None = None, hub: bool = False) -> dict[str, Baseline]:
     """``{task: Baseline}`` for ``tasks`` (default: ``config``'s) as a run of ``config`` evaluates them;
-    tasks whose dev labels cannot be read (no GLUE directory, no network) are left out."""
+    tasks whose dev labels cannot be read are left out. Only local files are read unless ``hub`` (a table
+    never downloads data): a task without a GLUE directory or files of its own gets no baseline."""
     names = list(tasks) if tasks is not None else list(config.data.tasks)
     if not names:
         return {}
@@ -73,7 +74,10 @@ def baselines_for(config: TrainConfig, tasks: Iterable[str] | None = None) -> di
     except UserError:
         return {}
     out = {}
+    local = config.resolved_glue_dir() is not None
     for task in defs:
+        if not (hub or local or task.base_dir is not None):
+            continue
         try:
             out[task.name] = constant_baseline(task, dev_labels(task, config)[0])
         except (UserError, OSError, ValueError):
@@ -100,20 +104,10 @@ def baselines_report(config: TrainConfig, tasks: Sequence[str]) -> dict:
 
 
 def baseline_cell(baseline: Baseline) -> str:
-    """``"74.8 ± 2.0 (n=408, majority '1')"``: a baseline in a table legend."""
+    """``"74.8 ± 2.0 (n=408, constant '1')"``: a baseline in one line."""
     n = "+".join(str(v) for v in baseline.n.values())
     what = f"constant {baseline.constant!r}" if baseline.constant is not None else "a constant"
     return f"{baseline.score:.1f} ± {baseline.standard_error:.1f} (n={n}, {what})"
-
-
-def legend(baselines: Mapping[str, Baseline], tasks: Iterable[str]) -> str:
-    """One sentence naming each task's baseline and the "not learnt" rule."""
-    parts = [f"{t} {baseline_cell(baselines[t])}" for t in tasks if t in baselines]
-    if not parts:
-        return "No dev labels available: no \"not learnt\" marks."
-    return ("Constant-prediction baseline ± one dev-set standard error (`tasks/baseline.py`, "
-            "`experiments/results/dev_baselines.json`): " + "; ".join(parts) + ". "
-            "A cell below baseline + 1 SE is marked † (not learnt).")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
