@@ -252,8 +252,6 @@ def markdown(report: dict, baselines: dict[str, Baseline] | None = None) -> str:
     one's paired difference to dense on dev (same seeds, 95 % t-interval)."""
     s = report["settings"]
     baseline = baseline_of(report, report["task"], baselines)
-    dense = next(r for r in report["rows"] if r["kind"] == "dense")
-    reference = by_seed(dense["seeds"], dense["dev"])
     lines = [f"# Iterative pruning: {report['task']}", "",
              (f"Threshold {s['threshold']} x the unpruned score, step {s['step']} of the original heads and FFN "
               f"{s['granularity']}s, at least {s['min_heads_per_layer']} head(s) per layer, selected on "
@@ -269,17 +267,25 @@ def markdown(report: dict, baselines: dict[str, Baseline] | None = None) -> str:
                          f"{p['score']:.2f} | {mark} |")
         lines.append("")
     lines += [f"## Retrained from the pre-trained weights (mean ± std over seeds {report['seeds']})", "",
-              baseline_legend(baseline), "",
-              "| subnetwork | heads kept | FFN neurons kept | params kept % | dev | Δ dev vs dense [95% CI] | held-out |",
-              "|---|---|---|---|---|---|---|"]
+              baseline_legend(baseline), "", *retrained_table(report, baseline),
+              "", f"Command: `{report['command']}`", ""]
+    return "\n".join(lines)
+
+
+def retrained_table(report: dict, baseline: Baseline | None) -> list[str]:
+    """Markdown lines: every retrained subnetwork's size, dev score († = not learnt), its paired difference to
+    dense on dev (95 % t-interval) and its held-out score."""
+    dense = next(r for r in report["rows"] if r["kind"] == "dense")
+    reference = by_seed(dense["seeds"], dense["dev"])
+    lines = ["| subnetwork | heads kept | FFN neurons kept | params kept % | dev | Δ dev vs dense [95% CI] | held-out |",
+             "|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         counts = ("all", "all", "100.0") if r["kind"] == "dense" else (
             f"{r['heads_kept']:g}", f"{r['ffn_kept']:g}", f"{r['params_kept']:.1f}")
         diff = "–" if r is dense else format_versus(versus(by_seed(r["seeds"], r["dev"]), reference))
         lines.append(f"| {r['kind']} | {' | '.join(counts)} | {_pm(r['dev_mean'], r['dev_std'])}"
                      f"{learnt_mark(r['dev_mean'], baseline)} | {diff} | {_pm(r['holdout_mean'], r['holdout_std'])} |")
-    lines += ["", f"Command: `{report['command']}`", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def plot(report: dict, path: Path) -> None:

@@ -370,6 +370,17 @@ def method_label(row: dict) -> str:
     return text + (f" (from {row['source_task']})" if row.get("source_task") else "")
 
 
+def table(report: dict, baseline: Baseline | None) -> list[str]:
+    """Markdown lines of the method × sparsity table (``report`` as :func:`derive` leaves it)."""
+    lines = ["| method | sparsity | weights kept | score | matching | Δ vs dense [95% CI] |", "|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        matching = "–" if r["matching"] is None else ("yes" if r["matching"] else "no")
+        lines.append(f"| {method_label(r)} | {r['sparsity']:.2f} | {100 * r['kept_fraction']:.1f}% | "
+                     f"{pm(r['mean'], r['std'])}{learnt_mark(r['mean'], baseline)} | {matching} | "
+                     f"{format_versus(r['vs_dense'])} |")
+    return lines
+
+
 def markdown(report: dict, baselines: dict[str, Baseline] | None = None) -> str:
     """The method × sparsity table, dense row first: task score († = not learnt), matching, and the
     paired difference to dense with its 95 % t-interval."""
@@ -383,14 +394,7 @@ def markdown(report: dict, baselines: dict[str, Baseline] | None = None) -> str:
               f"std = {d['mean'] - d['std']:.2f}. IMP prunes {imp['rate']:g} of the original weights per round "
               f"({imp['rounds']} rounds); OMP prunes the {OMP_WORDS[report['omp_source']]} weights once; random "
               "prunes uniformly at random. Every subnetwork is trained from the pre-trained weights.")
-    lines = [title, "", legend, "", baseline_legend(baseline), "",
-             "| method | sparsity | weights kept | score | matching | Δ vs dense [95% CI] |",
-             "|---|---|---|---|---|---|"]
-    for r in report["rows"]:
-        matching = "–" if r["matching"] is None else ("yes" if r["matching"] else "no")
-        lines.append(f"| {method_label(r)} | {r['sparsity']:.2f} | {100 * r['kept_fraction']:.1f}% | "
-                     f"{pm(r['mean'], r['std'])}{learnt_mark(r['mean'], baseline)} | {matching} | "
-                     f"{format_versus(r['vs_dense'])} |")
+    lines = [title, "", legend, "", baseline_legend(baseline), "", *table(report, baseline)]
     best = ", ".join(f"{m} {s:.2f}" if s is not None else f"{m} none" for m, s in report["highest_matching_sparsity"].items())
     lines += ["", f"Highest matching sparsity: {best or 'none'}.", "", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)

@@ -251,37 +251,51 @@ def _num(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}"
 
 
-def markdown(report: dict, baselines: dict[str, Baseline] | None = None) -> str:
-    """The report as markdown: dev score per kind and sparsity († = not learnt), the held-out scores the
-    super ticket was chosen on, and each row's paired difference to dense with its 95 % t-interval."""
+def score_table(report: dict, baseline: Baseline | None) -> list[str]:
+    """Markdown lines: dev score per kind and sparsity (mean ± std, † = not learnt), the held-out score of
+    the winning tickets and of dense (what the super ticket was chosen on)."""
     rows = report["rows"]
     sparsities = sorted({r["sparsity"] for r in rows if r["kind"] != "dense"})
     by = {(r["kind"], r["sparsity"]): r for r in rows}
     dense = by[("dense", 0.0)]
     kinds = TICKET_KINDS.names()
-    baseline = baseline_of(report, report["task"], baselines)
-    diffs = dense_differences(report)
 
     def cell(r: dict | None) -> str:
         return pm(r["dev_mean"], r["dev_std"]) + learnt_mark(r["dev_mean"], baseline) if r else ""
 
-    lines = [f"# Phase transition: {report['task']} (dev task score, mean ± std over seeds {report['seeds']})", "",
-             f"Task score = mean of the task's dev metrics (`tasks/score.py`). Dense: **{pm(dense['dev_mean'], dense['dev_std'])}**"
-             f"{learnt_mark(dense['dev_mean'], baseline)}.",
-             "", super_ticket_line(report), "", baseline_legend(baseline), "",
-             "| sparsity | " + " | ".join(kinds) + " | winning (held-out) |", "|---|" + "---|" * (len(kinds) + 1),
+    lines = ["| sparsity | " + " | ".join(kinds) + " | winning (held-out) |", "|---|" + "---|" * (len(kinds) + 1),
              f"| 0 (dense) | {cell(dense)} |" + " |" * (len(kinds) - 1) + f" {pm(dense['holdout_mean'], dense['holdout_std'])} |"]
     for s in sparsities:
         w = by.get(("winning", s))
         held = pm(w["holdout_mean"], w["holdout_std"]) if w and w["holdout_mean"] is not None else ""
         lines.append(f"| {s:.2f} | " + " | ".join(cell(by.get((k, s))) for k in kinds) + f" | {held} |")
-    lines += ["", f"Paired difference to dense on dev (same seeds; mean and 95 % t-interval, n = {len(dense['seeds'])} "
-              "seeds; an interval containing 0 means no difference detected):", "",
-              "| sparsity | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    return lines
+
+
+def difference_table(report: dict) -> list[str]:
+    """Markdown lines: each kind's dev score minus dense's, paired by seed (mean and 95 % t-interval)."""
+    rows = report["rows"]
+    sparsities = sorted({r["sparsity"] for r in rows if r["kind"] != "dense"})
+    kinds = TICKET_KINDS.names()
+    diffs = dense_differences(report)
+    seeds = len(next(r for r in rows if r["kind"] == "dense")["seeds"])
+    lines = [f"Paired difference to dense on dev (same seeds; mean and 95 % t-interval over {seeds} seed(s); an "
+             "interval containing 0 means no difference was detected):", "",
+             "| sparsity | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
     for s in sparsities:
-        lines.append(f"| {s:.2f} | " + " | ".join(format_versus(diffs.get((k, s))) if (k, s) in by else ""
-                                                 for k in kinds) + " |")
-    lines += ["", f"Command: `{report['command']}`", ""]
+        lines.append(f"| {s:.2f} | " + " | ".join(format_versus(diffs[k, s]) if (k, s) in diffs else "" for k in kinds) + " |")
+    return lines
+
+
+def markdown(report: dict, baselines: dict[str, Baseline] | None = None) -> str:
+    """The report as markdown: dev score per kind and sparsity († = not learnt), the held-out scores the
+    super ticket was chosen on, and each row's paired difference to dense with its 95 % t-interval."""
+    dense = next(r for r in report["rows"] if r["kind"] == "dense")
+    baseline = baseline_of(report, report["task"], baselines)
+    lines = [f"# Phase transition: {report['task']} (dev task score, mean ± std over seeds {report['seeds']})", "",
+             f"Task score = mean of the task's dev metrics (`tasks/score.py`). Dense: **{pm(dense['dev_mean'], dense['dev_std'])}**"
+             f"{learnt_mark(dense['dev_mean'], baseline)}.", "", super_ticket_line(report), "", baseline_legend(baseline), "",
+             *score_table(report, baseline), "", *difference_table(report), "", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)
 
 

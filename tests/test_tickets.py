@@ -162,3 +162,12 @@ def test_layer_l2_normalised_ffn_scores_spread_global_pruning():
     mask = cut_ticket(imp, "winning", 0.5, shape=SHAPE)
     kept = mask.ffn.sum(1).tolist()
     assert sum(kept) == 15 and min(kept) >= 3  # no layer emptied once the scales are equal
+
+
+def test_every_shipped_config_states_its_scoring_choices():
+    """The importance estimator and the FFN allocation are protocol choices: every experiments/*.yaml names them."""
+    from tests.conftest import REPO
+
+    for path in sorted((REPO / "experiments").glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        assert "ffn_allocation" in text and ("importance_abs" in text or "do not apply" in text), path.name
