@@ -13,8 +13,8 @@ this one definition, everywhere a single number per task is needed:
   iterative pruning);
 - the "not learnt" test against the constant-prediction baseline (:mod:`tasks.baseline`).
 
-A task's ``primary`` metric (``tasks/glue.yaml``) is the one named first in plots and targets; it
-is never used to select or to average.
+A task's ``primary`` metric (``tasks/glue.yaml``) is its headline metric, kept in the task definition
+for reference; it is never used to select or to average.
 """
 
 from __future__ import annotations
