@@ -37,10 +37,12 @@ from basics.cli import config_parser, parse_config, run_main
 from basics.errors import UserError
 from basics.io import atomic_write, atomic_write_json, atomic_write_text
 from basics.stats import mean_std
+from experiments.baselines import baselines_for
 from experiments.engine.jobs import Job, JobGraph
 from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, run_jobs
 from experiments.engine.scheduler import StudyFailed, raise_if_failed
 from experiments.phase_transition import scores_of
+from experiments.report_stats import baseline_legend, baseline_of, by_seed, format_versus, learnt_mark, versus
 from masks.arch import shape_of
 from masks.gates import attach_gates
 from masks.importance import save_importance
@@ -65,6 +67,7 @@ from mtl.run import (
 )
 from mtl.rundir import RunDir
 from mtl.trainer import TaskData, Trainer
+from tasks.baseline import Baseline
 from tasks.score import task_score
 
 TAG = "iterative-pruning"
@@ -276,8 +279,10 @@ def _row(kind: str, items: list[dict]) -> dict:
 def summarize(dense: list[dict], trajectories: dict[int, dict], runs: dict[str, list[dict]], base: TrainConfig,
               task: str, spec: PruneSpec, out: Path, command: str = "") -> dict:
     rows = [_row("dense", dense)] + [_row(kind, runs[kind]) for kind in KINDS]
+    baseline = baselines_for(base, [task]).get(task)
     report = {"task": task, "seeds": spec.seeds, "prune_seeds": spec.prune_seeds, "select_on": spec.select_on,
               "settings": spec.settings(base), "rows": rows,
+              "baseline": baseline.to_dict() if baseline is not None else None,
               "trajectories": {str(seed): record for seed, record in trajectories.items()},
               "config": base.to_dict(), "command": command}
     atomic_write_json(out / "iterative_pruning.json", report)
@@ -290,10 +295,13 @@ def _pm(mean: float | None, std: float | None) -> str:
     return "–" if mean is None else f"{mean:.2f} ± {std:.2f}"
 
 
-def markdown(report: dict) -> str:
+def markdown(report: dict, baselines: dict[str, Baseline] | None = None) -> str:
+    """Trajectories, then the retrained subnetworks: dev († = not learnt) and held-out task scores, and each
+    one's paired difference to dense on dev (same seeds, 95 % t-interval)."""
     s = report["settings"]
     other = "held-out" if report["select_on"] == "dev" else "dev"
     independent = any(r.get("holdout_mean") is not None for r in report["rows"]) or report["select_on"] != "dev"
+    baseline = baseline_of(report, report["task"], baselines)
     lines = [f"# Iterative pruning: {report['task']}", "",
              (f"Protocol {s.get('protocol', 'uniform')}: threshold {s['threshold']} x the unpruned score, step "
               f"{s['step']} of the original heads and FFN {s['granularity']}s, at least {s['min_heads_per_layer']} "
@@ -314,14 +322,25 @@ def markdown(report: dict) -> str:
                          f"{p['score']:.2f} | {mark} |")
         lines.append("")
     lines += [f"## Retrained from the pre-trained weights (mean ± std over seeds {report['seeds']})", "",
-              "| subnetwork | heads kept | FFN neurons kept | params kept % | dev | held-out |", "|---|---|---|---|---|---|"]
+              baseline_legend(baseline), "", *retrained_table(report, baseline),
+              "", f"Command: `{report['command']}`", ""]
+    return "\n".join(lines)
+
+
+def retrained_table(report: dict, baseline: Baseline | None) -> list[str]:
+    """Markdown lines: every retrained subnetwork's size, dev score († = not learnt), its paired difference to
+    dense on dev (95 % t-interval) and its held-out score."""
+    dense = next(r for r in report["rows"] if r["kind"] == "dense")
+    reference = by_seed(dense["seeds"], dense["dev"])
+    lines = ["| subnetwork | heads kept | FFN neurons kept | params kept % | dev | Δ dev vs dense [95% CI] | held-out |",
+             "|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         counts = ("all", "all", "100.0") if r["kind"] == "dense" else (
             f"{r['heads_kept']:g}", f"{r['ffn_kept']:g}", f"{r['params_kept']:.1f}")
-        lines.append(f"| {r['kind']} | {' | '.join(counts)} | {_pm(r['dev_mean'], r['dev_std'])} | "
-                     f"{_pm(r['holdout_mean'], r['holdout_std'])} |")
-    lines += ["", f"Command: `{report['command']}`", ""]
-    return "\n".join(lines)
+        diff = "–" if r is dense else format_versus(versus(by_seed(r["seeds"], r["dev"]), reference))
+        lines.append(f"| {r['kind']} | {' | '.join(counts)} | {_pm(r['dev_mean'], r['dev_std'])}"
+                     f"{learnt_mark(r['dev_mean'], baseline)} | {diff} | {_pm(r['holdout_mean'], r['holdout_std'])} |")
+    return lines
 
 
 def plot(report: dict, path: Path) -> None:

@@ -25,13 +25,16 @@ A run folder holding ``metrics.json`` (and, for the dense run and IMP rounds, th
 write) is finished and skipped, so re-running the command resumes the study. A finished run made
 with other options stops the study with a one-line error.
 
-Score = the task's primary dev metric (``primary`` in ``tasks/glue.yaml``: RTE and MRPC accuracy, STS-B
-Pearson, CoLA MCC; MNLI averages m and mm). A method is *matching* at a sparsity when its
-mean over seeds is at least the dense mean minus the dense standard deviation over seeds.
+Score = the task score (:mod:`tasks.score`: the mean of the task's dev metrics; MRPC accuracy and F1,
+STS-B Pearson and Spearman), as in every other table. A method is *matching* at a sparsity when its
+mean over seeds is at least the dense mean minus the dense standard deviation over seeds. Every row
+also carries its paired difference to dense on the same seeds (95 % t-interval) and, in the table, a
+† when its score is not above the constant-prediction baseline by one dev-set standard error. OMP rows
+name their source (fine-tuned or pre-trained weights).
 
-Output in the output directory: ``lottery.json`` (every run's score, mean ± std per method and
-sparsity, the matching flags, the command), ``lottery.md`` (the table), ``lottery.png``. A lone
-``--`` may separate the study's options from the train.py ones.
+Output in the output directory: ``lottery.json`` (every run's dev metrics and score, mean ± std per
+method and sparsity, the matching flags, the command), ``lottery.md`` (the table), ``lottery.png``. A
+lone ``--`` may separate the study's options from the train.py ones.
 """
 
 from __future__ import annotations
@@ -50,10 +53,12 @@ from basics.errors import UserError
 from basics.io import atomic_write_json, atomic_write_text
 from basics.options import add_config_flags, build_config, options_of, read_yaml
 from basics.stats import mean_std
+from experiments.baselines import baselines_for
 from experiments.engine.jobs import Job, JobGraph
 from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, run_jobs
 from experiments.engine.scheduler import StudyFailed, raise_if_failed
 from experiments.plots import dense_band, finish_curves, line_with_band, pyplot
+from experiments.report_stats import baseline_legend, baseline_of, by_seed, format_versus, learnt_mark, pm, versus
 from masks.magnitude import (
     imp_schedule,
     magnitude_mask,
@@ -71,7 +76,8 @@ from mtl.config import TrainConfig
 from mtl.model import load_encoder
 from mtl.run import prepare_output_dir, resolve_tasks
 from mtl.rundir import RunDir, RunResult
-from tasks.score import primary_score
+from tasks.baseline import Baseline
+from tasks.score import task_score
 from tasks.task_def import TaskDef
 
 PROG = "python -m experiments.lottery"
@@ -138,9 +144,9 @@ def is_matching(mean: float, dense_mean: float, dense_std: float) -> bool:
     return mean >= dense_mean - dense_std - 1e-9
 
 
-def task_score(result: RunResult, task: TaskDef) -> float:
-    """The task's main score of a run: its primary dev metric (averaged over dev splits)."""
-    return primary_score(result.metrics[task.name], task)
+def run_score(result: RunResult, task: TaskDef) -> float:
+    """A run's task score on dev (:func:`tasks.score.task_score`: the mean of the task's dev metrics)."""
+    return task_score(result.metrics[task.name])
 
 
 # ---------------------------------------------------------------- runs
@@ -171,7 +177,7 @@ class Study:
         """Keep one run's score (the task's main dev metric) and the mask it trained with."""
         info = result.weight_mask or {}
         self.runs.setdefault((method, sparsity), []).append({
-            "seed": seed, "score": task_score(result, self.task), "dev_metrics": result.metrics[self.task.name],
+            "seed": seed, "score": run_score(result, self.task), "dev_metrics": result.metrics[self.task.name],
             "mask": _relative(mask, self.out) if mask else None, "kept": info.get("kept"), "total": info.get("total"),
             "actual_sparsity": info.get("sparsity", 0.0), **extra})
 
@@ -352,54 +358,88 @@ def method_order(method: str) -> tuple[int, str]:
 
 def summarize(study: Study, command: str) -> dict:
     """``lottery.json``, ``lottery.md``, ``lottery.png``; returns the report."""
-    dense_mean, dense_std = mean_std([r["score"] for r in study.runs[("dense", 0.0)]])
     rows = []
     for (method, sparsity), items in sorted(study.runs.items(), key=lambda kv: (method_order(kv[0][0]), kv[0][1])):
-        mean, std = mean_std([r["score"] for r in items])
         kept = [r["kept"] / r["total"] for r in items if r.get("total")]
         rows.append({"method": method, "sparsity": sparsity, "seeds": [r["seed"] for r in items],
-                     "scores": [r["score"] for r in items], "mean": mean, "std": std,
-                     "matching": None if method == "dense" else is_matching(mean, dense_mean, dense_std),
                      "kept_fraction": statistics.fmean(kept) if kept else 1.0,
                      "masks": {str(r["seed"]): r["mask"] for r in items if r["mask"]},
                      "dev_metrics": [r["dev_metrics"] for r in items],
                      **({"source_task": items[0]["source_task"]} if "source_task" in items[0] else {})})
-    highest: dict[str, float | None] = {}  # per method, the highest sparsity that is matching
-    for row in rows[1:]:
-        best = highest.setdefault(row["method"], None)
-        if row["matching"]:
-            highest[row["method"]] = max(row["sparsity"], best if best is not None else 0.0)
-    report = {"task": study.task.name, "metric": study.task.primary, "seeds": study.lottery.seeds,
-              "methods": study.lottery.method, "sparsities": study.sparsities,
-              "imp": {"rate": study.lottery.rate, "rounds": len(study.imp), "sparsities": study.imp},
-              "omp_source": study.lottery.omp_source, "transfer_from": study.lottery.transfer_from,
-              "dense": {"mean": dense_mean, "std": dense_std},
-              "matching_rule": "mean >= dense mean - dense std (std over seeds)",
-              "highest_matching_sparsity": highest, "rows": rows,
-              "config": study.base.to_dict(), "lottery": dataclasses.asdict(study.lottery),
-              "command": command}
+    baseline = baselines_for(study.base, [study.task.name]).get(study.task.name)
+    report = derive({"task": study.task.name, "metric": "task score", "seeds": study.lottery.seeds,
+                     "methods": study.lottery.method, "sparsities": study.sparsities,
+                     "imp": {"rate": study.lottery.rate, "rounds": len(study.imp), "sparsities": study.imp},
+                     "omp_source": study.lottery.omp_source, "transfer_from": study.lottery.transfer_from,
+                     "matching_rule": "mean >= dense mean - dense std (std over seeds)", "rows": rows,
+                     "baseline": baseline.to_dict() if baseline is not None else None,
+                     "config": study.base.to_dict(), "lottery": dataclasses.asdict(study.lottery),
+                     "command": command})
     atomic_write_json(study.out / "lottery.json", report)
     atomic_write_text(study.out / "lottery.md", markdown(report))
     plot(report, study.out / "lottery.png")
     return report
 
 
-def markdown(report: dict) -> str:
-    """The method × sparsity table, dense row first."""
+def derive(report: dict) -> dict:
+    """Fill in what follows from the rows' per-seed dev metrics: each row's task scores, mean ± std, the
+    matching flag, its paired difference to dense (``vs_dense``), the source of OMP rows, the dense
+    summary and the highest matching sparsity per method. Reports of earlier versions (scored on the
+    primary metric) are re-scored this way from their ``dev_metrics``."""
+    rows = report["rows"]
+    for row in rows:
+        row["scores"] = [task_score(m) for m in row["dev_metrics"]]
+        row["mean"], row["std"] = mean_std(row["scores"])
+        if row["method"] == "omp":  # transfer rows use the other study's masks
+            row.setdefault("omp_source", report["omp_source"])
+    dense = next(r for r in rows if r["method"] == "dense")
+    reference = by_seed(dense["seeds"], dense["scores"])
+    highest: dict[str, float | None] = {}  # per method, the highest sparsity that is matching
+    for row in rows:
+        row["vs_dense"] = None if row is dense else versus(by_seed(row["seeds"], row["scores"]), reference)
+        row["matching"] = None if row is dense else is_matching(row["mean"], dense["mean"], dense["std"])
+        if row is not dense:
+            best = highest.setdefault(row["method"], None)
+            if row["matching"]:
+                highest[row["method"]] = max(row["sparsity"], best if best is not None else 0.0)
+    report.update(metric="task score", dense={"mean": dense["mean"], "std": dense["std"]},
+                  highest_matching_sparsity=highest)
+    return report
+
+
+def method_label(row: dict) -> str:
+    """``omp (fine-tuned)``, ``imp``, ``transfer-omp (from rte)``, ..."""
+    text = row["method"]
+    if row.get("omp_source"):
+        text += f" ({OMP_WORDS[row['omp_source']]})"
+    return text + (f" (from {row['source_task']})" if row.get("source_task") else "")
+
+
+def table(report: dict, baseline: Baseline | None) -> list[str]:
+    """Markdown lines of the method × sparsity table (``report`` as :func:`derive` leaves it)."""
+    lines = ["| method | sparsity | weights kept | score | matching | Δ vs dense [95% CI] |", "|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        matching = "–" if r["matching"] is None else ("yes" if r["matching"] else "no")
+        lines.append(f"| {method_label(r)} | {r['sparsity']:.2f} | {100 * r['kept_fraction']:.1f}% | "
+                     f"{pm(r['mean'], r['std'])}{learnt_mark(r['mean'], baseline)} | {matching} | "
+                     f"{format_versus(r['vs_dense'])} |")
+    return lines
+
+
+def markdown(report: dict, baselines: dict[str, Baseline] | None = None) -> str:
+    """The method × sparsity table, dense row first: task score († = not learnt), matching, and the
+    paired difference to dense with its 95 % t-interval."""
+    report = derive(report)
     d = report["dense"]
     imp = report["imp"]
-    title = (f"# Unstructured lottery tickets: {report['task']} (dev {report['metric']}, mean ± std over seeds "
+    baseline = baseline_of(report, report["task"], baselines)
+    title = (f"# Unstructured lottery tickets: {report['task']} (dev task score, mean ± std over seeds "
              f"{','.join(map(str, report['seeds']))})")
-    legend = (f"Matching: mean ≥ dense mean − dense std = {d['mean'] - d['std']:.2f}. "
-              f"IMP prunes {imp['rate']:g} of the original weights per round ({imp['rounds']} rounds); "
-              f"OMP prunes the {OMP_WORDS[report['omp_source']]} weights once; random prunes uniformly at random. "
-              "Every subnetwork is trained from the pre-trained weights.")
-    lines = [title, "", legend, "", "| method | sparsity | weights kept | score | matching |", "|---|---|---|---|---|"]
-    for r in report["rows"]:
-        method = r["method"] + (f" (from {r['source_task']})" if r.get("source_task") else "")
-        matching = "–" if r["matching"] is None else ("yes" if r["matching"] else "no")
-        lines.append(f"| {method} | {r['sparsity']:.2f} | {100 * r['kept_fraction']:.1f}% | "
-                     f"{r['mean']:.2f} ± {r['std']:.2f} | {matching} |")
+    legend = (f"Task score = mean of the task's dev metrics (`tasks/score.py`). Matching: mean ≥ dense mean − dense "
+              f"std = {d['mean'] - d['std']:.2f}. IMP prunes {imp['rate']:g} of the original weights per round "
+              f"({imp['rounds']} rounds); OMP prunes the {OMP_WORDS[report['omp_source']]} weights once; random "
+              "prunes uniformly at random. Every subnetwork is trained from the pre-trained weights.")
+    lines = [title, "", legend, "", baseline_legend(baseline), "", *table(report, baseline)]
     best = ", ".join(f"{m} {s:.2f}" if s is not None else f"{m} none" for m, s in report["highest_matching_sparsity"].items())
     lines += ["", f"Highest matching sparsity: {best or 'none'}.", "", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)

@@ -11,8 +11,11 @@
 3. ``phase_transition.json`` / ``.md``: mean ± std over seeds of the task score (the mean of the
    task's metrics) on dev and on the held-out slice of train. ``phase_transition.png``: dev score
    vs sparsity for the three kinds, with the dense line and the seed spread.
-4. ``super_ticket.safetensors``: the winning ticket at the sparsity with the best mean score on the
-   held-out slice of train (``--select-on dev`` to use dev instead).
+4. ``super_ticket.safetensors``: the candidate with the best mean task score on the held-out slice of
+   train (``--select-on dev`` to use dev instead): the winning tickets and dense itself (sparsity 0;
+   ``--no-dense-candidate`` leaves it out). When dense wins, the file is an all-keep mask of kind
+   ``super_ticket``. The report records the choice and every candidate's held-out and dev scores, the
+   paired difference of every row to dense (95 % t-interval) and the constant-prediction baseline.
 
 The runs execute on the study engine (:mod:`experiments.engine`): ``--jobs N`` runs at once (default:
 one per core), ``--backend ray`` on a Ray cluster, ``--results-dir DIR`` keeps a committable copy of
@@ -31,17 +34,20 @@ from basics.cli import config_parser, parse_config, run_main
 from basics.errors import UserError
 from basics.io import atomic_write_json, atomic_write_text
 from basics.stats import mean_std
+from experiments.baselines import baselines_for
 from experiments.engine.jobs import Job, JobGraph
 from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, run_jobs
 from experiments.engine.scheduler import StudyFailed, raise_if_failed
 from experiments.plots import plot_phase_transition
+from experiments.report_stats import baseline_legend, baseline_of, by_seed, format_versus, learnt_mark, pm, versus
 from masks.importance import load_importance
 from masks.kinds import TICKET_KINDS
-from masks.mask import load_mask, save_mask
+from masks.mask import Mask, load_mask, save_mask
 from masks.tickets import cut_ticket
 from mtl.config import TrainConfig
 from mtl.run import ensure_run, prepare_output_dir, resolve_tasks
 from mtl.rundir import RunDir, RunResult
+from tasks.baseline import Baseline
 from tasks.score import task_score
 
 TAG = "phase-transition"
@@ -120,7 +126,8 @@ def draw_random_ticket(base: TrainConfig, out: Path, seeds: list[int], sparsity:
         save_mask(cut_ticket(load_importance(scorer.importance_path), "random", sparsity, shape=template.meta.shape,
                              seed=seed, ffn_sparsity=sparsity if ffn is None else ffn,
                              min_heads_per_layer=base.tickets.min_heads_per_layer,
-                             granularity=base.tickets.ticket_granularity), path)
+                             granularity=base.tickets.ticket_granularity,
+                             ffn_allocation=base.tickets.ffn_allocation), path)
     return path
 
 
@@ -135,10 +142,11 @@ def collect_runs(plan: list[TicketRun], task: str) -> dict[str, list[dict]]:
 
 
 def report_step(base: TrainConfig, task: str, seeds: list[int], out: Path, select_on: str,
-                control_sparsities: list[float] | None) -> None:
+                control_sparsities: list[float] | None, dense_candidate: bool = True) -> None:
     """The study's last step: ``phase_transition.{json,md,png}`` and ``super_ticket.safetensors``."""
     plan = plan_study(base, seeds, out, control_sparsities)
-    summarize(collect_runs(plan, task), base, task, out, select_on, scoring_dir(out, seeds))
+    summarize(collect_runs(plan, task), base, task, out, select_on, scoring_dir(out, seeds),
+              dense_candidate=dense_candidate)
 
 
 def report_files(out: Path) -> tuple[Path, ...]:
@@ -147,7 +155,7 @@ def report_files(out: Path) -> tuple[Path, ...]:
 
 
 def study_jobs(base: TrainConfig, task: str, seeds: list[int], out: Path, select_on: str,
-               control_sparsities: list[float] | None = None, prefix: str = "") -> list[Job]:
+               control_sparsities: list[float] | None = None, prefix: str = "", dense_candidate: bool = True) -> list[Job]:
     """The study as jobs named ``{prefix}{run}``: the dense runs (the first seed's also scores and cuts
     the tickets), a step drawing each random ticket, every ticket run, and the report step."""
     plan = plan_study(base, seeds, out, control_sparsities)
@@ -170,14 +178,17 @@ def study_jobs(base: TrainConfig, task: str, seeds: list[int], out: Path, select
         needs = scorer_needs if run.config.tickets.score_importance else ()
         jobs.append(Job(prefix + run.name, deps=deps, config=run.config, needs=needs, labels=labels))
     jobs.append(Job(f"{prefix}phase_transition", deps=tuple(prefix + r.name for r in plan), action=report_step,
-                    args=(base, task, seeds, out, select_on, control_sparsities), outputs=report_files(out)))
+                    args=(base, task, seeds, out, select_on, control_sparsities, dense_candidate),
+                    outputs=report_files(out)))
     return jobs
 
 
 def run_study(base: TrainConfig, task: str, seeds: list[int], out: Path, select_on: str,
-              control_sparsities: list[float] | None = None, engine: EngineOptions | None = None) -> dict | None:
+              control_sparsities: list[float] | None = None, engine: EngineOptions | None = None,
+              dense_candidate: bool = True) -> dict | None:
     """Run (or resume) the whole study on the study engine; the report (None for a dry run)."""
-    graph = JobGraph(study_jobs(base, task, seeds, out, select_on, control_sparsities))
+    graph = JobGraph(study_jobs(base, task, seeds, out, select_on, control_sparsities,
+                                dense_candidate=dense_candidate))
     report = run_jobs(graph, engine or EngineOptions(), out)
     if report is None:
         return None
@@ -186,31 +197,44 @@ def run_study(base: TrainConfig, task: str, seeds: list[int], out: Path, select_
 
 
 def summarize(runs: dict[str, list[dict]], base: TrainConfig, task: str, out: Path, select_on: str,
-              scoring_dir: Path) -> dict:
-    rows = []
-    for name, items in runs.items():
-        kind, sparsity = ("dense", 0.0) if name == "dense" else (name.rsplit("-", 1)[0], float(name.rsplit("-", 1)[1]))
-        dev_mean, dev_std = mean_std([r["dev"] for r in items])
-        hold = [r["holdout"] for r in items if r["holdout"] is not None]
-        hold_mean, hold_std = mean_std(hold) if hold else (None, None)
-        rows.append({"kind": kind, "sparsity": sparsity, "seeds": [r["seed"] for r in items],
-                     "dev_mean": dev_mean, "dev_std": dev_std, "holdout_mean": hold_mean, "holdout_std": hold_std,
-                     "dev": [r["dev"] for r in items], "dev_metrics": [r["dev_metrics"] for r in items]})
-    key = "holdout_mean" if select_on == "holdout" else "dev_mean"
-    winning = [r for r in rows if r["kind"] == "winning"]
-    if any(r[key] is None for r in winning):
-        raise UserError("--select-on holdout needs --holdout-fraction > 0")
-    best = max(winning, key=lambda r: (r[key], r["sparsity"]))
-    super_mask = load_mask(scoring_dir / "masks" / f"winning-{best['sparsity']:.2f}.safetensors")
-    super_mask.meta = super_mask.meta.updated({"kind": "super_ticket", "selected_on": select_on,
-                                               "selected_score": f"{best[key]:.3f}", "source_kind": "winning"})
-    save_mask(super_mask, out / "super_ticket.safetensors")
+              scoring_dir: Path, *, dense_candidate: bool = True, baselines: dict[str, Baseline] | None = None) -> dict:
+    """``phase_transition.{json,md,png}`` and ``super_ticket.safetensors`` from the runs' scores.
+
+    ``runs``: ``{row: [one dict per seed: seed, dev, holdout, dev_metrics (, sparsity)]}``, rows ``dense``
+    and ``{kind}-{sparsity:.2f}``. The super ticket is the candidate with the best mean task score on
+    ``select_on`` (held-out slice or dev): the winning tickets and, with ``dense_candidate`` (the default),
+    dense itself; ties go to the sparser. When dense wins, the super ticket is an all-keep mask (kind
+    ``super_ticket``, sparsity 0). ``baselines``: the task's constant-prediction baseline (default: read
+    from the dev files, :func:`experiments.baselines.baselines_for`; none when they cannot be read).
+    """
+    rows = [_row(name, items) for name, items in runs.items()]
     dense = next(r for r in rows if r["kind"] == "dense")
+    for row in rows:
+        row["vs_dense"] = versus(by_seed(row["seeds"], row["dev"]), by_seed(dense["seeds"], dense["dev"]))
+    key = "holdout_mean" if select_on == "holdout" else "dev_mean"
+    candidates = super_ticket_candidates(rows, dense_candidate)
+    if any(r[key] is None for r in candidates):
+        raise UserError("--select-on holdout needs --holdout-fraction > 0")
+    best = max(candidates, key=lambda r: (r[key], r["sparsity"]))
+    template = load_mask(scoring_dir / "masks" / f"winning-{_winning_sparsities(rows)[0]:.2f}.safetensors")
+    if best["kind"] == "dense":  # keep everything: the task's best model is the dense one
+        super_mask = Mask.ones(template.meta.shape, kind="super_ticket", tasks=template.meta.tasks,
+                               model=template.meta.model, param_sparsity=0.0)
+    else:
+        super_mask = load_mask(scoring_dir / "masks" / f"winning-{best['sparsity']:.2f}.safetensors")
+    super_mask.meta = super_mask.meta.updated({"kind": "super_ticket", "selected_on": select_on,
+                                               "selected_score": f"{best[key]:.3f}", "source_kind": best["kind"],
+                                               "dense_candidate": str(dense_candidate).lower()})
+    save_mask(super_mask, out / "super_ticket.safetensors")
+    baseline = (baselines if baselines is not None else baselines_for(base, [task])).get(task)
     report = {"task": task, "select_on": select_on, "seeds": dense["seeds"], "rows": rows,
-              "super_ticket": {"sparsity": best["sparsity"], "score": best[key], "dev_mean": best["dev_mean"],
-                               "dev_std": best["dev_std"], "param_sparsity": super_mask.meta.param_sparsity,
+              "super_ticket": {"kind": best["kind"], "sparsity": best["sparsity"], "score": best[key],
+                               "dev_mean": best["dev_mean"], "dev_std": best["dev_std"],
+                               "param_sparsity": super_mask.meta.param_sparsity, "dense_candidate": dense_candidate,
+                               "candidates": [_candidate(r) for r in candidates],
                                "path": str(out / "super_ticket.safetensors")},
               "dense": {"dev_mean": dense["dev_mean"], "dev_std": dense["dev_std"]},
+              "baseline": baseline.to_dict() if baseline is not None else None,
               "config": base.to_dict(), "command": " ".join(sys.argv)}
     atomic_write_json(out / "phase_transition.json", report)
     atomic_write_text(out / "phase_transition.md", markdown(report))
@@ -218,26 +242,118 @@ def summarize(runs: dict[str, list[dict]], base: TrainConfig, task: str, out: Pa
     return report
 
 
-def markdown(report: dict) -> str:
+def _row(name: str, items: list[dict]) -> dict:
+    """One report row: mean ± std over seeds of the dev and held-out task scores, per-seed values."""
+    kind, sparsity = ("dense", 0.0) if name == "dense" else (name.rsplit("-", 1)[0], float(name.rsplit("-", 1)[1]))
+    dev_mean, dev_std = mean_std([r["dev"] for r in items])
+    hold = [r["holdout"] for r in items if r["holdout"] is not None]
+    hold_mean, hold_std = mean_std(hold) if hold else (None, None)
+    return {"kind": kind, "sparsity": sparsity, "seeds": [r["seed"] for r in items],
+            "dev_mean": dev_mean, "dev_std": dev_std, "holdout_mean": hold_mean, "holdout_std": hold_std,
+            "dev": [r["dev"] for r in items], "holdout": [r["holdout"] for r in items],
+            "dev_metrics": [r["dev_metrics"] for r in items]}
+
+
+def _winning_sparsities(rows: list[dict]) -> list[float]:
+    return sorted(r["sparsity"] for r in rows if r["kind"] == "winning")
+
+
+def super_ticket_candidates(rows: list[dict], dense_candidate: bool = True) -> list[dict]:
+    """The rows the super ticket is chosen among: the winning tickets, and dense when ``dense_candidate``."""
+    return [r for r in rows if r["kind"] == "winning" or (dense_candidate and r["kind"] == "dense")]
+
+
+def _candidate(row: dict) -> dict:
+    return {"kind": row["kind"], "sparsity": row["sparsity"], "holdout_mean": row["holdout_mean"],
+            "dev_mean": row["dev_mean"]}
+
+
+def selection(report: dict, dense_candidate: bool = True) -> dict:
+    """The candidate :func:`summarize` picks from ``report``'s rows under today's rule (a report of an
+    older version, which knew no dense candidate, is re-read this way too)."""
+    key = "holdout_mean" if report["select_on"] == "holdout" else "dev_mean"
+    candidates = [r for r in super_ticket_candidates(report["rows"], dense_candidate) if r[key] is not None]
+    best = max(candidates, key=lambda r: (r[key], r["sparsity"]))
+    return {"kind": best["kind"], "sparsity": best["sparsity"], "score": best[key], "dev_mean": best["dev_mean"]}
+
+
+def dense_differences(report: dict) -> dict[tuple[str, float], dict | None]:
+    """``{(kind, sparsity): dev score - dense dev score, paired by seed}`` (:func:`experiments.report_stats.versus`)."""
+    rows = report["rows"]
+    dense = next(r for r in rows if r["kind"] == "dense")
+    reference = by_seed(dense["seeds"], dense["dev"])
+    return {(r["kind"], r["sparsity"]): versus(by_seed(r["seeds"], r["dev"]), reference) for r in rows}
+
+
+def super_ticket_line(report: dict) -> str:
+    """Which ticket was chosen, among what, on which scores."""
+    st = report["super_ticket"]
+    on = report["select_on"]
+    key = "holdout_mean" if on == "holdout" else "dev_mean"
+    dense = next(r for r in report["rows"] if r["kind"] == "dense")
+    what = "dense (sparsity 0: the all-keep mask)" if st.get("kind", "winning") == "dense" \
+        else f"winning at sparsity {st['sparsity']:.2f}"
+    among = "dense and the winning tickets" if st.get("dense_candidate", False) else "the winning tickets only"
+    text = (f"Super ticket: {what}, chosen on {on} among {among} ({on} score {st['score']:.2f}; dense "
+            f"{_num(dense[key])}); parameter sparsity {st['param_sparsity'] or 0.0:.3f}, dev "
+            f"{st['dev_mean']:.2f} ± {st['dev_std']:.2f}.")
+    if "dense_candidate" not in st:  # written before dense was a candidate
+        now = selection(report)
+        now_what = "dense" if now["kind"] == "dense" else f"winning at {now['sparsity']:.2f}"
+        text += (f" This report predates dense as a candidate; with dense as a candidate the choice is "
+                 f"{now_what} ({on} {now['score']:.2f}).")
+    return text
+
+
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def score_table(report: dict, baseline: Baseline | None) -> list[str]:
+    """Markdown lines: dev score per kind and sparsity (mean ± std, † = not learnt), the held-out score of
+    the winning tickets and of dense (what the super ticket was chosen on)."""
     rows = report["rows"]
     sparsities = sorted({r["sparsity"] for r in rows if r["kind"] != "dense"})
     by = {(r["kind"], r["sparsity"]): r for r in rows}
     dense = by[("dense", 0.0)]
-    lines = [f"# Phase transition: {report['task']} (dev score, mean ± std over seeds {report['seeds']})", "",
-             f"Task score = mean of the task's dev metrics. Dense: **{dense['dev_mean']:.2f} ± {dense['dev_std']:.2f}**.",
-             f"Super ticket: winning at sparsity {report['super_ticket']['sparsity']:.2f} "
-             f"(selected on {report['select_on']}; parameter sparsity {report['super_ticket']['param_sparsity']:.3f}), "
-             f"dev {report['super_ticket']['dev_mean']:.2f} ± {report['super_ticket']['dev_std']:.2f}.", "",
-             "| sparsity | winning | random | losing | winning (held-out) |", "|---|---|---|---|---|"]
+    kinds = TICKET_KINDS.names()
+
+    def cell(r: dict | None) -> str:
+        return pm(r["dev_mean"], r["dev_std"]) + learnt_mark(r["dev_mean"], baseline) if r else ""
+
+    lines = ["| sparsity | " + " | ".join(kinds) + " | winning (held-out) |", "|---|" + "---|" * (len(kinds) + 1),
+             f"| 0 (dense) | {cell(dense)} |" + " |" * (len(kinds) - 1) + f" {pm(dense['holdout_mean'], dense['holdout_std'])} |"]
     for s in sparsities:
-        cells = []
-        for kind in TICKET_KINDS.names():
-            r = by.get((kind, s))
-            cells.append(f"{r['dev_mean']:.2f} ± {r['dev_std']:.2f}" if r else "")
         w = by.get(("winning", s))
-        cells.append(f"{w['holdout_mean']:.2f} ± {w['holdout_std']:.2f}" if w and w["holdout_mean"] is not None else "")
-        lines.append(f"| {s:.2f} | " + " | ".join(cells) + " |")
-    lines += ["", f"Command: `{report['command']}`", ""]
+        held = pm(w["holdout_mean"], w["holdout_std"]) if w and w["holdout_mean"] is not None else ""
+        lines.append(f"| {s:.2f} | " + " | ".join(cell(by.get((k, s))) for k in kinds) + f" | {held} |")
+    return lines
+
+
+def difference_table(report: dict) -> list[str]:
+    """Markdown lines: each kind's dev score minus dense's, paired by seed (mean and 95 % t-interval)."""
+    rows = report["rows"]
+    sparsities = sorted({r["sparsity"] for r in rows if r["kind"] != "dense"})
+    kinds = TICKET_KINDS.names()
+    diffs = dense_differences(report)
+    seeds = len(next(r for r in rows if r["kind"] == "dense")["seeds"])
+    lines = [f"Paired difference to dense on dev (same seeds; mean and 95 % t-interval over {seeds} seed(s); an "
+             "interval containing 0 means no difference was detected):", "",
+             "| sparsity | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for s in sparsities:
+        lines.append(f"| {s:.2f} | " + " | ".join(format_versus(diffs[k, s]) if (k, s) in diffs else "" for k in kinds) + " |")
+    return lines
+
+
+def markdown(report: dict, baselines: dict[str, Baseline] | None = None) -> str:
+    """The report as markdown: dev score per kind and sparsity († = not learnt), the held-out scores the
+    super ticket was chosen on, and each row's paired difference to dense with its 95 % t-interval."""
+    dense = next(r for r in report["rows"] if r["kind"] == "dense")
+    baseline = baseline_of(report, report["task"], baselines)
+    lines = [f"# Phase transition: {report['task']} (dev task score, mean ± std over seeds {report['seeds']})", "",
+             f"Task score = mean of the task's dev metrics (`tasks/score.py`). Dense: **{pm(dense['dev_mean'], dense['dev_std'])}**"
+             f"{learnt_mark(dense['dev_mean'], baseline)}.", "", super_ticket_line(report), "", baseline_legend(baseline), "",
+             *score_table(report, baseline), "", *difference_table(report), "", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)
 
 
@@ -248,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--seeds", default="1,2", help="comma-separated seeds")
         parser.add_argument("--select-on", default="holdout", choices=("holdout", "dev"),
                             help="choose the super ticket's sparsity on a held-out slice of train, or on dev")
+        parser.add_argument("--no-dense-candidate", dest="dense_candidate", action="store_false",
+                            help="choose the super ticket among the winning tickets only (default: dense too)")
         parser.add_argument("--control-sparsities", default=None,
                             help="sparsities at which random and losing tickets run (default: every sparsity)")
         add_engine_flags(parser)
@@ -268,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             if unknown:
                 raise UserError(f"--control-sparsities {unknown} are not among --sparsities {config.tickets.sparsities}")
         try:
-            report = run_study(config, task.name, seeds, out, args.select_on, controls, engine_options(args))
+            report = run_study(config, task.name, seeds, out, args.select_on, controls, engine_options(args),
+                               args.dense_candidate)
         except StudyFailed as exc:
             print(f"{exc}; run the same command again to retry them (finished runs are kept)", file=sys.stderr)
             return 1

@@ -156,7 +156,7 @@ def ticket_step(study: StudyConfig, task: str) -> None:
     out = study.ticket_dir(task)
     before = snapshot(out / SUPER_TICKET)
     report_step(study.ticket_config(task), task, study.tickets.seeds, out, study.tickets.select_on,
-                study.tickets.control_sparsities)
+                study.tickets.control_sparsities, study.tickets.dense_candidate)
     check_unchanged(before, out / SUPER_TICKET, study, f"super ticket of {task}")
 
 
@@ -262,7 +262,8 @@ def study_graph(study: StudyConfig) -> JobGraph:
         for task in study.tasks:
             prefix = f"tickets/{task}/"
             jobs = study_jobs(study.ticket_config(task), task, study.tickets.seeds, study.ticket_dir(task),
-                              study.tickets.select_on, study.tickets.control_sparsities, prefix=prefix)
+                              study.tickets.select_on, study.tickets.control_sparsities, prefix=prefix,
+                              dense_candidate=study.tickets.dense_candidate)
             *runs, report = jobs
             for job in runs:
                 graph.add(job)

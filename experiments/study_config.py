@@ -15,6 +15,7 @@ A study YAML (``experiments/quickstart.yaml``) has these keys; ``train`` blocks 
       seeds: [1]
       kinds: [winning, random, losing]
       select_on: holdout              # or dev
+      dense_candidate: true           # dense (sparsity 0) may be the super ticket; false: winning tickets only
       train: {epochs: 2, max_train_samples: 400}
       per_task: {mnli: {epochs: 3}}   # task-specific overrides of tickets.train
       dirs: {rte: runs/pt/rte}        # reuse (and resume) existing phase-transition folders
@@ -123,6 +124,7 @@ class TicketBudget:
     kinds: list[str] = field(default_factory=lambda: list(TICKET_KINDS.names()))
     select_on: str = "holdout"
     control_sparsities: list[float] | None = None  # random / losing tickets only here (default: every sparsity)
+    dense_candidate: bool = True  # dense (sparsity 0) may be the super ticket (experiments.phase_transition)
     train: dict[str, Any] = field(default_factory=dict)
     per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
     dirs: dict[str, str] = field(default_factory=dict)
@@ -164,6 +166,10 @@ class TicketBudget:
             out["select_on"] = str(data["select_on"])
         if data.get("control_sparsities") is not None:
             out["control_sparsities"] = _list(data["control_sparsities"], float, f"{where}.control_sparsities")
+        if "dense_candidate" in data:
+            if not isinstance(data["dense_candidate"], bool):
+                raise UserError(f"{where}.dense_candidate must be true or false, got {data['dense_candidate']!r}")
+            out["dense_candidate"] = data["dense_candidate"]
         out["train"] = _mapping(data.get("train"), f"{where}.train")
         per_task = _mapping(data.get("per_task"), f"{where}.per_task")
         out["per_task"] = {t: _mapping(v, f"{where}.per_task.{t}") for t, v in per_task.items()}

@@ -4,7 +4,14 @@ Estimators say where the absolute value is taken in ``I(u) = Σ |Σ ∂L/∂g_u|
 
 - ``batch``: |Σ over the batch's examples and tokens| per batch, summed over batches (Michel et
   al.'s and Prasanna et al.'s code);
-- ``example``: |Σ over the example's tokens| per example, summed.
+- ``example``: |Σ over the example's tokens| per example, summed (each example's own loss);
+- ``token``: |·| per token per example, summed: ``Σ_examples Σ_tokens |∂L/∂g_u at that token|``
+  (the Super Tickets code; ``L`` is the batch loss, as for ``batch``).
+
+With a loss that sums over examples, ``token`` ≥ ``example`` ≥ ``batch`` unit by unit (the triangle
+inequality); they differ in which cancellations of signs they keep. ``batch`` is the default: every
+committed result was scored with it, and it costs one backward pass per batch like ``token``
+(``example`` needs one per example).
 
 Normalisations of a ``[L, N]`` score matrix: ``layer_l2`` divides each layer's row by its L2 norm
 (Michel et al.), ``none`` keeps the raw sums. Both registries are torch-free (read by the option
@@ -21,6 +28,7 @@ from basics.registry import Registry
 ESTIMATORS: Registry[str] = Registry("importance estimator")
 ESTIMATORS.register("batch", "|sum of the gate gradient over a batch|, summed over batches")
 ESTIMATORS.register("example", "|sum of the gate gradient over one example|, summed over examples")
+ESTIMATORS.register("token", "|gate gradient at one token of one example|, summed over tokens and examples")
 
 FLOAT32_TINY = 1.1754943508222875e-38  # torch.finfo(torch.float32).tiny: a zero row stays zero
 

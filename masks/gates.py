@@ -48,7 +48,10 @@ class Gates:
       :meth:`set_mask` (``heads[l].repeat_interleave(d)`` -> ``[H*d]``; ``ffn[l]`` -> ``[I]``);
       layers whose gates are all ones are skipped;
     - requires grad (importance scoring): the vector is built from the gate tensor in the
-      hook so gradients reach ``heads`` / ``ffn``.
+      hook so gradients reach ``heads`` / ``ffn``. Between :meth:`start_probes` and
+      :meth:`stop_probes`, each gated input is also multiplied by a per-token probe of ones
+      ``[B, T, N]`` (N = H or I): ``x * (g + p - 1)``, so ``∂L/∂p[b, t, u]`` is example ``b``'s,
+      token ``t``'s share of ``∂L/∂g[u]`` (they sum to it); the per-token importance estimator.
 
     If you edit ``heads``/``ffn`` in place, call :meth:`refresh`.
     """
@@ -65,6 +68,7 @@ class Gates:
         self._vectors: dict[tuple[str, int], torch.Tensor | None] = {}
         self._converted: dict[tuple[str, int, torch.dtype, torch.device], torch.Tensor] = {}
         self._handles = []
+        self._probes: list[tuple[str, int, torch.Tensor]] | None = None  # (kind, layer, probe [B, T, N])
         for kind, modules in (("heads", attn_out_modules(encoder)), ("ffn", ffn_down_modules(encoder))):
             for layer, module in enumerate(modules):
                 hook = _GateHook(self, kind, layer)
@@ -106,6 +110,15 @@ class Gates:
         self.ffn.requires_grad_(flag)
         return self
 
+    def start_probes(self) -> None:
+        """From now on, gated forwards (with grad) add a per-token probe; see the class doc."""
+        self._probes = []
+
+    def stop_probes(self) -> list[tuple[str, int, torch.Tensor]]:
+        """The probes of the forwards since :meth:`start_probes`: ``(kind, layer, probe [B, T, N])``."""
+        probes, self._probes = self._probes or [], None
+        return probes
+
     @property
     def requires_grad(self) -> bool:
         return self.heads.requires_grad or self.ffn.requires_grad
@@ -140,6 +153,8 @@ class Gates:
     def _gate_input(self, kind: str, layer: int, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         x = args[0]  # heads: [B, T, H*d]; ffn: [B, T, I]
         if self.requires_grad:
+            if self._probes is not None:
+                return (x * self._probed_factor(kind, layer, x), *args[1:])
             g = self.heads[layer].repeat_interleave(self.shape.head_dim) if kind == "heads" else self.ffn[layer]
             return (x * g.to(device=x.device, dtype=x.dtype), *args[1:])
         if self.is_identity:
@@ -153,6 +168,17 @@ class Gates:
                 self._converted[key] = vec.to(device=x.device, dtype=x.dtype)
             vec = self._converted[key]
         return (x * vec, *args[1:])
+
+
+    def _probed_factor(self, kind: str, layer: int, x: torch.Tensor) -> torch.Tensor:
+        """``g + p - 1`` per token, ``[B, T, H*d]`` or ``[B, T, I]``; the probe ``p`` (ones, ``[B, T, N]``) is kept."""
+        g = (self.heads if kind == "heads" else self.ffn)[layer]  # [N]
+        probe = torch.ones(*x.shape[:-1], g.shape[0], device=x.device, requires_grad=True)  # [B, T, N]
+        self._probes.append((kind, layer, probe))
+        factor = g.to(x.device) + (probe - 1)  # [B, T, N]; equals g, gradients reach g and p
+        if kind == "heads":
+            factor = factor.repeat_interleave(self.shape.head_dim, dim=-1)  # [B, T, H*d]
+        return factor.to(x.dtype)
 
 
 def find_gates(encoder: nn.Module) -> Gates | None:

@@ -2,7 +2,10 @@
 
 For gate ``g_u`` of unit ``u`` (all gates at their current values, 1 by default)::
 
-    I(u) = Σ_batches | Σ_{examples, tokens} ∂L/∂g_u |
+    I(u) = Σ_batches | Σ_{examples, tokens} ∂L/∂g_u |          (abs_per="batch", the default)
+
+or with the absolute value per example (``"example"``) or per token of every example (``"token"``,
+the Super Tickets estimator); see :mod:`masks.estimators`.
 
 Higher = more important. Gradients are taken fresh each batch with
 ``torch.autograd.grad`` on the gate tensors only; all weights are frozen while scoring.
@@ -33,7 +36,7 @@ class ImportanceConfig:
     """How to score. Saved in the Importance metadata."""
 
     max_batches: int | None = None  # None = all batches given
-    abs_per: str = "batch"  # "batch": |Σ_batch grad|; "example": Σ_examples |grad|
+    abs_per: str = "batch"  # masks.estimators.ESTIMATORS: "batch" |Σ_batch|, "example" Σ_ex |Σ_tokens|, "token" Σ_ex,tok |·|
     normalize_heads: str = "layer_l2"  # "layer_l2" | "none"
     normalize_ffn: str = "none"  # "layer_l2" | "none"
 
@@ -95,16 +98,47 @@ def _freeze(modules: Iterable[nn.Module]) -> dict[nn.Parameter, bool]:
     return flags
 
 
-def _batch_grads(gates: Gates, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(∂L/∂heads ``[L, H]``, ∂L/∂ffn ``[L, I]``) for one scalar loss."""
+def _check_loss(loss: torch.Tensor) -> None:
     if loss.dim() != 0:
         raise UserError(f"loss_fn must return a scalar loss, got shape {tuple(loss.shape)}")
     if not loss.requires_grad:
         raise UserError("loss_fn returned a loss that does not depend on the gated encoder")
+
+
+def _batch_grads(gates: Gates, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∂L/∂heads ``[L, H]``, ∂L/∂ffn ``[L, I]``) for one scalar loss."""
+    _check_loss(loss)
     gh, gf = torch.autograd.grad(loss, [gates.heads, gates.ffn], allow_unused=True)
     gh = torch.zeros_like(gates.heads) if gh is None else gh
     gf = torch.zeros_like(gates.ffn) if gf is None else gf
     return gh.detach().float(), gf.detach().float()
+
+
+def _token_grads(gates: Gates, loss_fn: Callable[[Any], torch.Tensor], batch: Any
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batch's ``Σ_{examples, tokens} |∂L/∂g at that token|``: heads ``[L, H]``, ffn ``[L, I]``, and
+    for the whole-FFN gate ``[L, 1]`` (``Σ_{examples, tokens} |Σ_i ∂L/∂g_i|``), from the gates' per-token probes."""
+    L = gates.heads.shape[0]
+    heads = torch.zeros_like(gates.heads, dtype=torch.float32)
+    ffn = torch.zeros_like(gates.ffn, dtype=torch.float32)
+    layer = torch.zeros(L, 1, device=ffn.device)
+    gates.start_probes()
+    try:
+        loss = loss_fn(batch)
+    finally:
+        probes = gates.stop_probes()
+    _check_loss(loss)
+    grads = torch.autograd.grad(loss, [p for _, _, p in probes], allow_unused=True)
+    for (kind, index, _), grad in zip(probes, grads, strict=True):
+        if grad is None:  # the loss does not depend on this layer
+            continue
+        grad = grad.detach().float().flatten(0, -2)  # [B*T, N]: one row per token of every example
+        if kind == "heads":
+            heads[index] += grad.abs().sum(0).to(heads.device)
+        else:
+            ffn[index] += grad.abs().sum(0).to(ffn.device)
+            layer[index] += grad.sum(1).abs().sum().to(layer.device)
+    return heads, ffn, layer
 
 
 def _accumulate(
@@ -122,6 +156,14 @@ def _accumulate(
     for batch in batches:
         if config.max_batches is not None and n_batches >= config.max_batches:
             break
+        if config.abs_per == "token":
+            gh, gf, gl = _token_grads(gates, loss_fn, batch)
+            heads += gh
+            ffn += gf
+            layer += gl
+            n_terms += 1
+            n_batches += 1
+            continue
         parts = split_batch(batch) if config.abs_per == "example" else [batch]
         for part in parts:
             gh, gf = _batch_grads(gates, loss_fn(part))

@@ -1,4 +1,4 @@
-"""The choices of how a ticket is cut: ticket kinds and FFN granularities (one registry each).
+"""The choices of how a ticket is cut: ticket kinds, FFN granularities and FFN allocations (one registry each).
 
 A ticket kind is the order in which units are pruned: ``order(scores, generator)`` gives the flat
 indices of ``scores`` (any shape) from first pruned to last.
@@ -52,3 +52,8 @@ TICKET_KINDS.register("losing", losing_order)
 GRANULARITIES: Registry[str] = Registry("FFN granularity")
 GRANULARITIES.register("neuron", "single FFN neurons, ranked globally")
 GRANULARITIES.register("layer", "whole FFN blocks, one per layer, ranked by the block's gate score")
+
+# How a ticket's FFN neurons to prune are spread over the layers.
+FFN_ALLOCATIONS: Registry[str] = Registry("FFN allocation")
+FFN_ALLOCATIONS.register("global", "neurons ranked across all layers at once (the layers' shares follow the scores)")
+FFN_ALLOCATIONS.register("per-layer", "the same fraction pruned in every layer, neurons ranked within their layer")

@@ -4,8 +4,13 @@
 - losing: prune the highest-scoring units;
 - random: prune a uniformly random set of exactly the same size (seeded generator).
 
-Ranking is global across layers. Heads keep at least ``min_heads_per_layer`` per layer: when
-that binds, the next candidates in order are pruned instead, so counts stay exact.
+Heads are ranked globally across layers and keep at least ``min_heads_per_layer`` per layer: when
+that binds, the next candidates in order are pruned instead, so counts stay exact. FFN neurons are
+ranked globally (``ffn_allocation="global"``, the default) or within each layer, the same fraction
+pruned in every layer (``"per-layer"``; :data:`masks.kinds.FFN_ALLOCATIONS`). Global ranking of
+unnormalised neuron scores lets the layers with the smallest scores (often the last) lose most;
+per-layer allocation, or FFN scores normalised per layer (``normalize_ffn="layer_l2"`` when scoring),
+spread the pruning.
 Counts: ``n_prune = floor(fraction * count + 0.5)`` (round half up).
 """
 
@@ -19,7 +24,7 @@ import torch
 from basics.errors import UserError
 from masks.arch import EncoderShape
 from masks.importance import Importance
-from masks.kinds import GRANULARITIES, TICKET_KINDS
+from masks.kinds import FFN_ALLOCATIONS, GRANULARITIES, TICKET_KINDS
 from masks.mask import Mask
 from masks.meta import MaskMeta
 
@@ -70,14 +75,18 @@ def _prune_flat(order: torch.Tensor, n_prune: int, shape: tuple[int, ...]) -> to
 
 
 def _ffn_mask(
-    imp: Importance, kind: str, frac: float, shape: EncoderShape, granularity: str, gen: torch.Generator
+    imp: Importance, kind: str, frac: float, shape: EncoderShape, granularity: str, gen: torch.Generator,
+    allocation: str = "global",
 ) -> torch.Tensor:
-    """bool ``[L, I]``: neurons ranked globally, or whole layers ranked by ``ffn_layer_raw``."""
+    """bool ``[L, I]``: neurons ranked globally or per layer, or whole layers ranked by ``ffn_layer_raw``."""
     L, I = shape.num_layers, shape.intermediate
     if granularity == "layer":
         order = prune_order(imp.ffn_layer_raw[:, 0], kind, gen)  # [L]
         layer_keep = _prune_flat(order, n_to_prune(frac, L), (L,))  # [L]
         return layer_keep[:, None].expand(L, I).clone()
+    if allocation == "per-layer":  # n_to_prune(frac, I) in every layer
+        rows = [_prune_flat(prune_order(imp.ffn[layer], kind, gen), n_to_prune(frac, I), (I,)) for layer in range(L)]
+        return torch.stack(rows)  # [L, I]
     order = prune_order(imp.ffn, kind, gen)  # [L*I]
     return _prune_flat(order, n_to_prune(frac, L * I), (L, I))
 
@@ -91,6 +100,7 @@ def cut_ticket(
     ffn_sparsity: float | None = None,
     min_heads_per_layer: int = 1,
     granularity: str = "neuron",
+    ffn_allocation: str = "global",
     seed: int = 0,
     meta: dict[str, str] | None = None,
 ) -> Mask:
@@ -99,11 +109,17 @@ def cut_ticket(
     ``sparsity`` in [0, 1) is the fraction of heads pruned, and of FFN units pruned unless
     ``ffn_sparsity`` is given (FFN units = neurons, or whole FFN layers for
     ``granularity="layer"``). ``random`` prunes exactly as many units per granularity as
-    ``winning``, drawn with ``torch.Generator().manual_seed(seed)``.
+    ``winning``, drawn with ``torch.Generator().manual_seed(seed)``. ``ffn_allocation``
+    (:data:`masks.kinds.FFN_ALLOCATIONS`): FFN neurons ranked across layers ("global") or the same
+    fraction pruned in every layer ("per-layer", neuron granularity only).
     Returns a Mask with heads ``[L, H]``, ffn ``[L, I]``.
     """
     TICKET_KINDS.check(kind)
     GRANULARITIES.check(granularity)
+    FFN_ALLOCATIONS.check(ffn_allocation)
+    if ffn_allocation != "global" and granularity != "neuron":
+        raise UserError(f"ffn_allocation {ffn_allocation!r} spreads FFN neurons over layers; it needs granularity "
+                        f"'neuron', got {granularity!r}")
     head_frac = _check_fraction("sparsity", sparsity)
     ffn_frac = head_frac if ffn_sparsity is None else _check_fraction("ffn_sparsity", ffn_sparsity)
     imp.check_shape(shape)
@@ -119,11 +135,14 @@ def cut_ticket(
         )
     gen = torch.Generator().manual_seed(int(seed))
     heads = _prune_heads(prune_order(imp.heads, kind, gen), n_heads, H, min_heads_per_layer, L)
-    ffn = _ffn_mask(imp, kind, ffn_frac, shape, granularity, gen)
+    ffn = _ffn_mask(imp, kind, ffn_frac, shape, granularity, gen, ffn_allocation)
     info = MaskMeta(kind=kind, tasks=imp.meta.get("tasks", ""), model=imp.meta.get("model", "unknown"), shape=shape,
                     sparsity=head_frac, ffn_sparsity=ffn_frac, scorer=imp.meta.get("scorer", "gate_grad"),
                     granularity=granularity, seed=int(seed),
                     extra={"normalize_heads": imp.meta.get("normalize_heads", ""),
+                           "normalize_ffn": imp.meta.get("normalize_ffn", ""),
+                           "importance_abs": imp.meta.get("abs_per", ""),
+                           "ffn_allocation": ffn_allocation,
                            "min_heads_per_layer": str(min_heads_per_layer)})
     mask = Mask(heads, ffn, info.updated(meta or {}))
     mask.meta.param_sparsity = mask.sparsity(shape)

@@ -12,7 +12,7 @@ accept as "the same run" (:func:`run_conflicts`).
 
 The choice lists come from their registries: :data:`mtl.sampler.SAMPLERS`, :data:`mtl.precision.PRECISIONS`,
 :data:`mtl.pooling.POOLINGS`, :data:`masks.kinds.TICKET_KINDS`, :data:`masks.kinds.GRANULARITIES`,
-:data:`masks.estimators.NORMALIZATIONS`. None of them imports torch, so ``--help`` is fast.
+:data:`masks.kinds.FFN_ALLOCATIONS`, :data:`masks.estimators.ESTIMATORS`, :data:`masks.estimators.NORMALIZATIONS`. None of them imports torch, so ``--help`` is fast.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from basics.errors import UserError
 from basics.io import atomic_write_text
 from basics.options import Option, build_config, check_choice, check_positive, options_of, read_yaml, section_options
 from masks.arch import DEFAULT_WEIGHT_ROLES, WEIGHT_ROLES
-from masks.estimators import NORMALIZATIONS
-from masks.kinds import GRANULARITIES, TICKET_KINDS
+from masks.estimators import ESTIMATORS, NORMALIZATIONS
+from masks.kinds import FFN_ALLOCATIONS, GRANULARITIES, TICKET_KINDS
 from mtl.pooling import POOLINGS
 from mtl.precision import PRECISIONS
 from mtl.sampler import SAMPLERS
@@ -159,7 +159,8 @@ class EvalConfig(Section):
 
     eval_batch_size: int = _opt(128, role="free", help="evaluation batch size")
     eval_every_epoch: bool = _opt(True, help="evaluate every epoch (else only at the end)")
-    keep_best: bool = _opt(True, help="restore the best epoch (mean primary dev metric) at the end")
+    keep_best: bool = _opt(True, help="restore the best epoch (the task score, tasks.score: mean of each task's "
+                                      "metrics, averaged over tasks; on the held-out slice when there is one) at the end")
 
     def validate(self) -> None:
         check_positive("eval_batch_size", self.eval_batch_size)
@@ -205,6 +206,15 @@ class TicketConfig(Section):
     score_batches: int | None = _opt(None, role="scoring", help="training batches used for scoring (default: all)")
     head_normalization: str = _opt("layer_l2", role="scoring",
                                    help=f"head score normalisation: {', '.join(NORMALIZATIONS.names())}")
+    importance_abs: str = _opt("batch", role="scoring", help=(
+        f"where the importance score takes |gradient|: {', '.join(ESTIMATORS.names())} (batch: per batch, as "
+        "Michel et al. and Prasanna et al.; token: per token of every example, as the Super Tickets code)"))
+    ffn_normalization: str = _opt("none", role="scoring", help=(
+        f"FFN neuron score normalisation: {', '.join(NORMALIZATIONS.names())} (layer_l2: each layer's scores "
+        "divided by their L2 norm before the global ranking)"))
+    ffn_allocation: str = _opt("global", role="scoring", help=(
+        f"how a ticket's pruned FFN neurons spread over layers: {', '.join(FFN_ALLOCATIONS.names())} "
+        "(global: one ranking across layers; per-layer: the same fraction in every layer)"))
     weight_mask: str | None = _opt(None, role="input", help="train with this per-weight mask file: pruned weights "
                                                             "are held at exactly 0 (training starts from the pre-trained "
                                                             "weights, so this rewinds the ticket)")
@@ -228,6 +238,12 @@ class TicketConfig(Section):
             check_choice("ticket_kinds", kind, TICKET_KINDS.names())
         check_choice("ticket_granularity", self.ticket_granularity, GRANULARITIES.names())
         check_choice("head_normalization", self.head_normalization, NORMALIZATIONS.names())
+        check_choice("importance_abs", self.importance_abs, ESTIMATORS.names())
+        check_choice("ffn_normalization", self.ffn_normalization, NORMALIZATIONS.names())
+        check_choice("ffn_allocation", self.ffn_allocation, FFN_ALLOCATIONS.names())
+        if self.ffn_allocation != "global" and self.ticket_granularity != "neuron":
+            raise UserError(f"--ffn-allocation {self.ffn_allocation} needs --ticket-granularity neuron "
+                            f"(got {self.ticket_granularity}: whole FFN blocks are ranked, not neurons)")
         if self.min_heads_per_layer < 0:
             raise UserError(f"--min-heads-per-layer must be >= 0, got {self.min_heads_per_layer}")
         if self.score_batches is not None:

@@ -103,13 +103,22 @@ def score_model(model, data: dict, config, pad_id: int, device: torch.device, au
     if total < dist.world_size:
         raise UserError(f"{total} scoring batch(es) for {dist.world_size} processes: score with fewer processes "
                         "or more data (--score-batches, --max-train-samples)")
-    imp_config = ImportanceConfig(max_batches=config.tickets.score_batches, normalize_heads=config.tickets.head_normalization)
+    imp_config = ImportanceConfig(max_batches=config.tickets.score_batches, abs_per=config.tickets.importance_abs,
+                                  normalize_heads=config.tickets.head_normalization,
+                                  normalize_ffn=config.tickets.ffn_normalization)
     batches = scoring_batches(data, config.optim.batch_size, config.optim.seed, pad_id, device, config.tickets.score_batches, dist)
     meta = {"tasks": ",".join(data), "model": config.model.name, "seed": str(config.optim.seed)}
-    if dist.enabled:  # the counts of the whole run, not of this rank's share
+    if dist.enabled and imp_config.abs_per != "example":  # the counts of the whole run, not of this rank's share
         meta.update(num_batches=str(total), num_loss_terms=str(total), processes=str(dist.world_size))
-    return compute_importance(model, model.encoder, batches, loss_fn, imp_config,
+    return compute_importance(model, model.encoder, batches, loss_fn, imp_config, split_batch=split_examples,
                               all_reduce=dist.all_reduce_sum if dist.enabled else None, meta=meta)
+
+
+def split_examples(item: tuple[str, dict]) -> Iterator[tuple[str, dict]]:
+    """A scoring batch ``(task, batch)`` as batches of one example each (``--importance-abs example``)."""
+    task, batch = item
+    for i in range(len(batch["labels"])):
+        yield task, {k: v[i:i + 1] for k, v in batch.items()}
 
 
 def write_tickets(imp: Importance, encoder, config, out_dir: Path) -> list[Path]:
@@ -125,7 +134,8 @@ def write_tickets(imp: Importance, encoder, config, out_dir: Path) -> list[Path]
         for kind in config.tickets.ticket_kinds:
             mask = cut_ticket(imp, kind, sparsity, shape=shape, ffn_sparsity=ffn_sparsity,
                               min_heads_per_layer=config.tickets.min_heads_per_layer, granularity=config.tickets.ticket_granularity,
-                              seed=config.optim.seed, meta={"source_run": str(out_dir)})
+                              ffn_allocation=config.tickets.ffn_allocation, seed=config.optim.seed,
+                              meta={"source_run": str(out_dir)})
             path = out_dir / "masks" / f"{kind}-{sparsity:.2f}.safetensors"
             save_mask(mask, path)
             paths.append(path)

@@ -71,15 +71,21 @@ def resolve_tasks(config: TrainConfig) -> tuple[TaskRegistry, list[TaskDef]]:
 SUBSAMPLE_SEED = 20_211_232  # fixed: --max-*-samples picks the same examples in every run
 
 
+def subset_indices(total: int, n: int | None, mode: str) -> list[int] | None:
+    """The rows (file order) that ``--max-*-samples n`` keeps of ``total``; None = all of them."""
+    if n is None or n >= total:
+        return None
+    if mode == "first":
+        return list(range(n))
+    perm = torch.randperm(total, generator=torch.Generator().manual_seed(SUBSAMPLE_SEED))
+    return sorted(perm[:n].tolist())
+
+
 def take_subset(data: TokenizedSplit, n: int | None, mode: str) -> TokenizedSplit:
     """``n`` examples of ``data``: the first ``n`` (``mode="first"``), or a fixed random subset kept in file
     order (``"random"``; GLUE files are often sorted by genre or source, so the first rows are biased)."""
-    if n is None or n >= len(data):
-        return data
-    if mode == "first":
-        return data.subset(range(n))
-    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(SUBSAMPLE_SEED))
-    return data.subset(sorted(perm[:n].tolist()))
+    rows = subset_indices(len(data), n, mode)
+    return data if rows is None else data.subset(rows)
 
 
 def load_split(task: TaskDef, split: str, tokenizer, config: TrainConfig, max_samples: int | None) -> TokenizedSplit:

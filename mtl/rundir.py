@@ -32,6 +32,7 @@ from basics.options import build_config, read_yaml
 from masks.mask import tensor_digest
 from masks.meta import format_fraction
 from mtl.config import TrainConfig, run_conflicts
+from mtl.trainer import SELECTED_BY
 
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
@@ -258,6 +259,10 @@ class RunDir:
         if not self.finished:
             return out
         result = self.result()
+        several = any(len(metrics) > 1 for metrics in result.metrics.values())
+        if config.eval.keep_best and several and result.extra.get("selected_by") != SELECTED_BY:
+            out.append("best-epoch selection: the run kept its best epoch by the primary metric (older code); "
+                       "runs now select it by the task score (the mean of the task's metrics)")
         for option, recorded in (("mask", result.mask.sha256 if result.mask else None),
                                  ("weight_mask", (result.weight_mask or {}).get("sha256"))):
             given = getattr(config.tickets, option)

@@ -27,6 +27,10 @@ from .model import MultiTaskModel
 from .sampler import build_schedule
 
 
+# How the best epoch is chosen, recorded in results.json: runs of older code chose it by the primary metric
+SELECTED_BY = "task_score"
+
+
 class NonFiniteLossError(UserError):
     """Training produced a NaN/inf loss; the message names the step and the task."""
 
@@ -345,6 +349,7 @@ class Trainer:
             "metrics": final.get("metrics") or final.get("eval") or {},
             "holdout_metrics": final.get("holdout"),
             "selected_on": "holdout" if self.has_holdout else "dev",
+            "selected_by": SELECTED_BY,
             "best_epoch": best["epoch"], "kept_epoch": best["epoch"] if cfg.eval.keep_best else (history[-1]["epoch"] if history else None),
             "history": history, "optimizer_steps": progress.opt_step, "train_examples": progress.seen,
             "train_seconds": round(progress.train_time, 2),

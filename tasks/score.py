@@ -1,9 +1,20 @@
-"""A task's score from its metrics: what selects the best epoch, the super ticket and fills the GLUE average.
+"""The one task score, and the metrics of a split.
 
-- :func:`task_score`: the mean of a task's metrics (MRPC accuracy and F1, STS-B Pearson and Spearman,
-  MNLI m and mm, ...), as in the GLUE average. Super-ticket selection and the tables use it.
-- :func:`selection_score`: the mean over tasks of each task's *primary* metric (``primary`` in the
-  task definition; averaged over a task's dev splits, e.g. MNLI m/mm). Best-epoch selection uses it.
+**Task score** (:func:`task_score`): the mean of *all* of a task's metrics on its dev split(s) —
+MRPC accuracy and F1, STS-B Pearson and Spearman, MNLI matched and mismatched accuracy, CoLA MCC,
+RTE accuracy. This is the GLUE convention (a task with two metrics counts as their mean), so the
+number a table reports for a task is the number every decision was made with. It is used, under
+this one definition, everywhere a single number per task is needed:
+
+- best-epoch selection in training (``keep_best``; :func:`selection_score`, the mean over the run's
+  tasks of their task scores, on dev or on the held-out slice of train);
+- super-ticket selection (``experiments.phase_transition``);
+- the GLUE average and every study table (``experiments.glue_table``, phase transition, lottery,
+  iterative pruning);
+- the "not learnt" test against the constant-prediction baseline (:mod:`tasks.baseline`).
+
+A task's ``primary`` metric (``tasks/glue.yaml``) is its headline metric, kept in the task definition
+for reference; it is never used to select or to average.
 """
 
 from __future__ import annotations
@@ -16,20 +27,20 @@ from tasks.task_def import TaskDef
 
 
 def task_score(metrics: Mapping[str, float]) -> float:
-    """One number per task: the mean of its metrics."""
+    """One number per task: the mean of its metrics (every dev split's, e.g. MNLI ``accuracy_m`` and
+    ``accuracy_mm``), in percent."""
+    if not metrics:
+        raise ValueError("task_score needs at least one metric")
     return sum(metrics.values()) / len(metrics)
 
 
-def primary_score(metrics: Mapping[str, float], task: TaskDef) -> float:
-    """The task's primary metric, averaged over its dev splits (``accuracy_m``/``accuracy_mm`` for MNLI)."""
-    primary = task.primary
-    values = [v for k, v in metrics.items() if k == primary or k.startswith(primary + "_")]
-    return sum(values) / len(values)
+def selection_score(metrics: Mapping[str, Mapping[str, float]], tasks: Mapping[str, TaskDef] | None = None) -> float:
+    """The number best-epoch selection maximises: the mean over tasks of :func:`task_score`.
 
-
-def selection_score(metrics: Mapping[str, Mapping[str, float]], tasks: Mapping[str, TaskDef]) -> float:
-    """Mean over tasks of the primary metric (averaged over a task's dev splits, e.g. MNLI m/mm)."""
-    scores = [primary_score(task_metrics, tasks[name]) for name, task_metrics in metrics.items()]
+    ``metrics``: ``{task: {metric: percent}}``; ``tasks`` is accepted for the caller's convenience and
+    not needed (every metric of a task counts).
+    """
+    scores = [task_score(task_metrics) for task_metrics in metrics.values()]
     return sum(scores) / len(scores)
 
 

@@ -9,12 +9,14 @@ import pytest
 
 from experiments import glue_table
 from experiments.glue_table import build_table, collect_runs, format_markdown
+from experiments.report_stats import format_versus
 from mtl.rundir import MaskInfo
+from tasks.baseline import Baseline
 
 MASK_UNION = {"mask": "m.safetensors", "mask_mode": "shared", "mask_kind": "union", "params_kept": 900,
               "params_prunable": 1000, "sparsity": 0.1}
 MASK_PER_TASK = {"mask": "p.safetensors", "mask_mode": "per-task", "params_kept": 950, "params_prunable": 1000,
-                 "sparsity": 0.05}
+                 "sparsity": 0.05, "task_sparsity": {"rte": 0.3, "mrpc": 0.1, "stsb": 0.2}}
 
 
 def write_run(root, name, metrics, seed=None, label=None, mask=None, results=True):
@@ -89,8 +91,15 @@ def test_labels_inferred_params_and_row_order(study, tmp_path):
                                                     "Tickets-Share (per-task)"]
     rows = rows_by_label(table)
     assert rows["Tickets-Share (union)"]["params_kept"]["mean"] == pytest.approx(90.0)
+    assert rows["Tickets-Share (union)"]["params_task_mean"]["mean"] == pytest.approx(90.0)  # shared: the same
+    # two accountings for per-task masks: the union (95 %) and the mean of the task tickets' sizes (80 %)
     assert rows["Tickets-Share (per-task)"]["params_kept"]["mean"] == pytest.approx(95.0)
+    assert rows["Tickets-Share (per-task)"]["params_task_mean"]["mean"] == pytest.approx(80.0)
+    assert rows["Tickets-Share (per-task)"]["params_prunable"] == 1000
     assert rows["Tickets-Share (per-task)"]["average"]["std"] is None  # one seed: no std
+    line = next(x for x in format_markdown(table).splitlines() if x.startswith("| Tickets-Share (per-task)"))
+    assert line.endswith("| 95.0 | 80.0 |")
+    assert "% of the encoder's prunable parameters" in format_markdown(table)
 
 
 @pytest.mark.parametrize("tasks, mask, label", [
@@ -105,7 +114,7 @@ def test_infer_label(tasks, mask, label):
 
 
 def test_missing_task_in_a_row_is_a_dash_and_marks_the_average(study):
-    table = build_table(collect_runs([study])[0])
+    table = build_table(collect_runs([study])[0], baselines={})
     single = rows_by_label(table)["Single-task (dense)"]
     assert "stsb" not in single["tasks"]
     assert single["average"]["tasks"] == ["mrpc", "rte"] and not single["average"]["complete"]
@@ -114,7 +123,8 @@ def test_missing_task_in_a_row_is_a_dash_and_marks_the_average(study):
     line = next(line for line in md.splitlines() if line.startswith("| Single-task (dense)"))
     cells = [c.strip() for c in line.strip("|").split("|")]
     header = [c.strip() for c in md.splitlines()[0].strip("|").split("|")]
-    assert header == ["model", "seeds", "STS-B P/S", "MRPC acc/F1", "RTE acc", "GLUE avg", "params kept (%)"]
+    assert header == ["model", "seeds", "STS-B P/S", "MRPC acc/F1", "RTE acc", "GLUE avg", "Δ avg vs dense [95% CI]",
+                      "params: union (% prunable)", "params: task avg (% prunable)"]
     assert cells[2] == "–" and cells[5].endswith("*")
     assert cells[3] == "80.0 ± 1.4 / 86.0 ± 1.4" and cells[4] == "59.0 ± 1.4"
     assert not any(c.startswith("0.0") for c in cells)
@@ -123,11 +133,11 @@ def test_missing_task_in_a_row_is_a_dash_and_marks_the_average(study):
 
 def test_one_seed_has_no_std_and_mnli_has_m_mm(tmp_path):
     write_run(tmp_path, "a", {"mnli": {"accuracy_m": 84.0, "accuracy_mm": 84.5}, "cola": {"mcc": 55.0}}, seed=1)
-    table = build_table(collect_runs([tmp_path])[0])
+    table = build_table(collect_runs([tmp_path])[0], baselines={})
     md = format_markdown(table, "t")
     assert md.startswith("# t\n")
-    assert "| model | seeds | MNLI m/mm | CoLA MCC | GLUE avg | params kept (%) |" in md
-    assert "| MT-DNN (dense) | 1 | 84.0 / 84.5 | 55.0 | 69.6 | 100.0 |" in md  # (84.25 + 55) / 2 = 69.625
+    assert "| model | seeds | MNLI m/mm | CoLA MCC | GLUE avg | Δ avg vs dense [95% CI] |" in md
+    assert "| MT-DNN (dense) | 1 | 84.0 / 84.5 | 55.0 | 69.6 | – | 100.0 | 100.0 |" in md  # (84.25 + 55) / 2 = 69.625
 
 
 def test_cli_writes_md_csv_json(study, tmp_path, capsys):
@@ -161,3 +171,54 @@ def test_user_errors_are_one_line(setup, message, tmp_path, capsys):
     code = glue_table.main([str(target), "--out", str(tmp_path / "t.md")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def baseline(task, score, error):
+    return Baseline(task=task, metrics={"score": score}, score=score, standard_error=error, constant="1", n={"dev": 100})
+
+
+def test_paired_differences_to_dense_and_learnt_marks(study):
+    baselines = {"rte": baseline("rte", 60.0, 2.0), "mrpc": baseline("mrpc", 74.8, 2.0), "stsb": baseline("stsb", 0.0, 2.6)}
+    table = build_table(collect_runs([study])[0], baselines=baselines)
+    rows = rows_by_label(table)
+    union, dense = rows["Tickets-Share (union)"], rows["MT-DNN (dense)"]
+    # union has seeds 1 and 2: paired with dense seeds 1 and 2 only
+    by_seed = {s: v for s, v in dense["average"]["by_seed"]}
+    want = [dict(union["average"]["by_seed"])[s] - by_seed[s] for s in (1, 2)]
+    diff = union["vs_dense"]["glue_avg"]
+    assert union["vs_dense"]["against"] == "MT-DNN (dense)" and diff["seeds"] == [1, 2]
+    assert diff["differences"] == pytest.approx(want)
+    half = 12.706204736174694 * statistics.stdev(want) / 2 ** 0.5
+    assert (diff["low"], diff["high"]) == (pytest.approx(statistics.fmean(want) - half),
+                                           pytest.approx(statistics.fmean(want) + half))
+    assert union["vs_dense"]["tasks"]["rte"]["differences"] == [6.0, 6.0]  # 66 - 60, 68 - 62
+    assert rows["Single-task (dense)"]["vs_dense"] is None and dense["vs_dense"] is None
+    # RTE: dense 62.0 >= 60 + 2 (learnt); single-task 59.0 < 62 (not learnt)
+    assert dense["tasks"]["rte"]["learnt"] and not rows["Single-task (dense)"]["tasks"]["rte"]["learnt"]
+    assert dense["average"]["learnt"] == 3 and rows["Single-task (dense)"]["average"]["learnt"] == 1
+    md = format_markdown(table)
+    single = next(x for x in md.splitlines() if x.startswith("| Single-task (dense)"))
+    assert "59.0 ± 1.4 †" in single and "(1/2 learnt)" in single
+    line = next(x for x in md.splitlines() if x.startswith("| Tickets-Share (union)"))
+    assert format_versus(diff) in line and "RTE 60.0 ± 2.0 (n=100)" in md
+
+
+def test_from_table_re_summarises_a_committed_table(study, tmp_path, capsys):
+    out = tmp_path / "a" / "table.md"
+    assert glue_table.main([str(study), "--out", str(out)]) == 0
+    again = tmp_path / "b" / "table.md"
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "union.json").write_text(json.dumps({
+        "mode": "union", "tasks": {"rte": {"params_kept": 1, "params_total": 2}}, "result": {"params_total": 1000}}))
+    assert glue_table.main(["--from-table", str(out.with_suffix(".json")), "--masks", str(tmp_path / "masks"),
+                            "--out", str(again)]) == 0
+    first, second = (json.loads(p.with_suffix(".json").read_text()) for p in (out, again))
+    for a, b in zip(first["rows"], second["rows"], strict=True):
+        assert a["label"] == b["label"] and a["runs"] == b["runs"] and a["seeds"] == b["seeds"]
+        assert a["tasks"] == b["tasks"] or {t: c["score"]["values"] for t, c in a["tasks"].items()} == {
+            t: c["score"]["values"] for t, c in b["tasks"].items()}
+        assert a["vs_dense"] == b["vs_dense"]
+    union = rows_by_label(second)["Tickets-Share (union)"]
+    assert union["params_task_mean"]["mean"] == pytest.approx(90.0)  # a shared mask: its own size, not the tickets'
+    code = glue_table.main(["--out", str(tmp_path / "c.md")])
+    assert code == 2 and "give RUN_DIR... or --from-table" in capsys.readouterr().err

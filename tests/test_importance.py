@@ -124,6 +124,84 @@ def test_per_example_abs_bounds_per_batch_abs():
         compute_importance(model, model.encoder, batches, loss, ImportanceConfig(abs_per="example"))
 
 
+def direct_token_scores(model: Classifier, batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Σ over examples and tokens of |∂loss(example)/∂g at the token|, computed one example at a time:
+    the gated inputs ``x`` ([1, T, H*d] / [1, T, I]) are captured with ``retain_grad`` and each token's
+    share of ∂L/∂g is ``⟨∂L/∂x, x⟩`` over the unit's channels. No gates, no probes."""
+    d, L = SHAPE.head_dim, SHAPE.num_layers
+    heads, ffn, layer = torch.zeros(L, SHAPE.num_heads), torch.zeros(L, SHAPE.intermediate), torch.zeros(L, 1)
+    model = copy.deepcopy(model).eval()
+    for example in (e for b in batches for e in split(b)):
+        seen: dict[tuple[str, int], torch.Tensor] = {}
+
+        def keep(role: str, index: int):
+            def hook(module, args):
+                x = args[0] * 1.0  # a non-leaf copy whose .grad we keep
+                x.retain_grad()
+                seen[role, index] = x
+                return (x, *args[1:])
+            return hook
+
+        handles = [m.register_forward_pre_hook(keep(role, i)) for role in ("attn_out", "ffn_down")
+                   for i, m in enumerate(role_modules(model.encoder, role))]
+        model.loss(example, reduction="sum").backward()
+        for h in handles:
+            h.remove()
+        for i in range(L):
+            x = seen["attn_out", i]  # [1, T, H*d]
+            share = (x.grad * x).view(*x.shape[:2], SHAPE.num_heads, d).sum(-1)  # [1, T, H]
+            heads[i] += share.abs().sum((0, 1)).detach()
+            x = seen["ffn_down", i]  # [1, T, I]
+            share = (x.grad * x)  # [1, T, I]
+            ffn[i] += share.abs().sum((0, 1)).detach()
+            layer[i] += share.sum(-1).abs().sum().detach()
+    return heads, ffn, layer
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_token_estimator_equals_direct_per_example_per_token_computation(arch):
+    model = make_model(arch, torch.float64)
+    batches = make_batches(2)
+    loss = lambda b: model.loss(b, reduction="sum")  # noqa: E731 - the batch loss is the sum of the examples'
+    imp = compute_importance(model, model.encoder, batches, loss,
+                             ImportanceConfig(abs_per="token", normalize_heads="none"))
+    heads, ffn, layer = direct_token_scores(model.double(), batches)
+    torch.testing.assert_close(imp.heads_raw, heads.float(), rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(imp.ffn_raw, ffn.float(), rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(imp.ffn_layer_raw, layer.float(), rtol=1e-4, atol=1e-7)
+    assert imp.meta["abs_per"] == "token" and imp.meta["num_loss_terms"] == "2"
+    assert all(p.grad is None for p in model.parameters())
+    # |.| taken later keeps more: token >= example >= batch, unit by unit, and strictly somewhere
+    per_example = compute_importance(model, model.encoder, batches, loss, ImportanceConfig(abs_per="example"),
+                                     split_batch=split)
+    per_batch = compute_importance(model, model.encoder, batches, loss)
+    for name in ("heads_raw", "ffn_raw", "ffn_layer_raw"):
+        tok, ex, ba = getattr(imp, name), getattr(per_example, name), getattr(per_batch, name)
+        assert bool((tok >= ex - 1e-6).all()) and bool((ex >= ba - 1e-6).all()), name
+        assert bool((tok > ex + 1e-6).any()), name
+
+
+def test_token_probes_sum_to_the_gate_gradient_under_a_mask():
+    model = make_model()
+    batch = make_batches(1)[0]
+    mask = Mask.ones(SHAPE)
+    mask.heads[1, 2] = False
+    mask.ffn[0, :5] = False
+    gates = attach_gates(model.encoder, mask)
+    gates.requires_grad_(True)
+    gates.start_probes()
+    loss = model.loss(batch)
+    probes = gates.stop_probes()
+    grads = torch.autograd.grad(loss, [gates.heads, gates.ffn, *(p for _, _, p in probes)])
+    by = {(kind, i): g for (kind, i, _), g in zip(probes, grads[2:])}
+    for i in range(SHAPE.num_layers):
+        torch.testing.assert_close(by["heads", i].sum((0, 1)), grads[0][i])
+        torch.testing.assert_close(by["ffn", i].sum((0, 1)), grads[1][i])
+    assert by["heads", 1].abs().sum((0, 1))[2] > 0  # a masked unit still has its gradient share
+    assert gates.stop_probes() == []
+    gates.remove()
+
+
 def test_all_reduce_hook_and_existing_masked_gates():
     model = make_model()
     batches = make_batches(1)
@@ -142,8 +220,8 @@ def test_all_reduce_hook_and_existing_masked_gates():
 
 
 def test_config_and_input_errors():
-    with pytest.raises(UserError, match="abs_per must be one of batch, example"):
-        ImportanceConfig(abs_per="token")
+    with pytest.raises(UserError, match="abs_per must be one of batch, example, token"):
+        ImportanceConfig(abs_per="word")
     with pytest.raises(UserError, match="normalize_heads"):
         ImportanceConfig(normalize_heads="l1")
     with pytest.raises(UserError, match="max_batches"):

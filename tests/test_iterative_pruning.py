@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from basics.errors import UserError
+from basics.stats import paired_difference
+from experiments.report_stats import format_versus
 from masks.arch import EncoderShape
 from masks.importance import Importance
 from masks.iterative import (
@@ -186,6 +188,12 @@ def test_cli_end_to_end_then_resume_skips_everything(tmp_path, capsys, monkeypat
             assert results["mask"]["mask"].endswith(f"{kind}-seed{seed}.safetensors")
     md = (out / "iterative_pruning.md").read_text()
     assert "## Pruning trajectory, seed 2" in md and "| good |" in md and "±" in md
+    good = next(r for r in report["rows"] if r["kind"] == "good")
+    dense = report["rows"][0]
+    diffs = [g - d for g, d in zip(good["dev"], dense["dev"])]  # paired by seed (1, 2)
+    assert "Δ dev vs dense [95% CI]" in md and format_versus(paired_difference(dict(enumerate(good["dev"])),
+                                                                               dict(enumerate(dense["dev"])))) in md
+    assert len(diffs) == 2 and report["baseline"] is not None  # tinysent's dev file is the task's own: read
 
     # re-run: every run folder and both prunings are finished, so nothing is trained or pruned again
     def boom(*args, **kwargs):

@@ -9,8 +9,10 @@ import mtl.run
 from experiments.lottery import (
     LotteryConfig,
     Study,
+    derive,
     is_matching,
     main,
+    markdown,
     parse_args,
     summarize,
 )
@@ -19,6 +21,7 @@ from masks.weight_mask import load_weight_mask
 from mtl.config import TrainConfig
 from mtl.run import resolve_tasks
 from mtl.rundir import RunResult
+from tasks.baseline import Baseline
 from tests.conftest import REPO
 from tests.tiny_run import tiny_setup
 
@@ -44,11 +47,17 @@ def test_study_writes_json_md_png(study):
     assert report["rows"][0]["method"] == "dense" and report["rows"][0]["matching"] is None
     assert set(rows) == {("dense", 0.0), *((m, s) for m in ("imp", "omp", "random") for s in (0.2, 0.4))}
     assert all(r["seeds"] == [1, 2] and len(r["scores"]) == 2 for r in rows.values())
-    assert report["imp"] == {"rate": 0.2, "rounds": 2, "sparsities": [0.2, 0.4]} and report["metric"] == "accuracy"
+    assert report["imp"] == {"rate": 0.2, "rounds": 2, "sparsities": [0.2, 0.4]} and report["metric"] == "task score"
+    # the task score: tinysent has accuracy and F1, the score is their mean
+    dense = report["rows"][0]
+    assert dense["scores"] == [pytest.approx((m["accuracy"] + m["f1"]) / 2) for m in dense["dev_metrics"]]
+    assert rows[("omp", 0.2)]["omp_source"] == "finetuned" and "omp_source" not in rows[("imp", 0.2)]
+    assert rows[("omp", 0.2)]["vs_dense"]["seeds"] == [1, 2]
     assert report["command"].startswith("python -m experiments.lottery --task tinysent")
     table = (study / "lottery.md").read_text().splitlines()
-    header = table.index("| method | sparsity | weights kept | score | matching |")
+    header = table.index("| method | sparsity | weights kept | score | matching | Δ vs dense [95% CI] |")
     assert table[header + 2].startswith("| dense | 0.00 | 100.0% |") and table[header + 3].startswith("| imp | 0.20 |")
+    assert any(line.startswith("| omp (fine-tuned) | 0.20 |") for line in table)
     assert table[-1].startswith("Command: `python -m experiments.lottery")
     assert (study / "lottery.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -109,7 +118,7 @@ def test_transfer_trains_this_task_with_another_studys_masks(study, tiny, tmp_pa
     transfer = [r for r in report["rows"] if r["method"] == "transfer-omp"]
     assert [r["sparsity"] for r in transfer] == [0.2, 0.4] and transfer[0]["source_task"] == "tinysent"
     assert transfer[0]["masks"]["1"] == str(study / "dense-seed1" / "weight_masks" / "omp-0.20.safetensors")
-    assert report["metric"] == "pearson"
+    assert report["metric"] == "task score"
     assert "transfer-omp (from tinysent)" in (out / "lottery.md").read_text()
 
 
@@ -150,7 +159,26 @@ def test_matching_rule_on_synthetic_numbers(tmp_path):
     assert [r["method"] for r in report["rows"]] == ["dense", "imp", "random", "random"]
     assert rows[("imp", 0.2)]["matching"] and not rows[("random", 0.2)]["matching"]
     assert report["highest_matching_sparsity"] == {"imp": 0.2, "random": None}
-    assert "| imp | 0.20 | 100.0% | 65.50 ± 0.71 | yes |" in (tmp_path / "lottery.md").read_text()
+    assert "| imp | 0.20 | 100.0% | 65.50 ± 0.71 | yes | −2.50 [−21.56, +16.56] |" in (tmp_path / "lottery.md").read_text()
+
+
+def test_a_report_scored_on_the_primary_metric_is_re_scored_from_its_dev_metrics():
+    """lottery.json files written before the one task score held MRPC accuracy as the score."""
+    def row(method, sparsity, metrics):
+        return {"method": method, "sparsity": sparsity, "seeds": [1, 2], "scores": [m["accuracy"] for m in metrics],
+                "mean": 0.0, "std": 0.0, "matching": None, "kept_fraction": 1.0, "masks": {}, "dev_metrics": metrics}
+
+    old = {"task": "mrpc", "metric": "accuracy", "seeds": [1, 2], "omp_source": "finetuned", "command": "x",
+           "imp": {"rate": 0.3, "rounds": 1, "sparsities": [0.3]}, "dense": {"mean": 0.0, "std": 0.0},
+           "rows": [row("dense", 0.0, [{"accuracy": 70.0, "f1": 80.0}, {"accuracy": 72.0, "f1": 82.0}]),
+                    row("omp", 0.3, [{"accuracy": 69.0, "f1": 81.0}, {"accuracy": 71.0, "f1": 81.0}])]}
+    report = derive(old)
+    assert report["dense"] == {"mean": 76.0, "std": pytest.approx(1.4142, abs=1e-4)}
+    omp = report["rows"][1]
+    assert omp["scores"] == [75.0, 76.0] and omp["matching"] and omp["omp_source"] == "finetuned"
+    assert omp["vs_dense"]["differences"] == [0.0, -1.0]
+    text = markdown(old, {"mrpc": Baseline("mrpc", {"accuracy": 68.4, "f1": 81.2}, 74.8, 2.0, "1", {"dev": 408})})
+    assert "| omp (fine-tuned) | 0.30 | 100.0% | 75.50 ± 0.71 † | yes | −0.50 [−6.85, +5.85] |" in text
 
 
 def test_cpu_config_parses():

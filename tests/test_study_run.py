@@ -73,7 +73,7 @@ class Fakes:
             raise RuntimeError(f"boom in {out.name}")
         if is_ticket_run:
             name = out.name.rsplit("-seed", 1)[0]
-            score = 68.0 if name == "dense" else 70.0 - 10 * float(name.rsplit("-", 1)[1])
+            score = getattr(self, "dense_score", 62.0) if name == "dense" else 70.0 - 10 * float(name.rsplit("-", 1)[1])
             metrics = {task: {"accuracy": score}}
             results = {"metrics": metrics, "holdout_metrics": metrics}
             self.ticket_runs.append(f"{task}/{out.name}")
@@ -233,6 +233,7 @@ def test_tasks_are_canonical_and_options_layer(tmp_path):
     ({"tickets__sparsities": [0.3, 1.2]}, "strictly between 0 and 1"),
     ({"tickets__select_on": "test"}, "tickets.select_on must be one of holdout, dev"),
     ({"tickets__kinds": ["random"]}, "must include winning"),
+    ({"tickets__dense_candidate": "no"}, "tickets.dense_candidate must be true or false"),
     ({"tickets__dirs": {"cola": "x"}}, "tickets.dirs names task(s) cola"),
     ({"tickets__train": {"seed": 3}}, "tickets.train: 'seed' is set by the study"),
     ({"mtl__train": {"epoch": 3}}, "mtl.train: unknown option 'epoch'"),
@@ -295,3 +296,13 @@ def test_changed_ticket_with_finished_runs_is_an_error(single_task, what, tmp_pa
     code, _, err = run_cli(path, capsys)
     assert code == 2 and fakes.trained == []
     assert f"the {what} (" in err and "finished run(s) were trained with the previous one" in err
+
+
+@pytest.mark.parametrize("dense_candidate, kind", [(True, "dense"), (False, "winning")])
+def test_dense_candidate_reaches_the_ticket_studies(dense_candidate, kind, tmp_path, fakes, capsys, monkeypatch):
+    monkeypatch.setattr(fakes, "dense_score", 75.0, raising=False)  # dense beats every winning ticket
+    path = write_study(tmp_path, tickets__dense_candidate=dense_candidate)
+    code, out, err = run_cli(path, capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "out" / "tickets" / "rte" / "phase_transition.json").read_text())
+    assert report["super_ticket"]["kind"] == kind and report["super_ticket"]["dense_candidate"] is dense_candidate

@@ -5,7 +5,7 @@ import torch
 
 from basics.errors import UserError
 from masks.arch import EncoderShape
-from masks.importance import Importance
+from masks.importance import Importance, normalize
 from masks.tickets import KINDS, cut_all, cut_ticket
 
 SHAPE = EncoderShape(num_layers=3, num_heads=4, head_dim=8, hidden=32, intermediate=10)
@@ -125,3 +125,49 @@ def test_cut_all_covers_every_kind_and_sparsity():
     masks = cut_all(make_imp(), [0.1, 0.5], shape=SHAPE, seed=1)
     assert set(masks) == {(k, s) for k in KINDS for s in (0.1, 0.5)}
     assert masks["random", 0.5].num_heads_kept == masks["winning", 0.5].num_heads_kept
+
+
+def skewed_imp() -> Importance:
+    """FFN scores whose scale grows with the layer (layer 0 small, layer 2 large), ranks shuffled inside."""
+    g = torch.Generator().manual_seed(1)
+    ffn = torch.stack([(layer + 1) ** 3 * (1 + torch.randperm(10, generator=g).float()) for layer in range(3)])
+    heads = torch.arange(12.0).view(3, 4)
+    return Importance(heads, ffn, heads.clone(), ffn.clone(), torch.ones(3, 1), {"model": "tiny"})
+
+
+def test_global_allocation_follows_the_score_scale():
+    mask = cut_ticket(skewed_imp(), "winning", 0.5, shape=SHAPE)  # 15 of 30 neurons
+    assert mask.ffn.sum(1).tolist() == [0, 6, 9]  # layer 0 (smallest scores) loses everything first
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_per_layer_allocation_prunes_the_same_fraction_in_every_layer(kind):
+    imp = skewed_imp()
+    mask = cut_ticket(imp, kind, 0.3, shape=SHAPE, ffn_allocation="per-layer", seed=2)
+    assert mask.ffn.sum(1).tolist() == [7, 7, 7]  # round(0.3 * 10) = 3 pruned per layer
+    assert mask.meta.extra["ffn_allocation"] == "per-layer"
+    if kind != "random":
+        for layer in range(3):  # ranked within the layer: the 3 lowest (winning) / highest (losing) go
+            order = imp.ffn[layer].argsort(descending=kind == "losing")
+            assert pruned_set(mask.ffn[layer]) == set(order[:3].tolist())
+    with pytest.raises(UserError, match="needs granularity 'neuron'"):
+        cut_ticket(imp, kind, 0.3, shape=SHAPE, ffn_allocation="per-layer", granularity="layer")
+    with pytest.raises(UserError, match="valid: global, per-layer"):
+        cut_ticket(imp, kind, 0.3, shape=SHAPE, ffn_allocation="uniform")
+
+
+def test_layer_l2_normalised_ffn_scores_spread_global_pruning():
+    imp = skewed_imp()
+    imp.ffn = normalize(imp.ffn_raw, "layer_l2")
+    mask = cut_ticket(imp, "winning", 0.5, shape=SHAPE)
+    kept = mask.ffn.sum(1).tolist()
+    assert sum(kept) == 15 and min(kept) >= 3  # no layer emptied once the scales are equal
+
+
+def test_every_shipped_config_states_its_scoring_choices():
+    """The importance estimator and the FFN allocation are protocol choices: every experiments/*.yaml names them."""
+    from tests.conftest import REPO
+
+    for path in sorted((REPO / "experiments").glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        assert "ffn_allocation" in text and ("importance_abs" in text or "do not apply" in text), path.name

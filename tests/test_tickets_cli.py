@@ -90,3 +90,26 @@ def test_per_task_gating_switches_masks_by_task(tmp_path):
     assert torch.allclose(out_a, reference, atol=1e-6)  # all-ones mask = ungated model
     assert not torch.allclose(out_b, reference, atol=1e-3)
     assert info["mask_mode"] == "per-task" and info["task_sparsity"]["has7"] == 0.0
+
+
+@pytest.mark.parametrize("estimator", ["token", "example"])
+def test_scoring_options_reach_the_importance_and_the_masks(tmp_path, capsys, estimator):
+    """--importance-abs, --ffn-normalization and --ffn-allocation (role "scoring") reach the scores and cut masks."""
+    import train
+    from masks.importance import load_importance
+    from tests.tiny_run import tiny_setup
+
+    out = tmp_path / "run"
+    code = train.main([*tiny_setup(tmp_path), "--output-dir", str(out), "--max-steps", "1", "--score-batches", "2",
+                       "--score-importance", "--sparsities", "0.3", "--importance-abs", estimator,
+                       "--ffn-normalization", "layer_l2", "--ffn-allocation", "per-layer"])
+    assert code == 0, capsys.readouterr().err
+    imp = load_importance(out / "importance.safetensors")
+    assert imp.meta["abs_per"] == estimator and imp.meta["normalize_ffn"] == "layer_l2"
+    torch.testing.assert_close(imp.ffn.norm(dim=1), torch.ones(2))  # each layer's FFN scores at unit L2 norm
+    for kind in ("winning", "random", "losing"):
+        mask = load_mask(out / "masks" / f"{kind}-0.30.safetensors")
+        assert mask.ffn.sum(1).tolist() == [26, 26]  # 37 neurons, round(0.3 * 37) = 11 pruned in each layer
+        assert mask.meta.extra["ffn_allocation"] == "per-layer" and mask.meta.extra["importance_abs"] == estimator
+    if estimator == "example":
+        assert int(imp.meta["num_loss_terms"]) == 16  # 2 scoring batches of 8 examples, one term each

@@ -68,6 +68,13 @@ def test_every_option_has_a_role_and_a_help():
     free = {o.key for o in options if o.role == "free"}
     assert {"output_dir", "num_threads", "device", "glue_dir", "progress", "resume"} <= free
     assert {o.key for o in options if o.role == "input"} == {"mask", "weight_mask"}
+    assert {"importance_abs", "ffn_normalization", "ffn_allocation", "head_normalization"} <= {
+        o.key for o in options if o.role == "scoring"}
+
+
+def test_per_layer_ffn_allocation_needs_neuron_granularity():
+    with pytest.raises(UserError, match="--ffn-allocation per-layer needs --ticket-granularity neuron"):
+        TrainConfig.of(ffn_allocation="per-layer", ticket_granularity="layer")
 
 
 @pytest.mark.parametrize("option,value,message", [
@@ -76,6 +83,9 @@ def test_every_option_has_a_role_and_a_help():
     ("batch_size", 0, "--batch-size must be > 0"),
     ("holdout_fraction", 1.0, "--holdout-fraction must be in [0, 1)"),
     ("unknown_option", 1, "unknown option(s) 'unknown_option'"),
+    ("importance_abs", "word", "--importance-abs must be one of batch, example, token"),
+    ("ffn_allocation", "uniform", "--ffn-allocation must be one of global, per-layer"),
+    ("ffn_normalization", "l1", "--ffn-normalization must be one of layer_l2, none"),
 ])
 def test_each_section_validates_itself(option, value, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
@@ -207,3 +217,16 @@ def test_small_artifacts_leave_out_weights_and_checkpoints(tmp_path):
     assert names == sorted(["config.yaml", "results.json", "metrics.json", "metrics.jsonl", "importance.safetensors",
                             "masks/winning-0.10.safetensors", "weight_masks/omp-0.20.safetensors"])
     assert yaml.safe_load(run.config_path.read_text())["tasks"] == ["rte"]
+
+
+def test_a_run_that_chose_its_best_epoch_by_the_primary_metric_is_another_run(tmp_path):
+    run = RunDir(tmp_path / "r")
+    config = TrainConfig.of(tasks=["mrpc"], output_dir=str(run.path))
+    metrics = {"mrpc": {"accuracy": 80.0, "f1": 86.0}}
+    _finish(run, config, {"metrics": metrics})  # older code: no "selected_by"
+    assert any("best-epoch selection" in c for c in run.conflicts(config))
+    last = config.replace(keep_best=False)
+    _finish(run, last, {"metrics": metrics})
+    assert run.conflicts(last) == []  # the last epoch was kept: nothing was selected
+    _finish(run, config, {"metrics": metrics, "selected_by": "task_score"})
+    assert run.conflicts(config) == []

@@ -1,0 +1,515 @@
+"""Every results table of the documentation, rendered from the committed JSON by code.
+
+    python -m experiments.result_tables            # rewrite every table from its JSON
+    python -m experiments.result_tables --check    # exit 1 and name each page whose table differs
+
+A page marks each table it shows::
+
+    <!-- table: NAME -->
+    ...(rendered, do not edit by hand)...
+    <!-- /table -->
+
+``NAME`` is a key of :data:`TABLES`, a function that reads committed files under
+``experiments/results/`` and returns the table (markdown). :data:`PAGES` lists the pages that carry
+markers (``docs/results.md`` and every ``experiments/results/*/README.md``); :data:`FILES` lists the
+committed report files that are wholly rendered from their JSON (``phase_transition.md``,
+``lottery.md``, ``iterative_pruning.md``, ``cpu_study/table.md``). ``tests/test_result_tables.py``
+re-renders all of them and fails when one differs, so a table cannot drift from its JSON.
+
+"Not learnt" marks use the committed dev baselines (``experiments/results/dev_baselines.json``,
+:mod:`experiments.baselines`), which the committed results were evaluated against (full GLUE dev sets).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from functools import cache
+from pathlib import Path
+
+from basics.cli import OneLineParser, run_main
+from basics.errors import UserError
+from basics.io import atomic_write_text
+from basics.stats import mean_std, signed
+from experiments import glue_table, iterative_pruning, lottery, phase_transition
+from experiments.baselines import BASELINES_FILE, committed_baselines
+from experiments.report_stats import NOT_LEARNT, baseline_legend, format_versus, learnt_mark, pm
+from experiments.single_task_quality import TARGETS
+from masks.aggregate import aggregate
+from masks.mask import load_mask
+from mtl.rundir import read_json
+from tasks.baseline import Baseline, is_learnt
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "experiments" / "results"
+# a marker is a line of its own (a marker written inside a sentence is text)
+MARKER = re.compile(r"^(<!-- table: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)^(<!-- /table -->)$", re.S | re.M)
+OPEN = re.compile(r"^<!-- table: [\w.-]+ -->$", re.M)
+CLOSE = re.compile(r"^<!-- /table -->$", re.M)
+PT_TASKS = ("stsb", "rte", "mrpc", "cola")  # experiments/results/phase_transition/
+TASK_NAMES = glue_table.TASK_NAMES
+
+
+@cache
+def baselines() -> dict[str, Baseline]:
+    return committed_baselines(BASELINES_FILE)
+
+
+def _json(relative: str) -> dict | list:
+    return read_json(RESULTS / relative)
+
+
+def _pt(task: str) -> dict:
+    """A phase-transition report: ``phase_transition/TASK`` (two seeds), SST-2 from ``cpu_study/tickets``."""
+    return _json(f"phase_transition/{task}/phase_transition.json" if task in PT_TASKS
+                 else f"cpu_study/tickets/{task}/phase_transition.json")
+
+
+def _lines(lines: Sequence[str]) -> str:
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the GLUE study (cpu_study)
+
+
+def glue() -> str:
+    table = _json("cpu_study/table.json")
+    text = glue_table.format_markdown(table)
+    return text
+
+
+def glue_seeds() -> str:
+    return glue_table.format_seed_table(_json("cpu_study/table.json"))
+
+
+def glue_task_differences() -> str:
+    return glue_table.format_task_differences(_json("cpu_study/table.json"))
+
+
+def cpu_tickets() -> str:
+    """The super tickets the GLUE study trained with: which candidate won on the held-out slice, its size,
+    and what the choice would be with dense as a candidate."""
+    per_task = _json("cpu_study/masks/per-task.json")["tasks"]
+    lines = ["| task | super ticket used | held-out: dense / best winning | params kept (% prunable) | "
+             "with dense as a candidate | dev: dense / super ticket (seed 1) |", "|---|---|---|---:|---|---|"]
+    for task in per_task:
+        report = _json(f"cpu_study/tickets/{task}/phase_transition.json")
+        st = report["super_ticket"]
+        dense = next(r for r in report["rows"] if r["kind"] == "dense")
+        now = phase_transition.selection(report)
+        now_text = "dense" if now["kind"] == "dense" else f"the same (winning {now['sparsity']:.2f})"
+        kept = 100.0 * per_task[task]["params_kept"] / per_task[task]["params_total"]
+        lines.append(f"| {TASK_NAMES[task]} | winning {st['sparsity']:.2f} | {dense['holdout_mean']:.2f} / {st['score']:.2f} | "
+                     f"{kept:.1f} | {now_text} | {dense['dev_mean']:.2f} / {st['dev_mean']:.2f} |")
+    return _lines(lines)
+
+
+def ticket_unions() -> str:
+    """Union and vote:3 of the five super tickets: the study's (STS-B ticket of cpu_study, one seed) and
+    with phase_transition's STS-B ticket (two seeds) instead, from the committed mask files."""
+    tasks = list(_json("cpu_study/masks/per-task.json")["tasks"])
+    study = {t: load_mask(RESULTS / "cpu_study" / "tickets" / t / "super_ticket.safetensors") for t in tasks}
+    other = {**study, "stsb": load_mask(RESULTS / "phase_transition" / "stsb" / "super_ticket.safetensors")}
+    lines = ["| super tickets | STS-B ticket | union: params kept (% prunable) | vote:3: params kept | "
+             "mean ticket size (task avg) |", "|---|---|---:|---:|---:|"]
+    for name, masks in (("`cpu_study/tickets/*` (used by the study)", study),
+                        ("same, with `phase_transition/stsb`'s ticket", other)):
+        shape = next(iter(masks.values())).meta.shape
+        union, vote = aggregate(masks, "union"), aggregate(masks, "vote:3")
+        size = statistics.fmean(100 * (1 - m.sparsity(shape)) for m in masks.values())
+        lines.append(f"| {name} | {masks['stsb'].meta.sparsity:.2f} | {100 * (1 - union.sparsity(shape)):.1f} | "
+                     f"{100 * (1 - vote.sparsity(shape)):.1f} | {size:.1f} |")
+    return _lines(lines)
+
+
+# ---------------------------------------------------------------- phase transitions
+
+
+def _order(report: dict, sparsity: float) -> str:
+    """``W > L > R`` at one sparsity (by mean dev score)."""
+    means = {r["kind"]: r["dev_mean"] for r in report["rows"] if r["sparsity"] == sparsity and r["kind"] != "dense"}
+    return " > ".join(k[0].upper() for k in sorted(means, key=lambda k: -means[k]))
+
+
+def phase_summary() -> str:
+    """Per task: dense, the best winning ticket on dev and its paired difference to dense, the super ticket,
+    the order of the kinds at every sparsity, and how many cells are learnt."""
+    table = ["| task | seeds | dense (dev) | best winning (dev) | winning − dense [95% CI] | super ticket (held-out) | "
+             "order of the kinds per sparsity (W winning, R random, L losing) | rows learnt (of dense + kinds × sparsities) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for task in (*PT_TASKS, "sst2"):
+        report = _pt(task)
+        base = baselines().get(task)
+        rows = report["rows"]
+        dense = next(r for r in rows if r["kind"] == "dense")
+        best = max((r for r in rows if r["kind"] == "winning"), key=lambda r: (r["dev_mean"], -r["sparsity"]))
+        diff = phase_transition.dense_differences(report)[("winning", best["sparsity"])]
+        sparsities = sorted({r["sparsity"] for r in rows if r["kind"] != "dense"})
+        order = "; ".join(f"{s:.2f}: {_order(report, s)}" for s in sparsities)
+        learnt = sum(is_learnt(r["dev_mean"], base) for r in rows) if base else None
+        st = report["super_ticket"]
+        source = "" if task in PT_TASKS else " (`cpu_study/tickets`)"
+        table.append(f"| {TASK_NAMES[task]}{source} | {len(dense['seeds'])} | {pm(dense['dev_mean'], dense['dev_std'])}"
+                     f"{learnt_mark(dense['dev_mean'], base)} | {pm(best['dev_mean'], best['dev_std'])}"
+                     f"{learnt_mark(best['dev_mean'], base)} at {best['sparsity']:.2f} | {format_versus(diff)} | "
+                     f"winning {st['sparsity']:.2f} ({st['score']:.2f}) | {order} | "
+                     f"{'–' if learnt is None else f'{learnt}/{len(rows)}'} |")
+    return _lines(table)
+
+
+def phase_table(task: str) -> Callable[[], str]:
+    def render() -> str:
+        report = _pt(task)
+        base = baselines().get(task)
+        return _lines([baseline_legend(base), "", *phase_transition.score_table(report, base), "",
+                       *phase_transition.difference_table(report), "", phase_transition.super_ticket_line(report)])
+    return render
+
+
+# ---------------------------------------------------------------- lottery, iterative pruning
+
+
+def lottery_table(task: str) -> Callable[[], str]:
+    def render() -> str:
+        report = lottery.derive(_json(f"lottery/{task}/lottery.json"))
+        base = baselines().get(task)
+        sources = sorted({r["omp_source"] for r in report["rows"] if r.get("omp_source")})
+        missing = [s for s in lottery.OMP_SOURCES if s not in sources]
+        lines = [baseline_legend(base), "", *lottery.table(report, base), "",
+                 "OMP source of these rows: " + ", ".join(lottery.OMP_WORDS[s] for s in sources) + " weights "
+                 "(`omp_source` in `lottery.json`)."]
+        if missing:
+            lines.append("OMP from the " + ", ".join(lottery.OMP_WORDS[s] for s in missing) + " weights (Chen et "
+                         "al.'s one-shot setting): **pending, not run yet** (`--omp-source pretrained`).")
+        return _lines(lines)
+    return render
+
+
+def iterative_table(folder: str) -> Callable[[], str]:
+    def render() -> str:
+        report = _json(f"iterative_pruning/{folder}/iterative_pruning.json")
+        base = baselines().get(report["task"])
+        return _lines([baseline_legend(base), "", *iterative_pruning.retrained_table(report, base), "",
+                       "Held-out = the training examples held out of the run's training set (never trained on; "
+                       "each run's best epoch was chosen on them); the good masks were chosen on "
+                       f"{report['select_on']}."])
+    return render
+
+
+# ---------------------------------------------------------------- mask analysis
+
+
+def analysis_seeds() -> str:
+    groups = _json("analysis/analysis.json")["groups"]
+    lines = ["| masks | seeds | params kept (%) | Jaccard across seeds (all units) | Fleiss' κ heads / FFN | "
+             "stable (kept by every seed): heads, FFN neurons, params kept (%) |", "|---|---|---:|---:|---|---|"]
+    for name, group in groups.items():
+        agreement = group["agreement"]
+        if agreement["all"]["jaccard"] is None:
+            continue
+        kept = statistics.fmean(m["params_kept"] for m in group["masks"])
+        stable = group["stable"]
+        lines.append(f"| {name} good masks | {', '.join(group['seeds'])} | {kept:.1f} | {agreement['all']['jaccard']:.2f} | "
+                     f"{agreement['heads']['kappa']:.2f} / {agreement['ffn']['kappa']:.2f} | {stable['heads_kept']}/"
+                     f"{stable['heads_total']}, {stable['ffn_kept']}/{stable['ffn_total']}, {stable['params_kept']:.1f} |")
+    return _lines(lines)
+
+
+def analysis_tasks() -> str:
+    """Pairwise Jaccard of the super tickets the analysis read (``analysis.json`` overlap of the stable masks)."""
+    data = _json("analysis/analysis.json")
+    groups = {name: g for name, g in data["groups"].items() if g["source"] == "super_ticket" or ":" not in name}
+    names = [n for n in groups if groups[n]["source"] == "super_ticket"]
+    overlap = data["overlap"]["stable"]
+    lines = ["| ticket | params kept (%) | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
+    for a in names:
+        lines.append(f"| {a} | {groups[a]['stable']['params_kept']:.1f} | "
+                     + " | ".join("–" if a == b else f"{overlap[a][b]:.2f}" for b in names) + " |")
+    return _lines(lines)
+
+
+# ---------------------------------------------------------------- single-task quality
+
+
+def _quality(file: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in _json(f"single_task_quality/{file}"):
+        out.setdefault(row["task"], []).append(row)
+    return out
+
+
+def quality_defaults() -> str:
+    runs = _quality("defaults_quality.json")
+    lines = ["| task | metric | target | seed 1 | seed 2 | seed 3 | mean ± std | verdict (on the mean) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for task in ("sst2", "mrpc", "stsb", "cola", "rte"):
+        metric, target = TARGETS[task]
+        by_seed = {r["seed"]: r["metrics"][metric] for r in runs[task]}
+        values = list(by_seed.values())
+        mean, std = mean_std(values)
+        cells = [f"{by_seed[s]:.1f} (epoch {next(r['best_epoch'] for r in runs[task] if r['seed'] == s)})"
+                 if s in by_seed else "–" for s in (1, 2, 3)]
+        met = sum(v >= target for v in values)
+        verdict = (f"met ({met}/{len(values)} seeds)" if mean >= target
+                   else f"missed by {target - mean:.1f} ({met}/{len(values)} seeds reach it)")
+        spread = f"{mean:.1f} ± {std:.1f}" if len(values) > 1 else f"{mean:.1f}"
+        lines.append(f"| {TASK_NAMES[task]} | {metric} | {target:g} | " + " | ".join(cells) + f" | {spread} | {verdict} |")
+    return _lines(lines)
+
+
+QUALITY_SETTINGS = (  # label, file, kind ("quality": a list of runs; "result": one results.json)
+    ("defaults (lr 1e-4, 5 epochs, CLS)", "defaults_quality.json", "quality"),
+    ("`--lr 5e-5`", "lr5e-5_quality.json", "quality"),
+    ("`--pooling pooler`", "rte_pooler_quality.json", "quality"),
+    ("`--pooling mean`", "rte_pooling_mean_results.json", "result"),
+    ("`--epochs 10`", "epochs10_quality.json", "quality"),
+    ("`--max-seq-length 256`", "rte_len256_quality.json", "quality"),
+)
+
+
+def quality_alternatives() -> str:
+    lines = ["| setting | RTE accuracy (seeds) | RTE mean ± std | CoLA MCC (seeds) | CoLA mean ± std | file |",
+             "|---|---|---|---|---|---|"]
+    for label, file, kind in QUALITY_SETTINGS:
+        if kind == "result":
+            result = _json(f"single_task_quality/{file}")
+            runs = {task: [{"metrics": m, "best_epoch": result["best_epoch"]}] for task, m in result["metrics"].items()}
+        else:
+            runs = _quality(file)
+        cells = []
+        for task, metric in (("rte", "accuracy"), ("cola", "mcc")):
+            values = [r["metrics"][metric] for r in runs.get(task, [])]
+            if not values:
+                cells += ["–", "–"]
+                continue
+            epochs = [r["best_epoch"] for r in runs[task]]
+            seeds = ", ".join(f"{v:.1f}" for v in values)
+            if len(values) == 1:
+                seeds += f" (best epoch {epochs[0]})"
+            cells += [seeds, pm(*mean_std(values), digits=1) if len(values) > 1 else "–"]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | `{file}` |")
+    return _lines(lines)
+
+
+# ---------------------------------------------------------------- docs/results.md
+
+
+def dev_baselines() -> str:
+    lines = ["| task | dev examples | labels (dev) | best constant | its task score | dev-set SE | learnt above |",
+             "|---|---:|---|---|---:|---:|---:|"]
+    for task, b in baselines().items():
+        counts = "; ".join(", ".join(f"{k}: {v}" for k, v in c.items()) for c in b.label_counts.values()) or "scores"
+        constant = repr(b.constant) if b.constant is not None else "any (correlation 0)"
+        lines.append(f"| {TASK_NAMES.get(task, task)} | {sum(b.n.values())} | {counts} | {constant} | {b.score:.2f} | "
+                     f"{b.standard_error:.2f} | {b.threshold:.2f} |")
+    return _lines(lines)
+
+
+def _glue_summary() -> str:
+    table = _json("cpu_study/table.json")
+    rows = {r["label"]: r for r in table["rows"]}
+    dense = rows["MT-DNN (dense)"]
+    parts = [f"MT-DNN (dense) {pm(dense['average']['mean'], dense['average']['std'], 1)}"]
+    for label, row in rows.items():
+        if label.startswith("Tickets-Share"):
+            parts.append(f"{label[len('Tickets-Share '):]} {format_versus(row['vs_dense']['glue_avg'])} "
+                         f"(params {row['params_kept']['mean']:.1f} % union / "
+                         f"{(row.get('params_task_mean') or row['params_kept'])['mean']:.1f} % task avg)")
+    comparison = next(iter(table.get("comparisons", [])), None)
+    text = "; Tickets-Share − MT-DNN: ".join([parts[0], ", ".join(parts[1:])])
+    if comparison:
+        text += f"; MT-DNN − single-task (dense) {format_versus(comparison['glue_avg'])}"
+    return text
+
+
+def _quality_summary() -> str:
+    runs = _quality("defaults_quality.json")
+    parts = []
+    for task in ("sst2", "mrpc", "stsb", "cola", "rte"):
+        metric, target = TARGETS[task]
+        values = [r["metrics"][metric] for r in runs[task]]
+        mean, std = mean_std(values)
+        spread = f" ± {std:.1f}" if len(values) > 1 else f" ({len(values)} seed)"
+        parts.append(f"{TASK_NAMES[task]} {metric} {mean:.1f}{spread} ({'≥' if mean >= target else '<'} {target:g})")
+    return "; ".join(parts)
+
+
+def _phase_summary() -> str:
+    parts = []
+    for task in (*PT_TASKS, "sst2"):
+        report = _pt(task)
+        rows = report["rows"]
+        best = max((r for r in rows if r["kind"] == "winning"), key=lambda r: (r["dev_mean"], -r["sparsity"]))
+        diff = phase_transition.dense_differences(report)[("winning", best["sparsity"])]
+        parts.append(f"{TASK_NAMES[task]} {format_versus(diff)} at {best['sparsity']:.2f}")
+    return "best winning ticket on dev − dense (95 % CI): " + "; ".join(parts)
+
+
+def _lottery_summary() -> str:
+    parts = []
+    above = total = 0
+    for task in ("mrpc", "rte"):
+        report = lottery.derive(_json(f"lottery/{task}/lottery.json"))
+        by = {(r["method"], r["sparsity"]): r for r in report["rows"]}
+        for (method, s), row in by.items():
+            if method in ("imp", "omp") and ("random", s) in by:
+                total += 1
+                above += row["mean"] >= by[("random", s)]["mean"]
+        matching = [f"{r['method']} {r['sparsity']:.1f}" for r in report["rows"] if r["matching"]]
+        parts.append(f"{TASK_NAMES[task]} matching: {', '.join(matching) or 'none'}")
+    return f"magnitude ≥ random in {above} of {total} comparisons (means); " + "; ".join(parts) + \
+        "; OMP from fine-tuned weights only (pre-trained source pending)"
+
+
+def _iterative_summary() -> str:
+    parts = []
+    for folder in ("rte", "mrpc-t98"):
+        report = _json(f"iterative_pruning/{folder}/iterative_pruning.json")
+        rows = {r["kind"]: r for r in report["rows"]}
+        dev = " / ".join(f"{rows[k]['dev_mean']:.1f}" for k in ("good", "random", "bad"))
+        held = " / ".join(f"{rows[k]['holdout_mean']:.1f}" for k in ("good", "random", "bad"))
+        parts.append(f"{folder}: good / random / bad dev {dev} (dense {rows['dense']['dev_mean']:.1f}), held-out {held}")
+    return "; ".join(parts)
+
+
+def results_summary() -> str:
+    bench_train = _json("bench_train_rte.json")
+    masks = _json("bench_masks.json")
+    compact = {(r["batch"], r["variant"]): r for r in _json("bench_compact.json")["rows"]}
+    rows = [
+        ("GLUE table: ticket sharing vs dense MTL (5 tasks, 3 seeds; GLUE avg, paired 95 % CI)", _glue_summary(),
+         "`cpu_study/table.json`"),
+        ("single-task quality, full training sets, defaults (targets in brackets)", _quality_summary(),
+         "`single_task_quality/defaults_quality.json`"),
+        ("training speed vs HF `Trainer` (RTE)", f"{bench_train['ratio']:.2f}x", "`bench_train_rte.json`"),
+        ("gates: overhead with all-ones gates / scoring vs training throughput",
+         f"{signed(100 * masks['gate_overhead'], 1)} % (paired per-round median "
+         f"{signed(100 * masks['gate_overhead_paired_median'], 1)} %) / "
+         f"{masks['scoring_over_training']:.2f}x", "`bench_masks.json`"),
+        ("compaction at 50 % of heads + neurons pruned (paired speed-up)",
+         f"{compact[(32, 'compact 50%')]['paired_speedup']:.2f}x at batch 32, "
+         f"{compact[(1, 'compact 50%')]['paired_speedup']:.2f}x at batch 1; unstructured 50 %: "
+         f"{compact[(32, 'unstructured 50%')]['paired_speedup']:.2f}x", "`bench_compact.json`"),
+        ("phase transition (STS-B, RTE, MRPC, CoLA: 2 seeds; SST-2: 1 seed)", _phase_summary(),
+         "`phase_transition/*/phase_transition.json`, `cpu_study/tickets/sst2/`"),
+        ("unstructured tickets (IMP / OMP / random), MRPC and RTE, 2 seeds", _lottery_summary(),
+         "`lottery/*/lottery.json`"),
+        ("iterative structured pruning, 2 seeds", _iterative_summary(), "`iterative_pruning/*/iterative_pruning.json`"),
+    ]
+    lines = ["| what | result (computed from the file) | file (under `experiments/results/`) |", "|---|---|---|"]
+    lines += [f"| {what} | {result} | {file} |" for what, result, file in rows]
+    return _lines(lines)
+
+
+# ---------------------------------------------------------------- registry and pages
+
+TABLES: dict[str, Callable[[], str]] = {
+    "glue": glue,
+    "glue-seeds": glue_seeds,
+    "glue-task-differences": glue_task_differences,
+    "cpu-tickets": cpu_tickets,
+    "ticket-unions": ticket_unions,
+    "phase-summary": phase_summary,
+    **{f"phase-{t}": phase_table(t) for t in (*PT_TASKS, "sst2")},
+    **{f"lottery-{t}": lottery_table(t) for t in ("mrpc", "rte")},
+    **{f"iterative-{f}": iterative_table(f) for f in ("rte", "mrpc", "mrpc-t98")},
+    "analysis-seeds": analysis_seeds,
+    "analysis-tasks": analysis_tasks,
+    "quality-defaults": quality_defaults,
+    "quality-alternatives": quality_alternatives,
+    "dev-baselines": dev_baselines,
+    "results-summary": results_summary,
+}
+
+
+def pages() -> list[Path]:
+    """The pages whose tables are rendered: ``docs/results.md``, ``README.md`` and every results README."""
+    return [REPO / "README.md", REPO / "docs" / "results.md", *sorted(RESULTS.glob("*/README.md"))]
+
+
+def _report_file(json_path: Path, render: Callable[[dict], str]) -> tuple[Path, Callable[[], str]]:
+    return json_path.with_suffix(".md"), lambda: render(read_json(json_path))
+
+
+def files() -> dict[Path, Callable[[], str]]:
+    """Committed report files rendered whole from their JSON (the studies' own ``.md`` outputs)."""
+    out: dict[Path, Callable[[], str]] = {}
+    for path in sorted(RESULTS.glob("*/**/phase_transition.json")):
+        md, render = _report_file(path, lambda r: phase_transition.markdown(r, baselines()))
+        out[md] = render
+    for path in sorted(RESULTS.glob("lottery/*/lottery.json")):
+        md, render = _report_file(path, lambda r: lottery.markdown(r, baselines()))
+        out[md] = render
+    for path in sorted(RESULTS.glob("iterative_pruning/*/iterative_pruning.json")):
+        md, render = _report_file(path, lambda r: iterative_pruning.markdown(r, baselines()))
+        out[md] = render
+    table = RESULTS / "cpu_study" / "table.json"
+    out[table.with_suffix(".md")] = lambda: glue_table.format_markdown(read_json(table), read_json(table).get("title"))
+    return out
+
+
+def render_page(text: str, where: str = "page") -> str:
+    """``text`` with every marked table re-rendered; UserError for an unknown table name or a marker left open."""
+    opened, closed = len(OPEN.findall(text)), len(CLOSE.findall(text))
+    if opened != closed:
+        raise UserError(f"{where}: {opened} '<!-- table: NAME -->' markers but {closed} '<!-- /table -->'")
+
+    def fill(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in TABLES:
+            raise UserError(f"{where}: unknown table {name!r}; known: {', '.join(TABLES)}")
+        return f"{match.group(1)}{TABLES[name]()}{match.group(4)}"
+
+    return MARKER.sub(fill, text)
+
+
+def table_names(text: str) -> list[str]:
+    return [m.group("name") for m in MARKER.finditer(text)]
+
+
+def stale() -> list[Path]:
+    """Pages and files whose tables differ from what their JSON renders to now."""
+    out = [p for p in pages() if p.is_file() and render_page(p.read_text(encoding="utf-8"), str(p)) != p.read_text(encoding="utf-8")]
+    out += [p for p, render in files().items() if not p.is_file() or p.read_text(encoding="utf-8") != render()]
+    return out
+
+
+def write_all() -> list[Path]:
+    """Rewrite every stale page and file; return them."""
+    changed = stale()
+    for path in changed:
+        if path in files():
+            atomic_write_text(path, files()[path]())
+        else:
+            atomic_write_text(path, render_page(path.read_text(encoding="utf-8"), str(path)))
+    return changed
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    def go() -> int:
+        parser = OneLineParser(prog="python -m experiments.result_tables", description=__doc__.splitlines()[0])
+        parser.add_argument("--check", action="store_true", help="rewrite nothing; exit 1 if a table differs from its JSON")
+        args = parser.parse_args(argv)
+        if args.check:
+            bad = stale()
+            for path in bad:
+                print(f"{_shown(path)}: a table differs from its JSON "
+                      "(run python -m experiments.result_tables)", file=sys.stderr)
+            return 1 if bad else 0
+        for path in write_all():
+            print(f"rewrote {_shown(path)}")
+        return 0
+
+    return run_main(go)
+
+
+__all__ = ["TABLES", "pages", "files", "render_page", "stale", "write_all", "NOT_LEARNT"]
+
+if __name__ == "__main__":
+    sys.exit(main())
