@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from pathlib import Path
 
@@ -78,6 +79,8 @@ class MultiTaskModel(nn.Module):
         self._pool = POOLINGS.get(pooling)
         hidden = encoder.config.hidden_size
         self.heads = nn.ModuleDict({t.name: TaskHead(hidden, t.num_labels, head_dropout) for t in tasks})
+        # DistilBERT and ModernBERT take no token types (a BERT-style tokenizer may still produce them)
+        self._token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
         if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
             raise UserError(f"--pooling pooler: model type {encoder.config.model_type!r} has no pooler; use cls or mean")
 
@@ -89,7 +92,7 @@ class MultiTaskModel(nn.Module):
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) token ids of one task's batch -> logits (B, num_labels) of that task's head."""
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
+        if token_type_ids is not None and self._token_types:
             kwargs["token_type_ids"] = token_type_ids
         out = self.encoder(**kwargs)
         return self.heads[task](self.pool(out, attention_mask))

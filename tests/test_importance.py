@@ -11,7 +11,7 @@ from masks.arch import EncoderShape, role_modules, shape_of
 from masks.gates import attach_gates, find_gates
 from masks.importance import ImportanceConfig, compute_importance, load_importance, save_importance
 from masks.mask import Mask, save_mask
-from tests.conftest import TINY_ARCHS, tiny_encoder
+from tests.conftest import TINY_ARCHS, tiny_encoder, unshared_copy
 
 SHAPE = EncoderShape(2, 4, 8, 32, 37)
 
@@ -50,11 +50,14 @@ def split(batch: dict) -> list[dict]:
     return [{k: v[i:i + 1] for k, v in batch.items()} for i in range(len(batch["labels"]))]
 
 
-def fd_slope(model: Classifier, batch: dict, role: str, layer: int, cols: slice, eps: float = 1e-4) -> float:
-    """dL/dg by central differences, gating = scaling input columns of the projection weight."""
+def fd_slope(model: Classifier, batch: dict, role: str, layer: int, cols: slice, eps: float = 1e-4,
+             arch: str = "bert") -> float:
+    """dL/dg by central differences, gating = scaling input columns of the projection weight (of one layer:
+    ALBERT's shared layer is first unshared, :func:`tests.conftest.unshared_copy`)."""
     losses = []
     for g in (1 + eps, 1 - eps):
         ref = copy.deepcopy(model).eval()
+        ref.encoder = unshared_copy(arch, model.encoder).eval()
         with torch.no_grad():
             role_modules(ref.encoder, role)[layer].weight[:, cols] *= g  # [hidden, H*d] or [hidden, I]
             losses.append(ref.loss(batch).item())
@@ -63,6 +66,7 @@ def fd_slope(model: Classifier, batch: dict, role: str, layer: int, cols: slice,
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_raw_scores_equal_finite_differences(arch):
+    """For every family, ALBERT's per-layer gates on shared weights and DeBERTa / ModernBERT / MPNet included."""
     model = make_model(arch, torch.float64)
     batch = make_batches(1)[0]
     cfg = ImportanceConfig(normalize_heads="none")
@@ -70,12 +74,12 @@ def test_raw_scores_equal_finite_differences(arch):
     d = SHAPE.head_dim
     for layer in range(SHAPE.num_layers):
         for head in range(SHAPE.num_heads):
-            want = abs(fd_slope(model, batch, "attn_out", layer, slice(head * d, (head + 1) * d)))
+            want = abs(fd_slope(model, batch, "attn_out", layer, slice(head * d, (head + 1) * d), arch=arch))
             assert imp.heads_raw[layer, head].item() == pytest.approx(want, rel=1e-3, abs=1e-10)
         for neuron in (0, 17, 36):
-            want = abs(fd_slope(model, batch, "ffn_down", layer, slice(neuron, neuron + 1)))
+            want = abs(fd_slope(model, batch, "ffn_down", layer, slice(neuron, neuron + 1), arch=arch))
             assert imp.ffn_raw[layer, neuron].item() == pytest.approx(want, rel=1e-3, abs=1e-10)
-        want = abs(fd_slope(model, batch, "ffn_down", layer, slice(None)))  # whole-FFN gate
+        want = abs(fd_slope(model, batch, "ffn_down", layer, slice(None), arch=arch))  # whole-FFN gate
         assert imp.ffn_layer_raw[layer, 0].item() == pytest.approx(want, rel=1e-3, abs=1e-10)
     torch.testing.assert_close(imp.heads, imp.heads_raw)  # normalize_heads="none"
 
