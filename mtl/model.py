@@ -14,6 +14,7 @@ from torch import nn
 
 from basics.errors import UserError
 from basics.io import atomic_write, atomic_write_json
+from masks.arch import max_input_length
 from masks.auto_classes import register_auto_classes
 from mtl.pooling import POOLINGS
 from tasks.task_def import TaskDef
@@ -33,8 +34,13 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+NO_SDPA = "scaled_dot_product_attention"  # in transformers' error for a model class without SDPA attention
+
+
 def load_encoder(name: str):
-    """Load ``(encoder, tokenizer)`` with SDPA attention; any load failure is one clear :class:`UserError`."""
+    """Load ``(encoder, tokenizer)`` with SDPA attention, or with the model's own attention where its class has
+    no SDPA implementation (DeBERTa-v2, MPNet: :func:`attention_note` says so); any load failure is one clear
+    :class:`UserError`. The gates are forward pre-hooks on linear layers: they work with any attention."""
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -44,12 +50,35 @@ def load_encoder(name: str):
     hf_logging.disable_progress_bar()  # per-tensor loading bars; our own bars show progress
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        encoder = AutoModel.from_pretrained(path, attn_implementation="sdpa")
+        try:
+            encoder = AutoModel.from_pretrained(path, attn_implementation="sdpa")
+        except ValueError as exc:
+            if NO_SDPA not in str(exc):
+                raise
+            encoder = AutoModel.from_pretrained(path)  # the model's own attention (eager)
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"could not load model {name!r} (not a local model directory, and not loadable from the "
                         f"Hugging Face hub here): {first}") from None
     return encoder, tokenizer
+
+
+def attention_note(encoder: nn.Module) -> str | None:
+    """One line saying the encoder runs without SDPA attention (its class has none), or None when it uses SDPA."""
+    impl = getattr(encoder.config, "_attn_implementation", None)
+    if impl in (None, "sdpa"):
+        return None
+    return (f"note: {type(encoder).__name__} has no SDPA attention in transformers: using its own ({impl}) attention; "
+            "gates and importance scores do not need SDPA")
+
+
+def check_max_seq_length(encoder: nn.Module, max_seq_length: int, name: str) -> None:
+    """UserError when ``--max-seq-length`` is more than the encoder takes (its position embeddings,
+    :func:`masks.arch.max_input_length`): longer inputs would fail in the middle of a run."""
+    limit = max_input_length(encoder.config)
+    if limit is not None and max_seq_length > limit:
+        raise UserError(f"--max-seq-length {max_seq_length} is more than the model takes ({limit} tokens: the "
+                        f"position embeddings of {name}); use --max-seq-length {limit} or less")
 
 
 class TaskHead(nn.Module):

@@ -51,27 +51,29 @@ def tiny_config(arch: str = "bert", impl: str = "sdpa", dropout: float = 0.1, la
     import transformers as tf
 
     impl = "eager" if arch in NO_SDPA_ARCHS else impl
-    common = dict(vocab_size=99, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                  intermediate_size=37, max_position_embeddings=64, attn_implementation=impl)
-    bert_dropout = dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    values = dict(vocab_size=99, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                  intermediate_size=37, max_position_embeddings=64, attn_implementation=impl,
+                  hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     if arch == "distilbert":
         values = dict(vocab_size=99, dim=32, n_layers=layers, n_heads=4, hidden_dim=37, max_position_embeddings=64,
                       dropout=dropout, attention_dropout=dropout, attn_implementation=impl)
-        return tf.DistilBertConfig(**{**values, **overrides})
-    if arch.startswith("deberta"):
+    elif arch.startswith("deberta"):
         v2 = arch == "deberta-v2"
-        return tf.DebertaV2Config(**common, **bert_dropout, relative_attention=True, pos_att_type=["p2c", "c2p"],
-                                  position_buckets=8, share_att_key=not v2, norm_rel_ebd="layer_norm",
-                                  position_biased_input=False, conv_kernel_size=3 if v2 else 0, **overrides)
-    if arch == "modernbert":  # layers alternate global / local (a window of 2 tokens each side), GeGLU FFN
-        return tf.ModernBertConfig(**common, global_attn_every_n_layers=2, local_attention=4,
-                                   embedding_dropout=dropout, mlp_dropout=dropout, attention_dropout=dropout,
-                                   pad_token_id=0, bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3,
-                                   **overrides)
+        values.update(relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=8, share_att_key=not v2,
+                      norm_rel_ebd="layer_norm", position_biased_input=False, conv_kernel_size=3 if v2 else 0)
+    elif arch == "modernbert":  # layers alternate global / local (a window of 2 tokens each side), GeGLU FFN
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            del values[key]
+        values.update(global_attn_every_n_layers=2, local_attention=4, embedding_dropout=dropout, mlp_dropout=dropout,
+                      attention_dropout=dropout, pad_token_id=0, bos_token_id=2, eos_token_id=3, cls_token_id=2,
+                      sep_token_id=3)
+    elif arch in ("electra", "albert"):
+        values["embedding_size"] = 16
     config_cls = {"bert": tf.BertConfig, "roberta": tf.RobertaConfig, "electra": tf.ElectraConfig,
-                  "xlm-roberta": tf.XLMRobertaConfig, "mpnet": tf.MPNetConfig, "albert": tf.AlbertConfig}[arch]
-    extra = {"embedding_size": 16} if arch in ("electra", "albert") else {}
-    return config_cls(**common, **bert_dropout, **{**extra, **overrides})
+                  "xlm-roberta": tf.XLMRobertaConfig, "mpnet": tf.MPNetConfig, "albert": tf.AlbertConfig,
+                  "distilbert": tf.DistilBertConfig, "deberta-v2": tf.DebertaV2Config,
+                  "deberta-v3": tf.DebertaV2Config, "modernbert": tf.ModernBertConfig}[arch]
+    return config_cls(**{**values, **overrides})
 
 
 def tiny_encoder(arch: str = "bert", impl: str = "sdpa", dropout: float = 0.1, layers: int = 2, **overrides):
