@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from basics.errors import UserError
-from basics.io import atomic_write, atomic_write_json
+from basics.io import atomic_write, atomic_write_dir, atomic_write_json
 from masks.arch import max_input_length
 from masks.auto_classes import register_auto_classes
 from mtl.pooling import POOLINGS
@@ -142,15 +142,20 @@ class MultiTaskModel(nn.Module):
 # ---------------------------------------------------------------- save / load
 
 def save_multitask_model(model: MultiTaskModel, tokenizer, out_dir: Path, extra: dict | None = None) -> None:
-    """``out_dir/encoder`` (HF ``save_pretrained``: reloads with ``AutoModel``), ``heads.safetensors``, ``model.json``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.encoder.save_pretrained(out_dir / "encoder")
-    tokenizer.save_pretrained(out_dir / "encoder")
-    heads = {k: v.detach().cpu().contiguous() for k, v in model.heads.state_dict().items()}
-    atomic_write(out_dir / "heads.safetensors", lambda p: save_file(heads, str(p)))
-    info = {"pooling": model.pooling, "tasks": [task_to_json(t) for t in model.tasks.values()], **(extra or {})}
-    atomic_write_json(out_dir / "model.json", info)
+    """``out_dir/encoder`` (HF ``save_pretrained``: reloads with ``AutoModel``), ``heads.safetensors``, ``model.json``.
+
+    Written into a temporary folder that then takes ``out_dir``'s place (:func:`basics.io.atomic_write_dir`):
+    a process killed while saving never leaves a half-written ``out_dir``."""
+
+    def write(folder: Path) -> None:
+        model.encoder.save_pretrained(folder / "encoder")
+        tokenizer.save_pretrained(folder / "encoder")
+        heads = {k: v.detach().cpu().contiguous() for k, v in model.heads.state_dict().items()}
+        atomic_write(folder / "heads.safetensors", lambda p: save_file(heads, str(p)))
+        info = {"pooling": model.pooling, "tasks": [task_to_json(t) for t in model.tasks.values()], **(extra or {})}
+        atomic_write_json(folder / "model.json", info)
+
+    atomic_write_dir(Path(out_dir), write)
 
 
 def load_multitask_model(model_dir: Path) -> tuple[MultiTaskModel, object]:
