@@ -50,17 +50,25 @@ def split(batch: dict) -> list[dict]:
     return [{k: v[i:i + 1] for k, v in batch.items()} for i in range(len(batch["labels"]))]
 
 
-def fd_slope(model: Classifier, batch: dict, role: str, layer: int, cols: slice, eps: float = 1e-4,
-             arch: str = "bert") -> float:
-    """dL/dg by central differences, gating = scaling input columns of the projection weight (of one layer:
-    ALBERT's shared layer is first unshared, :func:`tests.conftest.unshared_copy`)."""
+def eval_copy(model: Classifier, arch: str) -> Classifier:
+    """An eval-mode copy of ``model`` whose layers are distinct modules (ALBERT's shared layer unshared,
+    :func:`tests.conftest.unshared_copy`), for perturbing one layer's weights."""
+    ref = copy.deepcopy(model).eval()
+    ref.encoder = unshared_copy(arch, model.encoder).eval()
+    return ref
+
+
+def fd_slope(ref: Classifier, batch: dict, role: str, layer: int, cols: slice, eps: float = 1e-4) -> float:
+    """dL/dg by central differences, gating = scaling input columns of one layer's projection weight
+    (``ref`` from :func:`eval_copy`; its weights are restored afterwards)."""
+    weight = role_modules(ref.encoder, role)[layer].weight  # [hidden, H*d] or [hidden, I]
+    original = weight.detach().clone()
     losses = []
-    for g in (1 + eps, 1 - eps):
-        ref = copy.deepcopy(model).eval()
-        ref.encoder = unshared_copy(arch, model.encoder).eval()
-        with torch.no_grad():
-            role_modules(ref.encoder, role)[layer].weight[:, cols] *= g  # [hidden, H*d] or [hidden, I]
+    with torch.no_grad():
+        for g in (1 + eps, 1 - eps):
+            weight[:, cols] *= g
             losses.append(ref.loss(batch).item())
+            weight.copy_(original)
     return (losses[0] - losses[1]) / (2 * eps)
 
 
@@ -71,15 +79,16 @@ def test_raw_scores_equal_finite_differences(arch):
     batch = make_batches(1)[0]
     cfg = ImportanceConfig(normalize_heads="none")
     imp = compute_importance(model, model.encoder, [batch], model.loss, cfg)
+    ref = eval_copy(model, arch)
     d = SHAPE.head_dim
     for layer in range(SHAPE.num_layers):
         for head in range(SHAPE.num_heads):
-            want = abs(fd_slope(model, batch, "attn_out", layer, slice(head * d, (head + 1) * d), arch=arch))
+            want = abs(fd_slope(ref, batch, "attn_out", layer, slice(head * d, (head + 1) * d)))
             assert imp.heads_raw[layer, head].item() == pytest.approx(want, rel=1e-3, abs=1e-10)
         for neuron in (0, 17, 36):
-            want = abs(fd_slope(model, batch, "ffn_down", layer, slice(neuron, neuron + 1), arch=arch))
+            want = abs(fd_slope(ref, batch, "ffn_down", layer, slice(neuron, neuron + 1)))
             assert imp.ffn_raw[layer, neuron].item() == pytest.approx(want, rel=1e-3, abs=1e-10)
-        want = abs(fd_slope(model, batch, "ffn_down", layer, slice(None), arch=arch))  # whole-FFN gate
+        want = abs(fd_slope(ref, batch, "ffn_down", layer, slice(None)))  # whole-FFN gate
         assert imp.ffn_layer_raw[layer, 0].item() == pytest.approx(want, rel=1e-3, abs=1e-10)
     torch.testing.assert_close(imp.heads, imp.heads_raw)  # normalize_heads="none"
 

@@ -118,15 +118,24 @@ sys.exit(train.main(sys.argv[1:]))
 """
 
 
+SAVE_RUN = ["--epochs", "2", "--seed", "5", "--deterministic", "--save-model"]
+
+
+@pytest.fixture(scope="module")
+def saved_reference(tiny, tmp_path_factory):
+    """An uninterrupted run that saves its model (once for the module)."""
+    reference = tmp_path_factory.mktemp("reference") / "run"
+    assert train_main([*tiny, *SAVE_RUN, "--output-dir", str(reference)])[0] == 0
+    return reference
+
+
 @pytest.mark.parametrize("point", ["encoder weights", "task heads", "model.json"])
-def test_sigkill_during_the_final_model_save_then_resume_completes(point, tiny, tmp_path, capsys):
+def test_sigkill_during_the_final_model_save_then_resume_completes(point, tiny, saved_reference, tmp_path, capsys):
     """The run is not finished until model/ is whole: killed while saving it, ``--resume`` completes the run, with
     the metrics of a run never interrupted and a model/ that loads; a half-written model/ is never left in place."""
     from mtl.model import load_multitask_model
 
-    args = [*tiny, "--epochs", "2", "--seed", "5", "--deterministic", "--save-model"]
-    reference = tmp_path / "reference"
-    assert train_main([*args, "--output-dir", str(reference)])[0] == 0
+    args, reference = [*tiny, *SAVE_RUN], saved_reference
     out = tmp_path / "killed"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "KILL_AT": point}
     proc = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, *args, "--output-dir", str(out)], cwd=REPO, env=env,
