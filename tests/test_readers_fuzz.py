@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from tasks.task_def import Example, TaskDef
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 LABELS = ("neg", "pos", "0", "1", "a,b", 'q"uote')
-FOLDER = Path(tempfile.mkdtemp(prefix="readers-fuzz-"))
 
 # text pieces that matter to the readers: delimiters, quotes, line breaks, BOMs, NULs, non-ASCII, labels, numbers
 PIECES = st.sampled_from(["\t", ",", '"', "'", "\n", "\r\n", "\r", "\ufeff", "\x00", "\\", " ", "é", "😀", "\u2028",
@@ -32,18 +30,24 @@ JSON_VALUE = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(
                           max_leaves=6)
 
 
-def task_def(fmt: str, head: str, header: bool, columns: dict, num_columns: int | None) -> TaskDef:
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """Where the fuzzed files are written (one file per format, rewritten for every example)."""
+    return tmp_path_factory.mktemp("readers-fuzz")
+
+
+def task_def(folder: Path, fmt: str, head: str, header: bool, columns: dict, num_columns: int | None) -> TaskDef:
     classification = head == "classification"
     return TaskDef(name="fuzz", head=head, loss="cross_entropy" if classification else "mse",
                    labels=LABELS if classification else (), metrics=("accuracy",) if classification else ("pearson",),
                    primary="accuracy" if classification else "pearson", files={"train": f"train.{fmt}"},
                    dev_splits=("train",), format=fmt, header=header, num_columns=num_columns,
-                   base_dir=str(FOLDER), **columns)
+                   base_dir=str(folder), **columns)
 
 
 def check(task: TaskDef, data: bytes, max_samples: int | None) -> None:
     """The property: valid examples or a one-line UserError."""
-    (FOLDER / task.files["train"]).write_bytes(data)
+    (Path(task.base_dir) / task.files["train"]).write_bytes(data)
     try:
         examples = read_split(task, None, "train", max_samples=max_samples)
     except UserError as exc:
@@ -92,9 +96,9 @@ def table_files(draw, delimiter: str) -> tuple[bytes, bool, dict, int | None]:
 @pytest.mark.parametrize("fmt,delimiter", [("tsv", "\t"), ("csv", ",")])
 @FUZZ
 @given(data=st.data(), head=HEADS, max_samples=MAX_SAMPLES)
-def test_table_readers_never_crash(fmt, delimiter, data, head, max_samples):
+def test_table_readers_never_crash(folder, fmt, delimiter, data, head, max_samples):
     content, header, columns, num_columns = data.draw(table_files(delimiter))
-    check(task_def(fmt, head, header, columns, num_columns), content, max_samples)
+    check(task_def(folder, fmt, head, header, columns, num_columns), content, max_samples)
 
 
 @FUZZ
@@ -102,7 +106,7 @@ def test_table_readers_never_crash(fmt, delimiter, data, head, max_samples):
                                   st.fixed_dictionaries({"a": JSON_VALUE, "label": JSON_VALUE}).map(json.dumps),
                                   FIELD), max_size=6),
        line_end=LINE_ENDS, head=HEADS, encoding=ENCODINGS, max_samples=MAX_SAMPLES, depth=st.integers(0, 3))
-def test_jsonl_reader_never_crashes(records, line_end, head, encoding, max_samples, depth):
+def test_jsonl_reader_never_crashes(folder, records, line_end, head, encoding, max_samples, depth):
     if depth == 3:  # nesting deeper than Python's recursion limit
         records = [*records, "[" * 100_000 + "]" * 100_000]
     text = "".join(r + (line_end or "\n") for r in records)
@@ -110,7 +114,7 @@ def test_jsonl_reader_never_crashes(records, line_end, head, encoding, max_sampl
         content = text.encode(encoding)
     except UnicodeEncodeError:
         content = text.encode("utf-8")
-    task = task_def("jsonl", head, False, {"text_a": "a", "text_b": None, "label": "label"}, None)
+    task = task_def(folder, "jsonl", head, False, {"text_a": "a", "text_b": None, "label": "label"}, None)
     check(task, content, max_samples)
 
 
@@ -118,10 +122,10 @@ def test_jsonl_reader_never_crashes(records, line_end, head, encoding, max_sampl
                                   '{"a": "x", "label": ' + "9" * 400 + "}", "[" * 100_000 + "]" * 100_000],
                          ids=["huge int", "huge int label", "int beyond float", "deep nesting"])
 @pytest.mark.parametrize("head", ["classification", "regression"])
-def test_jsonl_edge_values_are_user_errors(line, head):
+def test_jsonl_edge_values_are_user_errors(folder, line, head):
     """What the fuzz tests found (tracebacks before): integers beyond Python's digit limit (ValueError) or beyond
     the float range (OverflowError), nesting beyond the recursion limit (RecursionError)."""
-    task = task_def("jsonl", head, False, {"text_a": "a", "text_b": None, "label": "label"}, None)
-    (FOLDER / "train.jsonl").write_text(line + "\n")
+    task = task_def(folder, "jsonl", head, False, {"text_a": "a", "text_b": None, "label": "label"}, None)
+    (folder / "train.jsonl").write_text(line + "\n")
     with pytest.raises(UserError, match="train.jsonl:1: "):
         read_split(task, None, "train")
