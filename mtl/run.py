@@ -248,8 +248,9 @@ def _run(config: TrainConfig, dist: Dist, device: torch.device) -> RunOutcome:
         if checkpoint is None:
             clear_previous_run(out)
             save_config(config, out / "config.yaml")
-    if attention_note(model.encoder):
-        say(attention_note(model.encoder))
+    note = attention_note(model.encoder)  # a model without SDPA attention: say which attention it runs
+    if note:
+        say(note)
     if mode == "resume":
         say(f"resuming {out} from optimizer step {checkpoint['progress']['opt_step']} "
             f"(epoch {checkpoint['progress']['epoch'] + 1})")
