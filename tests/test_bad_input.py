@@ -293,6 +293,20 @@ def test_a_model_without_sdpa_falls_back_to_its_own_attention_and_says_so(world,
     assert (out / "metrics.json").is_file() and (out / "masks" / "winning-0.50.safetensors").is_file()
 
 
+def test_albert_scores_and_trains_with_a_mask_end_to_end(world, tmp_path, capsys):
+    """The issue's ALBERT case: scoring and gating work on shared layers (refused before, after a whole epoch)."""
+    import train
+
+    albert = ["--model", str(tiny_family(world, "albert"))]
+    scored = tmp_path / "scored"
+    assert train.main([*world.tiny(), *albert, "--score-importance", "--sparsities", "0.5",
+                       "--output-dir", str(scored)]) == 0, capsys.readouterr().err
+    ticket = scored / "masks" / "winning-0.50.safetensors"
+    rewound = tmp_path / "rewound"
+    assert train.main([*world.tiny(), *albert, "--mask", str(ticket), "--output-dir", str(rewound)]) == 0
+    assert "training with mask" in capsys.readouterr().out and (rewound / "metrics.json").is_file()
+
+
 def write_ticket(path: Path, task: str) -> Path:
     shape = shape_of(tiny_bert())
     save_mask(Mask.ones(shape, kind="super_ticket", tasks=task), path)

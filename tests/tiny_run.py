@@ -38,8 +38,11 @@ def save_tiny_model(path: Path, dropout: float = 0.1, arch: str = "bert") -> Pat
     :func:`tests.conftest.tiny_config`, or ``"ernie"``, a family the architecture table lacks) and its
     word-level tokenizer, via save_pretrained."""
     from transformers import AutoModel, BertConfig, BertModel, BertTokenizer, ErnieConfig
+    from transformers.utils import logging as hf_logging
 
     from tests.conftest import tiny_config
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars on stderr (tests count stderr lines)
 
     path = Path(path)
     vocab = {w: i for i, w in enumerate(SPECIAL + WORDS)}
