@@ -7,7 +7,7 @@ user who loads a compacted directory with ``AutoModel`` directly calls it once f
 
 Cheap and idempotent:
 
-- the configs are registered with ``AutoConfig``. This imports transformers' Auto registry and four
+- the configs are registered with ``AutoConfig``. This imports transformers' Auto registry and eight
   small configuration modules: about 1-2 s on top of ``import torch`` on the shared 2-core machine,
   paid only by processes that do not import transformers anyway;
 - ``AutoModel`` gets :class:`LazyCompactModel`, a stand-in that imports the model code

@@ -3,11 +3,14 @@
 MASK is one shared mask (True = keep). Per layer ``l`` the heads kept ``K_l``
 and FFN neurons kept ``N_l`` are sliced out of the weights (head ``h`` owns rows ``h*d:(h+1)*d``):
 
-- Q, K, V: rows of ``K_l`` (weights ``[h_l*d, hidden]`` and biases); output projection: its columns;
-- FFN up: rows ``N_l`` (and bias); FFN down: columns ``N_l``;
+- Q, K, V: rows of ``K_l`` (weights ``[h_l*d, hidden]`` and biases; in each third of a fused Q/K/V, and in
+  any extra per-head projection such as DeBERTa's ``pos_key_proj``); output projection: its columns;
+- FFN up: rows ``N_l`` (and bias; in both halves of a gated FFN such as ModernBERT's GeGLU); FFN down:
+  columns ``N_l``;
 - a layer with no head left has no attention; one with no neuron left has no FFN. The output
   projection biases and LayerNorms stay, so the result equals the masked model's exactly.
 
+Families whose layers share weights (ALBERT) cannot be compacted (a one-line UserError before any work).
 The result is a ``Compact<Base>Model`` (:mod:`masks.compact_model`) whose config
 (:mod:`masks.compact_config`) records what each layer kept. Compacting a whole trained multi-task model
 and saving it is :mod:`mtl.compact_run` (command: ``mtl-compact``).
@@ -21,7 +24,7 @@ import torch
 from torch import nn
 
 from basics.errors import UserError
-from masks.arch import arch_for, shape_of
+from masks.arch import arch_for, check_unshared, shape_of
 from masks.auto_classes import compact_model_class
 from masks.compact_config import compact_config, is_compact
 from masks.mask import Mask, load_mask_file
@@ -38,6 +41,12 @@ def head_rows(heads: list[int], head_dim: int) -> torch.Tensor:
     return (torch.tensor(heads, dtype=torch.long)[:, None] * head_dim + torch.arange(head_dim)).flatten()
 
 
+def part_rows(rows: torch.Tensor, parts: int, part_size: int) -> torch.Tensor:
+    """``rows`` of every part of a Linear whose rows are ``[parts, part_size]`` (a fused Q/K/V: 3 parts of
+    ``H*d``; a gated FFN up projection: 2 parts of ``I``): ``[parts * len(rows)]``."""
+    return torch.cat([rows + part * part_size for part in range(parts)])
+
+
 def sliced_state_dict(encoder: nn.Module, mask: Mask) -> dict[str, torch.Tensor]:
     """The encoder's state dict with the pruned rows/columns removed (keys as in the compacted model).
 
@@ -45,14 +54,16 @@ def sliced_state_dict(encoder: nn.Module, mask: Mask) -> dict[str, torch.Tensor]
     """
     spec, shape = arch_for(encoder), shape_of(encoder)
     state = {k: v.detach() for k, v in encoder.state_dict().items()}
+    width = shape.num_heads * shape.head_dim
     for layer, heads in enumerate(kept_heads(mask)):
         prefix = f"{spec.layers}.{layer}."
         rows = head_rows(heads, shape.head_dim)  # [h_l * d]
         neurons = torch.nonzero(mask.ffn[layer]).flatten()  # [I_l]
-        for role in ("q", "k", "v"):
-            _select(state, prefix + spec.path(role), 0, rows, drop=not heads)
+        for path, parts in spec.row_projections():
+            if f"{prefix}{path}.weight" in state:  # optional projections (DeBERTa's pos_*_proj) may be absent
+                _select(state, prefix + path, 0, part_rows(rows, parts, width), drop=not heads)
         _select(state, prefix + spec.attn_out, 1, rows, bias=False)
-        _select(state, prefix + spec.ffn_up, 0, neurons)
+        _select(state, prefix + spec.ffn_up, 0, part_rows(neurons, spec.ffn_up_parts, shape.intermediate))
         _select(state, prefix + spec.ffn_down, 1, neurons, bias=False)
     return state
 
@@ -82,6 +93,7 @@ def compact_encoder(encoder: nn.Module, mask: Mask, compaction: dict[str, str] |
         raise UserError("this model is already compacted; compact the original (uncompacted) model instead")
     if getattr(encoder, "base_model", encoder) is not encoder:
         raise UserError(f"compact the base encoder (AutoModel), not {type(encoder).__name__}")
+    check_unshared(encoder, "compaction")
     mask.check_shape(shape_of(encoder))
     sizes = [int(n) for n in mask.ffn.sum(dim=1)]
     config = compact_config(encoder.config, kept_heads(mask), sizes, compaction)

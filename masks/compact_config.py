@@ -1,6 +1,7 @@
 """Configs of compacted encoders: the base config plus what each layer kept.
 
-A compacted encoder is its base architecture (BERT, RoBERTa, ELECTRA, DistilBERT) with the pruned
+A compacted encoder is its base architecture (BERT, RoBERTa, XLM-RoBERTa, ELECTRA, DistilBERT, DeBERTa-v2/v3,
+ModernBERT, MPNet; every family of :data:`masks.arch.ARCH_SPECS` whose layers do not share weights) with the pruned
 attention heads and FFN neurons physically removed, so layers may differ in size. Its config is the
 base config, unchanged (hidden size, number of layers, ``num_attention_heads`` H of the original
 model, so the head size stays ``hidden / H``), plus three fields:
@@ -22,7 +23,17 @@ from __future__ import annotations
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
-from transformers import BertConfig, DistilBertConfig, ElectraConfig, PreTrainedConfig, RobertaConfig
+from transformers import (
+    BertConfig,
+    DebertaV2Config,
+    DistilBertConfig,
+    ElectraConfig,
+    ModernBertConfig,
+    MPNetConfig,
+    PreTrainedConfig,
+    RobertaConfig,
+    XLMRobertaConfig,
+)
 
 COMPACT_PREFIX = "compact_"
 
@@ -78,10 +89,35 @@ class CompactDistilBertConfig(CompactFields, DistilBertConfig):
     base_model_type = "distilbert"
 
 
-# base model_type -> compacted config class (one per row of masks.arch.ARCH_SPECS)
+@strict
+class CompactXLMRobertaConfig(CompactFields, XLMRobertaConfig):
+    model_type = "compact_xlm-roberta"
+    base_model_type = "xlm-roberta"
+
+
+@strict
+class CompactDebertaV2Config(CompactFields, DebertaV2Config):
+    model_type = "compact_deberta-v2"
+    base_model_type = "deberta-v2"
+
+
+@strict
+class CompactModernBertConfig(CompactFields, ModernBertConfig):
+    model_type = "compact_modernbert"
+    base_model_type = "modernbert"
+
+
+@strict
+class CompactMPNetConfig(CompactFields, MPNetConfig):
+    model_type = "compact_mpnet"
+    base_model_type = "mpnet"
+
+
+# base model_type -> compacted config class (one per row of masks.arch.ARCH_SPECS whose layers do not share weights)
 COMPACT_CONFIGS: dict[str, type[CompactFields]] = {
     cls.base_model_type: cls
-    for cls in (CompactBertConfig, CompactRobertaConfig, CompactElectraConfig, CompactDistilBertConfig)
+    for cls in (CompactBertConfig, CompactRobertaConfig, CompactElectraConfig, CompactDistilBertConfig,
+                CompactXLMRobertaConfig, CompactDebertaV2Config, CompactModernBertConfig, CompactMPNetConfig)
 }
 
 

@@ -10,7 +10,11 @@ size ``d`` and ``I_l`` FFN neurons:
 - ``h_l == 0``: the module holding Q/K/V (``attention.self`` in BERT, ``attention`` in DistilBERT) is
   replaced by :class:`SkippedAttention`; the output projection becomes ``Linear(0, hidden)``, which
   returns its bias. So the sublayer gives ``LayerNorm(bias + residual)``, as the masked model does.
-- FFN up: ``hidden -> I_l``; down: ``I_l -> hidden`` (``I_l == 0``: zero-width, the output is the bias).
+- FFN up: ``hidden -> I_l`` (``2*I_l`` for a gated FFN); down: ``I_l -> hidden`` (``I_l == 0``: zero-width,
+  the output is the bias).
+- Families whose attention code reads its head count or ``H*d`` from an attribute (DeBERTa-v2, MPNet) get
+  that attribute set per layer; MPNet's relative position bias ``[B, H, T, T]``, computed once for all
+  layers, is cut to each layer's kept heads by a forward pre-hook on the attention module.
 
 Module paths come from :data:`masks.arch.ARCH_SPECS`, keyed by the base model type. Importing this
 module imports the transformers model code (seconds); :mod:`masks.auto_classes` does it lazily.
@@ -22,15 +26,29 @@ import warnings
 
 import torch
 from torch import nn
-from transformers import BertModel, DistilBertModel, ElectraModel, PreTrainedModel, RobertaModel
+from transformers import (
+    BertModel,
+    DebertaV2Model,
+    DistilBertModel,
+    ElectraModel,
+    ModernBertModel,
+    MPNetModel,
+    PreTrainedModel,
+    RobertaModel,
+    XLMRobertaModel,
+)
 
 from masks.arch import ARCH_SPECS, ArchSpec
 from masks.compact_config import (
     CompactBertConfig,
+    CompactDebertaV2Config,
     CompactDistilBertConfig,
     CompactElectraConfig,
     CompactFields,
+    CompactModernBertConfig,
+    CompactMPNetConfig,
     CompactRobertaConfig,
+    CompactXLMRobertaConfig,
 )
 
 
@@ -85,6 +103,50 @@ def _skip_attention(layer: nn.Module, spec: ArchSpec) -> None:
         layer.set_submodule(spec.attn_out, zero_in)
 
 
+class HeadBiasSlice:
+    """Forward pre-hook of an attention module: keeps the kept heads of a per-head bias argument
+    (``[B, H, T, T]`` -> ``[B, h_l, T, T]``), given by name or at a position (:attr:`ArchSpec.head_bias_arg`)."""
+
+    def __init__(self, name: str, position: int, heads: list[int]) -> None:
+        self.name, self.position, self.heads = name, position, list(heads)  # a list: models are built on "meta"
+
+    def _cut(self, bias):
+        if bias is None:
+            return None
+        return bias.index_select(1, torch.tensor(self.heads, dtype=torch.long, device=bias.device))
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if self.name in kwargs:
+            kwargs = {**kwargs, self.name: self._cut(kwargs[self.name])}
+        elif len(args) > self.position:
+            args = (*args[:self.position], self._cut(args[self.position]), *args[self.position + 1:])
+        return args, kwargs
+
+
+def _cut_heads(layer: nn.Module, spec: ArchSpec, heads: list[int], head_dim: int, num_heads: int) -> None:
+    """Cut one layer's attention to ``heads`` (at least one): Q/K/V rows, output columns, head attributes."""
+    width = len(heads) * head_dim
+    for path, parts in spec.row_projections():
+        if _has(layer, path):  # optional projections (DeBERTa's pos_*_proj) may be absent
+            _resize(layer, path, out_features=parts * width)
+    _resize(layer, spec.attn_out, in_features=width)
+    for attrs, value in ((spec.head_count_attrs, len(heads)), (spec.head_width_attrs, width)):
+        for attr in attrs:
+            owner, _, name = attr.rpartition(".")
+            setattr(layer.get_submodule(owner), name, value)
+    if spec.head_bias_arg is not None and len(heads) < num_heads:
+        core = layer.get_submodule(spec.q.rpartition(".")[0])
+        core.register_forward_pre_hook(HeadBiasSlice(*spec.head_bias_arg, heads), with_kwargs=True)
+
+
+def _has(layer: nn.Module, path: str) -> bool:
+    try:
+        layer.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
+
+
 def resize_layers(model: PreTrainedModel, config: CompactFields) -> None:
     """Cut every layer of ``model`` (a full-size base encoder) to the sizes recorded in ``config``."""
     spec = ARCH_SPECS[config.base_model_type]
@@ -92,16 +154,13 @@ def resize_layers(model: PreTrainedModel, config: CompactFields) -> None:
     head_dim = config.hidden_size // config.num_attention_heads
     for index, layer in enumerate(layers):
         if config.kept_heads is not None:
-            width = len(config.kept_heads[index]) * head_dim
-            if width == 0:
+            if not config.kept_heads[index]:
                 _skip_attention(layer, spec)
             else:
-                for role in ("q", "k", "v"):
-                    _resize(layer, spec.path(role), out_features=width)
-                _resize(layer, spec.attn_out, in_features=width)
+                _cut_heads(layer, spec, config.kept_heads[index], head_dim, config.num_attention_heads)
         if config.intermediate_sizes is not None:
             size = config.intermediate_sizes[index]
-            _resize(layer, spec.ffn_up, out_features=size)
+            _resize(layer, spec.ffn_up, out_features=spec.ffn_up_parts * size)
             _resize(layer, spec.ffn_down, in_features=size)
 
 
@@ -130,8 +189,25 @@ class CompactDistilBertModel(_CompactMixin, DistilBertModel):
     config_class = CompactDistilBertConfig
 
 
+class CompactXLMRobertaModel(_CompactMixin, XLMRobertaModel):
+    config_class = CompactXLMRobertaConfig
+
+
+class CompactDebertaV2Model(_CompactMixin, DebertaV2Model):
+    config_class = CompactDebertaV2Config
+
+
+class CompactModernBertModel(_CompactMixin, ModernBertModel):
+    config_class = CompactModernBertConfig
+
+
+class CompactMPNetModel(_CompactMixin, MPNetModel):
+    config_class = CompactMPNetConfig
+
+
 # compacted model_type -> model class
 COMPACT_MODELS: dict[str, type[PreTrainedModel]] = {
     cls.config_class.model_type: cls
-    for cls in (CompactBertModel, CompactRobertaModel, CompactElectraModel, CompactDistilBertModel)
+    for cls in (CompactBertModel, CompactRobertaModel, CompactElectraModel, CompactDistilBertModel,
+                CompactXLMRobertaModel, CompactDebertaV2Model, CompactModernBertModel, CompactMPNetModel)
 }

@@ -78,6 +78,22 @@ def load_ticket(task: str, path: Path) -> Mask:
     return loaded
 
 
+def check_task_labels(masks: dict[str, Mask], paths: dict[str, Path], relabel: bool = False) -> None:
+    """Each ticket was cut for the task it is given for (its ``tasks`` metadata, when it records any).
+
+    A mismatch (``mrpc=`` a ticket of ``para``) is a UserError unless ``relabel``: then the ticket is
+    used for the task it is given for, and its metadata says so (``tasks`` = that task,
+    ``relabelled_from`` = the tasks it recorded)."""
+    for task, mask in masks.items():
+        recorded = tuple(canonical_task_name(t.lower()) for t in mask.meta.tasks)
+        if not recorded or task in recorded:
+            continue
+        if not relabel:
+            raise UserError(f"{task}={paths[task]} is a ticket of task(s) {','.join(mask.meta.tasks)}, not of {task}; "
+                            f"give the ticket cut for {task}, or add --relabel to use it for {task} anyway")
+        mask.meta = mask.meta.replace(tasks=(task,), extra={"relabelled_from": ",".join(mask.meta.tasks)})
+
+
 def common_shape(masks: dict[str, Mask], paths: dict[str, Path]) -> EncoderShape:
     """The one encoder shape all masks are for (from their ``shape`` metadata, checked against the tensors)."""
     shapes = {task: m.meta.shape for task, m in masks.items() if m.meta.shape is not None}
@@ -151,8 +167,12 @@ def save_result(result: Mask | dict[str, Mask], out: Path, file_meta: dict[str, 
         raise UserError(f"cannot write --out {out}: {exc.strerror or exc}") from exc
 
 
-def construct(tickets: dict[str, Path], mode: str, out: Path, json_path: Path | None = None) -> dict[str, Any]:
-    """Load ``{task: mask path}``, merge by ``mode``, write ``out`` (and ``json_path``); return the report."""
+def construct(tickets: dict[str, Path], mode: str, out: Path, json_path: Path | None = None,
+              relabel: bool = False) -> dict[str, Any]:
+    """Load ``{task: mask path}``, merge by ``mode``, write ``out`` (and ``json_path``); return the report.
+
+    A ticket whose metadata names other tasks than the one it is given for is refused unless ``relabel``
+    (:func:`check_task_labels`)."""
     parsed = parse_mode(mode)
     if parsed.name == "vote" and not 1 <= parsed.k <= len(tickets):
         raise UserError(f"bad mode {parsed}: K must be in 1..{len(tickets)} for {len(tickets)} tickets")
@@ -163,6 +183,7 @@ def construct(tickets: dict[str, Path], mode: str, out: Path, json_path: Path | 
         check_output(json_path, "--json", {**taken, "the --out file": out})
     masks = {task: load_ticket(task, path) for task, path in paths.items()}
     shape, model = common_shape(masks, paths), common_model(masks, paths)
+    check_task_labels(masks, paths, relabel)
     sources = {task: str(path.resolve()) for task, path in paths.items()}
     for task, mask in masks.items():  # per-task files keep each task's own metadata
         mask.meta.extra["source"] = sources[task]

@@ -8,7 +8,11 @@ Per layer ``l`` (module paths from :mod:`masks.arch`):
   (``[I]``).
 
 A gate of 0 removes the unit exactly; 1 keeps it. Attention itself is untouched, so the
-model's attention implementation (SDPA) stays in use. Nothing in the model is copied.
+model's attention implementation (SDPA where the model has it) stays in use. Nothing in the model is copied.
+
+Where layers share weights (ALBERT), one module runs as several layers: its hook counts its calls
+(reset at the start of every forward pass of the base encoder) and gates the ``n``-th call with the
+gates of the ``n``-th layer that uses it.
 """
 
 from __future__ import annotations
@@ -26,15 +30,30 @@ _KINDS = ("heads", "ffn")
 
 
 class _GateHook:
-    """Forward pre-hook of one gated Linear; delegates to its :class:`Gates`."""
+    """Forward pre-hook of one gated Linear; delegates to its :class:`Gates`.
 
-    def __init__(self, gates: "Gates", kind: str, layer: int) -> None:
+    ``layers``: the layers this module runs as, in forward order (one, unless layers share weights);
+    the ``n``-th call of a forward pass is gated as ``layers[n % len(layers)]``.
+    """
+
+    def __init__(self, gates: "Gates", kind: str, layers: list[int]) -> None:
         self.gates = gates
         self.kind = kind
-        self.layer = layer
+        self.layers = layers
+        self.calls = 0
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        return self.gates._gate_input(self.kind, self.layer, args)
+        layer = self.layers[self.calls % len(self.layers)]
+        self.calls += 1
+        return self.gates._gate_input(self.kind, layer, args)
+
+
+def _calls(modules: list[nn.Module]) -> list[tuple[nn.Module, list[int]]]:
+    """Each distinct module of ``modules`` (one per layer) with the layers it runs as, in order."""
+    out: dict[int, tuple[nn.Module, list[int]]] = {}
+    for layer, module in enumerate(modules):
+        out.setdefault(id(module), (module, []))[1].append(layer)
+    return list(out.values())
 
 
 class Gates:
@@ -69,10 +88,15 @@ class Gates:
         self._converted: dict[tuple[str, int, torch.dtype, torch.device], torch.Tensor] = {}
         self._handles = []
         self._probes: list[tuple[str, int, torch.Tensor]] | None = None  # (kind, layer, probe [B, T, N])
+        self._hooks: list[_GateHook] = []
         for kind, modules in (("heads", attn_out_modules(encoder)), ("ffn", ffn_down_modules(encoder))):
-            for layer, module in enumerate(modules):
-                hook = _GateHook(self, kind, layer)
+            for module, layers in _calls(modules):
+                hook = _GateHook(self, kind, layers)
+                self._hooks.append(hook)
                 self._handles.append(module.register_forward_pre_hook(hook))
+        if any(len(hook.layers) > 1 for hook in self._hooks):  # shared weights: count calls per forward pass
+            base = getattr(encoder, "base_model", encoder)
+            self._handles.append(base.register_forward_pre_hook(lambda module, args: self._reset_calls()))
         self.refresh()
 
     # --- public API ----------------------------------------------------------------------
@@ -150,6 +174,10 @@ class Gates:
         self.remove()
 
     # --- the hook ------------------------------------------------------------------------
+    def _reset_calls(self) -> None:
+        for hook in self._hooks:
+            hook.calls = 0
+
     def _gate_input(self, kind: str, layer: int, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         x = args[0]  # heads: [B, T, H*d]; ffn: [B, T, I]
         if self.requires_grad:

@@ -146,14 +146,16 @@ class Mask:
     def param_counts(self, shape: EncoderShape | None = None) -> tuple[int, int]:
         """(kept, total) prunable encoder parameters.
 
-        Per head: Q/K/V rows with biases plus O columns = ``4*d*hidden + 3*d``.
-        Per FFN neuron: up row + bias + down column = ``2*hidden + 1``. Shared biases,
-        LayerNorms and embeddings are not prunable and not counted. ``shape`` defaults to the recorded one.
+        Per head: Q/K/V rows with biases plus O columns = ``4*d*hidden + 3*d`` (BERT; other families
+        record their own count in the shape: :attr:`EncoderShape.params_per_head`).
+        Per FFN neuron: up row + bias + down column = ``2*hidden + 1`` (or :attr:`EncoderShape.params_per_neuron`).
+        Shared biases, LayerNorms and embeddings are not prunable and not counted. ``shape`` defaults to the
+        recorded one. Where layers share weights (ALBERT) a unit counts once per layer that runs it.
         """
         shape = self._shape(shape)
         self.check_shape(shape)
-        per_head = 4 * shape.head_dim * shape.hidden + 3 * shape.head_dim
-        per_neuron = 2 * shape.hidden + 1
+        per_head = shape.params_per_head
+        per_neuron = shape.params_per_neuron
         kept = self.num_heads_kept * per_head + self.num_ffn_kept * per_neuron
         total = self.heads.numel() * per_head + self.ffn.numel() * per_neuron
         return kept, total

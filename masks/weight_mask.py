@@ -34,7 +34,7 @@ from torch.nn.utils import parametrize
 
 from basics.errors import UserError
 from basics.io import atomic_write
-from masks.arch import DEFAULT_WEIGHT_ROLES, LAYER_ROLES, WEIGHT_ROLES, arch_for, layer_modules
+from masks.arch import DEFAULT_WEIGHT_ROLES, LAYER_ROLES, WEIGHT_ROLES, check_unshared, layer_modules
 from masks.mask import MASK_FORMAT, read_safetensors, tensor_digest, zero_one_to_bool
 from masks.meta import format_fraction
 
@@ -66,9 +66,11 @@ def prunable_modules(encoder: nn.Module, include: Iterable[str] = DEFAULT_INCLUD
 
     Names are relative to the base encoder and end in ``.weight``. The pooler is skipped for a family
     without one (ELECTRA, DistilBERT) and for an encoder built without it (``add_pooling_layer=False``).
+    A fused Q/K/V (ModernBERT) is one matrix, listed once. A family whose layers share weights (ALBERT) is
+    a UserError.
     """
     roles = check_roles(include)
-    spec, base = arch_for(encoder), base_encoder(encoder)
+    spec, base = check_unshared(encoder, "per-weight masks"), base_encoder(encoder)
     out: dict[str, nn.Module] = {}
     if "embeddings" in roles:
         out.update({f"{name}.weight": m for name, m in base.named_modules() if isinstance(m, nn.Embedding)})

@@ -24,6 +24,7 @@ import torch
 
 from basics.errors import UserError
 from basics.io import atomic_write
+from basics.io import remove_temporaries as _remove_temporaries
 
 from .config import TrainConfig, check_same_run, read_yaml
 from .distributed import SINGLE, Dist
@@ -69,9 +70,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def remove_temporaries(directory: Path) -> None:
-    """Delete temporary files that a killed :func:`basics.io.atomic_write` left in ``directory``."""
-    for tmp in Path(directory).glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+    """Delete temporary files and folders that a killed :func:`basics.io.atomic_write` or
+    :func:`basics.io.atomic_write_dir` (the final ``model/``) left in ``directory``."""
+    _remove_temporaries(directory)
 
 
 # ---------------------------------------------------------------- --resume

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from basics.errors import UserError
 from basics.io import atomic_write, atomic_write_json
-from masks.arch import shape_of
+from masks.arch import check_unshared_type, shape_of
 from masks.auto_classes import register_auto_classes
 from masks.compact import compact_encoder, load_shared_mask, num_params
 from masks.gates import attach_gates
@@ -51,6 +51,16 @@ def find_model_dir(run_dir: Path) -> Path:
             return candidate
     raise UserError(f"{run_dir} holds no saved model (no {run_dir / 'model' / 'model.json'}; "
                     "was it trained with --no-save-model?)")
+
+
+def check_compactable(model_dir: Path) -> None:
+    """UserError, before any weight is loaded, when the saved encoder's family cannot be compacted (ALBERT)."""
+    try:
+        info = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+        config = json.loads((model_dir / info.get("encoder_dir", "encoder") / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, AttributeError):
+        return  # unreadable: loading the model says what is wrong
+    check_unshared_type(config.get("model_type") if isinstance(config, dict) else None, "compaction")
 
 
 def check_out_dir(out_dir: Path, source: Path) -> Path:
@@ -110,6 +120,7 @@ def compact_run(run_dir: Path, mask_path: Path, out_dir: Path) -> dict:
     The compacted model is checked against the masked full model (logits on two sentence pairs).
     """
     source = find_model_dir(run_dir)
+    check_compactable(source)
     out_dir = check_out_dir(out_dir, source)
     model, tokenizer = load_multitask_model(source)
     model.eval()

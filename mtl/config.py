@@ -52,10 +52,22 @@ def _finite(name: str, value: float | None) -> None:
         raise UserError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
 
 
+def check_finite_floats(section: Any) -> None:
+    """UserError naming the flag of any float option of ``section`` (or any value of a list of floats) that is
+    NaN or infinite. Applied to every section, so a new float option is checked without anyone remembering to."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if isinstance(item, float):
+                _finite(f.metadata.get("key", f.name), item)
+
+
 class Section:
-    """Shared by the section configs: validation on construction, dict form."""
+    """Shared by the section configs: validation on construction (every float finite first), dict form."""
 
     def __post_init__(self) -> None:
+        check_finite_floats(self)
         self.validate()
 
     def validate(self) -> None:  # overridden
@@ -80,7 +92,6 @@ class ModelConfig(Section):
 
     def validate(self) -> None:
         check_choice("pooling", self.pooling, POOLINGS.names())
-        _finite("head_dropout", self.head_dropout)
         if not 0.0 <= self.head_dropout < 1.0:
             raise UserError(f"--head-dropout must be in [0, 1), got {self.head_dropout}")
 
@@ -109,7 +120,6 @@ class DataConfig(Section):
         for name in ("max_train_samples", "max_eval_samples"):
             if getattr(self, name) is not None:
                 check_positive(name, getattr(self, name))
-        _finite("holdout_fraction", self.holdout_fraction)
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise UserError(f"--holdout-fraction must be in [0, 1), got {self.holdout_fraction}")
 
@@ -138,9 +148,10 @@ class OptimConfig(Section):
 
     def validate(self) -> None:
         check_choice("sampler", self.sampler, SAMPLERS.names())
-        for name in ("epochs", "lr", "warmup_ratio", "weight_decay", "max_grad_norm", "temperature"):
-            _finite(name, getattr(self, name))
         check_positive("epochs", self.epochs, allow_zero=True)
+        if self.epochs == 0 and self.max_steps is None:  # with --max-steps: TrainConfig.check_conflicts says it
+            raise UserError("--epochs 0 trains nothing (the task heads would stay random, so there is nothing to "
+                            "evaluate or score); give --epochs > 0 (fractions allowed) or --max-steps N")
         check_positive("lr", self.lr)
         check_positive("batch_size", self.batch_size)
         check_positive("grad_accum", self.grad_accum)
@@ -227,7 +238,6 @@ class TicketConfig(Section):
 
     def validate(self) -> None:
         for value in [*self.sparsities, *self.ffn_sparsities, *self.write_magnitude_masks]:
-            _finite("sparsities", value)
             if not 0.0 <= value < 1.0:
                 raise UserError(f"sparsity must be in [0, 1), got {value}")
         if self.score_importance and not self.sparsities:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from basics.io import atomic_write
 from tasks.task_def import Example, TaskDef
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: keyed on the task definition, the file content and the whole tokenizer
 
 
 @dataclass
@@ -64,35 +66,88 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MTL_CACHE_DIR") or Path.home() / ".cache" / "mtl_tickets")
 
 
-def cache_key(tokenizer, source: dict, max_length: int) -> str:
-    """Hash of everything the tokenized result depends on: data source, tokenizer, max length."""
-    tok = {"name": getattr(tokenizer, "name_or_path", ""), "vocab": len(tokenizer),
-           "cls": type(tokenizer).__name__, "lower": getattr(tokenizer, "do_lower_case", None)}
-    blob = json.dumps({"v": CACHE_VERSION, "src": source, "tok": tok, "max_length": max_length}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+def task_fingerprint(task: TaskDef, split: str) -> dict[str, Any]:
+    """Everything of a task definition that changes what ``split`` tokenizes to: its name (stored in the
+    result), head type (label dtype), labels in order (class indices), file format, header, the split's
+    columns (overrides applied), its file entry and its hub source."""
+    return {"name": task.name, "head": task.head, "labels": list(task.labels), "format": task.format,
+            "header": task.header, "columns": dataclasses.asdict(task.columns(split)),
+            "file": task.files.get(split), "hub": task.hub}
+
+
+def tokenizer_fingerprint(tokenizer) -> dict[str, Any]:
+    """The tokenizer's identity: its class, name, and a digest of everything that decides its output (the
+    serialised fast tokenizer: vocabulary, normaliser, pre-tokeniser, special-token template, added tokens;
+    else the vocabulary and settings), plus the side it truncates."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        content = backend.to_str()
+    else:
+        content = json.dumps({"vocab": sorted(tokenizer.get_vocab().items()),
+                              "init": {k: str(v) for k, v in sorted(getattr(tokenizer, "init_kwargs", {}).items())}})
+    return {"cls": type(tokenizer).__name__, "name": str(getattr(tokenizer, "name_or_path", "")),
+            "len": len(tokenizer), "lower": getattr(tokenizer, "do_lower_case", None),
+            "truncation_side": getattr(tokenizer, "truncation_side", None),
+            "content": hashlib.sha256(content.encode()).hexdigest()}
+
+
+def cache_key(tokenizer, task: TaskDef, split: str, source: dict, max_length: int) -> tuple[str, str]:
+    """``(key, description)`` of everything the tokenized result depends on: the resolved task definition
+    (:func:`task_fingerprint`), the data source (a file's content digest, or a hub split) and how many
+    examples were read, the tokenizer (:func:`tokenizer_fingerprint`) and the max length. The key names the
+    cache file; the description is stored in it and compared on reading."""
+    blob = json.dumps({"v": CACHE_VERSION, "task": task_fingerprint(task, split), "split": split, "src": source,
+                       "tok": tokenizer_fingerprint(tokenizer), "max_length": max_length}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32], blob
 
 
 def file_fingerprint(path: Path) -> dict:
-    st = path.stat()
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    """A data file by its content (SHA-256 of its bytes): an edited file is new data, whatever its mtime."""
+    with Path(path).open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return {"sha256": digest, "size": Path(path).stat().st_size}
+
+
+def _read_cache(path: Path, description: str) -> TokenizedSplit | None:
+    """The entry in ``path`` if it is whole and was made for ``description``; None (a miss) otherwise, and an
+    unreadable entry is removed (when the cache folder allows it)."""
+    try:
+        data = torch.load(path, weights_only=True)
+        if not isinstance(data, dict) or data.pop("key", None) != description:
+            raise ValueError("made for other inputs")
+        result = TokenizedSplit(**data)
+        n = len(result.input_ids)
+        if (len(result.labels) != n or len(result.lengths) != n or any(len(x) != int(k) for x, k in
+                                                                        zip(result.input_ids, result.lengths))
+                or (result.token_type_ids is not None and len(result.token_type_ids) != n)):
+            raise ValueError("inconsistent sizes")
+        return result
+    except Exception:  # truncated, corrupt, another format or other inputs: rebuild it
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only cache: the entry is rebuilt in memory every time
+        return None
 
 
 def load_or_tokenize(tokenizer, task: TaskDef, split: str, max_length: int, read_examples,
                      source: dict, cache_dir: Path | None) -> TokenizedSplit:
-    """Return the cached tokenization for ``source`` or call ``read_examples()`` and tokenize (then cache)."""
+    """Return the cached tokenization for ``source`` or call ``read_examples()`` and tokenize (then cache).
+
+    The cache never serves stale data: the key covers every input of the result (:func:`cache_key`), and a
+    corrupt, truncated or foreign entry is a miss, not an error."""
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{task.name}-{split}-{cache_key(tokenizer, source, max_length)}.pt"
+        key, description = cache_key(tokenizer, task, split, source, max_length)
+        path = Path(cache_dir) / f"{task.name}-{split}-{key}.pt"
         if path.is_file():
-            try:
-                data = torch.load(path, weights_only=True)
-                return TokenizedSplit(**data)
-            except Exception:  # corrupt or stale cache: fall through and rebuild it
-                path.unlink(missing_ok=True)
+            cached = _read_cache(path, description)
+            if cached is not None:
+                return cached
     result = tokenize(tokenizer, read_examples(), task, split, max_length)
     if path is not None:
         try:
-            atomic_write(path, lambda p: torch.save(vars(result), p))
+            atomic_write(path, lambda p: torch.save({**vars(result), "key": description}, p))
         except OSError:
             pass  # a read-only cache directory only costs speed
     return result

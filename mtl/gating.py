@@ -14,13 +14,37 @@ from pathlib import Path
 import torch
 
 from basics.errors import UserError
-from masks.arch import shape_of
+from masks.arch import arch_for, check_unshared, shape_of
 from masks.gates import attach_gates
 from masks.importance import Importance, ImportanceConfig, compute_importance, save_importance
 from masks.mask import Mask, load_mask_file, save_mask, tensor_digest
 from masks.tickets import cut_ticket
 from mtl.data import collate, length_grouped_batches
 from mtl.distributed import SINGLE, Dist
+
+
+def check_arch_support(encoder, tickets) -> None:
+    """UserError, before anything is trained or written, when the run asks the encoder for something its family
+    does not support: gates (``--mask``, ``--score-importance``: :data:`masks.arch.ARCH_SPECS`) or per-weight
+    masks (``--weight-mask``, ``--write-magnitude-masks``: not where layers share weights)."""
+    wanted = [("--mask", tickets.mask), ("--score-importance", tickets.score_importance),
+              ("--weight-mask", tickets.weight_mask), ("--write-magnitude-masks", tickets.write_magnitude_masks)]
+    for flag, value in wanted:
+        if value:
+            try:
+                arch_for(encoder)
+            except UserError as exc:
+                raise UserError(f"{flag}: {exc}") from None
+            if flag in ("--weight-mask", "--write-magnitude-masks"):
+                check_unshared(encoder, "per-weight masks")
+
+
+def check_not_empty(mask: Mask, path: Path, task: str | None = None) -> None:
+    """UserError for a mask that keeps no head and no FFN neuron: nothing of the encoder would be trained."""
+    if mask.num_heads_kept == 0 and mask.num_ffn_kept == 0:
+        which = f" (task {task})" if task is not None else ""
+        raise UserError(f"mask {path} prunes every head and every FFN neuron{which}: the encoder would pass only "
+                        "embeddings and biases through; use a mask that keeps some units")
 
 
 def mask_gating(model, mask_path: Path, task_names: Sequence[str]) -> tuple[Callable[[str], None], dict]:
@@ -31,6 +55,12 @@ def mask_gating(model, mask_path: Path, task_names: Sequence[str]) -> tuple[Call
     """
     shape = shape_of(model.encoder)
     loaded = load_mask_file(mask_path, expect_shape=shape)
+    if isinstance(loaded, Mask):
+        check_not_empty(loaded, mask_path)
+    else:
+        for t in task_names:
+            if t in loaded:
+                check_not_empty(loaded[t], mask_path, t)
     gates = attach_gates(model.encoder)
     if isinstance(loaded, Mask):
         gates.set_mask(loaded)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from basics.errors import UserError
-from basics.io import atomic_write, atomic_write_json
+from basics.io import atomic_write, atomic_write_dir, atomic_write_json
+from masks.arch import max_input_length
 from masks.auto_classes import register_auto_classes
 from mtl.pooling import POOLINGS
 from tasks.task_def import TaskDef
@@ -32,8 +34,13 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+NO_SDPA = "scaled_dot_product_attention"  # in transformers' error for a model class without SDPA attention
+
+
 def load_encoder(name: str):
-    """Load ``(encoder, tokenizer)`` with SDPA attention; any load failure is one clear :class:`UserError`."""
+    """Load ``(encoder, tokenizer)`` with SDPA attention, or with the model's own attention where its class has
+    no SDPA implementation (DeBERTa-v2, MPNet: :func:`attention_note` says so); any load failure is one clear
+    :class:`UserError`. The gates are forward pre-hooks on linear layers: they work with any attention."""
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -43,12 +50,35 @@ def load_encoder(name: str):
     hf_logging.disable_progress_bar()  # per-tensor loading bars; our own bars show progress
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        encoder = AutoModel.from_pretrained(path, attn_implementation="sdpa")
+        try:
+            encoder = AutoModel.from_pretrained(path, attn_implementation="sdpa")
+        except ValueError as exc:
+            if NO_SDPA not in str(exc):
+                raise
+            encoder = AutoModel.from_pretrained(path)  # the model's own attention (eager)
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"could not load model {name!r} (not a local model directory, and not loadable from the "
                         f"Hugging Face hub here): {first}") from None
     return encoder, tokenizer
+
+
+def attention_note(encoder: nn.Module) -> str | None:
+    """One line saying the encoder runs without SDPA attention (its class has none), or None when it uses SDPA."""
+    impl = getattr(encoder.config, "_attn_implementation", None)
+    if impl in (None, "sdpa"):
+        return None
+    return (f"note: {type(encoder).__name__} has no SDPA attention in transformers: using its own ({impl}) attention; "
+            "gates and importance scores do not need SDPA")
+
+
+def check_max_seq_length(encoder: nn.Module, max_seq_length: int, name: str) -> None:
+    """UserError when ``--max-seq-length`` is more than the encoder takes (its position embeddings,
+    :func:`masks.arch.max_input_length`): longer inputs would fail in the middle of a run."""
+    limit = max_input_length(encoder.config)
+    if limit is not None and max_seq_length > limit:
+        raise UserError(f"--max-seq-length {max_seq_length} is more than the model takes ({limit} tokens: the "
+                        f"position embeddings of {name}); use --max-seq-length {limit} or less")
 
 
 class TaskHead(nn.Module):
@@ -78,6 +108,8 @@ class MultiTaskModel(nn.Module):
         self._pool = POOLINGS.get(pooling)
         hidden = encoder.config.hidden_size
         self.heads = nn.ModuleDict({t.name: TaskHead(hidden, t.num_labels, head_dropout) for t in tasks})
+        # DistilBERT and ModernBERT take no token types (a BERT-style tokenizer may still produce them)
+        self._token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
         if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
             raise UserError(f"--pooling pooler: model type {encoder.config.model_type!r} has no pooler; use cls or mean")
 
@@ -89,7 +121,7 @@ class MultiTaskModel(nn.Module):
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) token ids of one task's batch -> logits (B, num_labels) of that task's head."""
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
+        if token_type_ids is not None and self._token_types:
             kwargs["token_type_ids"] = token_type_ids
         out = self.encoder(**kwargs)
         return self.heads[task](self.pool(out, attention_mask))
@@ -110,15 +142,20 @@ class MultiTaskModel(nn.Module):
 # ---------------------------------------------------------------- save / load
 
 def save_multitask_model(model: MultiTaskModel, tokenizer, out_dir: Path, extra: dict | None = None) -> None:
-    """``out_dir/encoder`` (HF ``save_pretrained``: reloads with ``AutoModel``), ``heads.safetensors``, ``model.json``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.encoder.save_pretrained(out_dir / "encoder")
-    tokenizer.save_pretrained(out_dir / "encoder")
-    heads = {k: v.detach().cpu().contiguous() for k, v in model.heads.state_dict().items()}
-    atomic_write(out_dir / "heads.safetensors", lambda p: save_file(heads, str(p)))
-    info = {"pooling": model.pooling, "tasks": [task_to_json(t) for t in model.tasks.values()], **(extra or {})}
-    atomic_write_json(out_dir / "model.json", info)
+    """``out_dir/encoder`` (HF ``save_pretrained``: reloads with ``AutoModel``), ``heads.safetensors``, ``model.json``.
+
+    Written into a temporary folder that then takes ``out_dir``'s place (:func:`basics.io.atomic_write_dir`):
+    a process killed while saving never leaves a half-written ``out_dir``."""
+
+    def write(folder: Path) -> None:
+        model.encoder.save_pretrained(folder / "encoder")
+        tokenizer.save_pretrained(folder / "encoder")
+        heads = {k: v.detach().cpu().contiguous() for k, v in model.heads.state_dict().items()}
+        atomic_write(folder / "heads.safetensors", lambda p: save_file(heads, str(p)))
+        info = {"pooling": model.pooling, "tasks": [task_to_json(t) for t in model.tasks.values()], **(extra or {})}
+        atomic_write_json(folder / "model.json", info)
+
+    atomic_write_dir(Path(out_dir), write)
 
 
 def load_multitask_model(model_dir: Path) -> tuple[MultiTaskModel, object]:

@@ -22,8 +22,8 @@ from mtl.checkpoint import clear_previous_run, remove_temporaries, resume_point
 from mtl.config import TrainConfig, save_config
 from mtl.data import TokenizedSplit, default_cache_dir, file_fingerprint, load_or_tokenize
 from mtl.distributed import Dist
-from mtl.gating import mask_gating, score_model, write_tickets
-from mtl.model import MultiTaskModel, load_encoder, save_multitask_model
+from mtl.gating import check_arch_support, mask_gating, score_model, write_tickets
+from mtl.model import MultiTaskModel, attention_note, check_max_seq_length, load_encoder, save_multitask_model
 from mtl.rundir import RunDir, RunResult
 from mtl.trainer import Plan, Progress, TaskData, Trainer, format_metrics
 from tasks.hub import load_hub_split
@@ -65,7 +65,7 @@ def resolve_tasks(config: TrainConfig) -> tuple[TaskRegistry, list[TaskDef]]:
     if not config.data.tasks:
         raise UserError("--tasks is required, e.g. --tasks rte,mrpc,stsb")
     registry = default_registry([Path(p).expanduser() for p in config.data.task_def])
-    return registry, parse_task_list(",".join(config.data.tasks), registry)
+    return registry, parse_task_list(",".join(config.data.tasks), registry, unique=True)
 
 
 SUBSAMPLE_SEED = 20_211_232  # fixed: --max-*-samples picks the same examples in every run
@@ -241,6 +241,8 @@ def _run(config: TrainConfig, dist: Dist, device: torch.device, on_step: StepCal
         say(f"nothing to resume: {out} holds a finished run ({out / 'metrics.json'})")
         return RunOutcome(RunDir(out).result() if dist.is_main else None)
     model, tokenizer = build_model(config, tasks)
+    check_max_seq_length(model.encoder, config.data.max_seq_length, config.model.name)
+    check_arch_support(model.encoder, config.tickets)
     weight_mask = apply_run_weight_mask(model, config)  # checked here, before any file is written
     data = load_task_data(tasks, tokenizer, config)
     before_batch, mask_info = None, None
@@ -256,6 +258,9 @@ def _run(config: TrainConfig, dist: Dist, device: torch.device, on_step: StepCal
         if checkpoint is None:
             clear_previous_run(out)
             save_config(config, out / "config.yaml")
+    note = attention_note(model.encoder)  # a model without SDPA attention: say which attention it runs
+    if note:
+        say(note)
     if mode == "resume":
         say(f"resuming {out} from optimizer step {checkpoint['progress']['opt_step']} "
             f"(epoch {checkpoint['progress']['epoch'] + 1})")

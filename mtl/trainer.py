@@ -26,7 +26,6 @@ from .distributed import SINGLE, Dist, pick_device
 from .model import MultiTaskModel
 from .sampler import build_schedule
 
-
 # How the best epoch is chosen, recorded in results.json: runs of older code chose it by the primary metric
 SELECTED_BY = "task_score"
 

@@ -100,6 +100,10 @@ def _jsonl_records(lines: Iterable[str], path: Path) -> Iterator[tuple[int, Reco
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise UserError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})") from None
+        except ValueError as err:  # e.g. an integer with more digits than Python converts
+            raise UserError(f"{path}:{number}: invalid JSON ({str(err).split(';')[0]})") from None
+        except RecursionError:
+            raise UserError(f"{path}:{number}: invalid JSON (nested too deeply)") from None
         if not isinstance(record, dict):
             raise UserError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
         yield number, record
@@ -182,7 +186,7 @@ def _text(record: Record, column: Column, what: str, where: str) -> str:
     """Non-blank text of ``column``."""
     value = _field(record, column, what, where)
     if not isinstance(value, str) or not value.strip():
-        raise UserError(f"{where}: missing {what} in column {column!r} (got {value!r})")
+        raise UserError(f"{where}: missing {what} in column {column!r} (got {_show(value)})")
     return value
 
 
@@ -190,21 +194,32 @@ def parse_label(task: TaskDef, label_index: dict[str, int], value: Any, where: s
     """Class index of a label string (classification) or a finite float score (regression)."""
     if task.head == "classification":
         if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise UserError(f"{where}: label {value!r} is not one of {list(task.labels)}")
+            raise UserError(f"{where}: label {_show(value)} is not one of {list(task.labels)}")
         key = str(value).strip()
         if key not in label_index:
-            raise UserError(f"{where}: label {key!r} is not one of {list(task.labels)} (task '{task.name}')")
+            raise UserError(f"{where}: label {_show(key)} is not one of {list(task.labels)} (task '{task.name}')")
         return label_index[key]
-    not_a_number = f"{where}: score {value!r} is not a number (task '{task.name}' is a regression task)"
+    not_a_number = f"{where}: score {_show(value)} is not a number (task '{task.name}' is a regression task)"
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise UserError(not_a_number)
     try:
         score = float(value)
     except ValueError:
         raise UserError(not_a_number) from None
+    except OverflowError:  # an integer beyond the float range
+        score = math.inf
     if not math.isfinite(score):
-        raise UserError(f"{where}: score {value!r} is not finite (task '{task.name}')")
+        raise UserError(f"{where}: score {_show(value)} is not finite (task '{task.name}')")
     return score
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (error messages stay one short line)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _example(

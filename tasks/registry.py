@@ -185,17 +185,27 @@ def default_registry(extra: Sequence[Path] = ()) -> TaskRegistry:
     return registry
 
 
-def parse_task_list(spec: str, registry: TaskRegistry) -> list[TaskDef]:
-    """``"rte,mrpc, STS-B"`` -> task defs in the given order, without duplicates."""
+def parse_task_list(spec: str, registry: TaskRegistry, unique: bool = False) -> list[TaskDef]:
+    """``"rte,mrpc, STS-B"`` -> task defs in the given order, without duplicates.
+
+    With ``unique``, a task named twice (under any of its spellings) is a UserError instead of being merged:
+    a run config that lists a task twice would say it trains more tasks than it does.
+    """
     known = ", ".join(registry.names())
     if not spec or not spec.strip():
         raise UserError(f"empty task list: give comma-separated task names, e.g. 'rte,mrpc' "
                         f"(known tasks: {known})")
     tasks: list[TaskDef] = []
+    spelled: dict[str, str] = {}
     for item in spec.split(","):
         if not item.strip():
             raise UserError(f"empty task name in task list {spec!r} (known tasks: {known})")
         task = registry.get(item)
-        if all(task.name != seen.name for seen in tasks):
-            tasks.append(task)
+        if task.name in spelled:
+            if unique:
+                raise UserError(f"task {task.name!r} is given twice in --tasks (as {spelled[task.name]!r} and "
+                                f"{item.strip()!r}); give each task once")
+            continue
+        spelled[task.name] = item.strip()
+        tasks.append(task)
     return tasks

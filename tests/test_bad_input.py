@@ -14,9 +14,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from basics.errors import UserError
+from basics.options import _base_type
 from masks.arch import shape_of
 from masks.importance import Importance, save_importance
-from masks.mask import Mask, save_mask
+from masks.mask import Mask, save_mask, save_task_masks
+from mtl.config import TrainConfig
 from tests.conftest import REPO, tiny_bert
 from tests.tiny_run import save_tiny_model, write_tiny_tasks
 
@@ -37,7 +40,8 @@ class World:
 
     def common(self) -> list[str]:
         return ["--model", str(self.model), "--cache-dir", str(self.root / "cache"), "--no-progress",
-                "--precision", "fp32", "--batch-size", "8", "--no-save-model", "--epochs", "1"]
+                "--precision", "fp32", "--batch-size", "8", "--no-save-model", "--epochs", "1",
+                "--max-seq-length", "64"]  # the tiny models have 64 positions
 
     def tiny(self) -> list[str]:
         return [*self.common(), "--task-def", str(self.task_def), "--tasks", "tinysent"]
@@ -103,6 +107,25 @@ def importance_as_mask(world: World) -> Path:
     return path
 
 
+def tiny_family(world: World, arch: str) -> Path:
+    """A saved tiny model of another family (``tests.tiny_run.save_tiny_model``), made once per module."""
+    path = world.root / f"model-{arch}"
+    return path if path.is_dir() else save_tiny_model(path, arch=arch)
+
+
+def all_pruned_mask(world: World, per_task: bool = False) -> Path:
+    """A mask for the tiny model that keeps no head and no FFN neuron (for one task of a per-task file)."""
+    shape = shape_of(tiny_bert())
+    empty = Mask(torch.zeros(shape.num_layers, shape.num_heads), torch.zeros(shape.num_layers, shape.intermediate),
+                 {"shape": shape.describe(), "kind": "custom", "tasks": "tinysent"})
+    path = world.root / f"all-pruned{'-per-task' if per_task else ''}.safetensors"
+    if per_task:
+        save_task_masks({"tinysent": empty, "tinysim": Mask.ones(shape)}, path)
+    else:
+        save_mask(empty, path)
+    return path
+
+
 def a_file(world: World) -> Path:
     path = world.root / "a-file"
     path.write_text("")
@@ -150,6 +173,27 @@ CASES = [
     ("output dir is a file", lambda w: [*w.tiny(), "--output-dir", str(a_file(w))], "is a file"),
     ("output dir under a file", lambda w: [*w.tiny(), "--output-dir", str(a_file(w) / "run")],
      "cannot be created: "),
+    # issue 18
+    ("--lr nan", lambda w: [*w.tiny(), "--lr", "nan"], "--lr must be a finite number, got nan"),
+    ("--temperature inf", lambda w: [*w.tiny(), "--temperature", "inf"], "--temperature must be a finite number"),
+    ("--max-seq-length above the model's", lambda w: [*w.tiny(), "--max-seq-length", "100000"],
+     "--max-seq-length 100000 is more than the model takes (64 tokens"),
+    ("--score-importance on an unsupported family", lambda w: [*w.tiny(), "--model", str(tiny_family(w, "ernie")),
+                                                               "--score-importance", "--sparsities", "0.5"],
+     "--score-importance: unsupported model_type 'ernie'"),
+    ("--mask on an unsupported family", lambda w: [*w.tiny(), "--model", str(tiny_family(w, "ernie")),
+                                                   "--mask", str(other_shape_mask(w))],
+     "--mask: unsupported model_type 'ernie'"),
+    ("--write-magnitude-masks on ALBERT", lambda w: [*w.tiny(), "--model", str(tiny_family(w, "albert")),
+                                                     "--write-magnitude-masks", "0.5"],
+     "per-weight masks: not supported for model_type 'albert'"),
+    ("a task twice", lambda w: w.glue_run("rte,stsb,RTE"), "task 'rte' is given twice in --tasks (as 'rte' and 'RTE')"),
+    ("all-pruned mask", lambda w: [*w.tiny(), "--mask", str(all_pruned_mask(w))],
+     "prunes every head and every FFN neuron"),
+    ("per-task mask with an all-pruned task", lambda w: [*w.tiny(), "--tasks", "tinysent,tinysim",
+                                                         "--mask", str(all_pruned_mask(w, per_task=True))],
+     "prunes every head and every FFN neuron (task tinysent)"),
+    ("--epochs 0", lambda w: [*w.tiny(), "--epochs", "0"], "--epochs 0 trains nothing"),
 ]
 
 
@@ -210,3 +254,77 @@ def test_bad_input_as_a_subprocess_prints_exactly_one_line(case, world, tmp_path
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- issue 18: beyond train.py's table
+
+FLOAT_OPTIONS = [o.key for o in TrainConfig.options() if _base_type(o.annotation)[0] is float]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("key", FLOAT_OPTIONS)
+def test_every_float_option_refuses_nan_and_inf(key, value, tmp_path):
+    """Every float option (found from the config classes, so a new one cannot slip through), as a flag and in YAML."""
+    import train
+
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match=f"--{key.replace('_', '-')} must be a finite number, got {value}"):
+        TrainConfig.from_flat({key: [float(value)] if key in LIST_OPTIONS else float(value)})
+    (tmp_path / "c.yaml").write_text(f"{key}: {value}\n")
+    assert train.main(["--config", str(tmp_path / "c.yaml"), "--tasks", "rte", "--output-dir", str(out)]) == 2
+    assert not out.exists()
+
+
+LIST_OPTIONS = {o.key for o in TrainConfig.options() if _base_type(o.annotation)[2]}
+
+
+def test_a_model_without_sdpa_falls_back_to_its_own_attention_and_says_so(world, tmp_path, capsys):
+    """DeBERTa-v2 has no SDPA attention in transformers: the run uses the model's own (eager) attention, gated
+    and scored as usual (the gates are forward pre-hooks), and the first lines say so."""
+    import train
+
+    out = tmp_path / "run"
+    args = [*world.tiny(), "--model", str(tiny_family(world, "deberta-v2")), "--score-importance", "--sparsities", "0.5",
+            "--output-dir", str(out)]
+    code = train.main(args)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "DebertaV2Model has no SDPA attention in transformers: using its own (eager) attention" in captured.out
+    assert (out / "metrics.json").is_file() and (out / "masks" / "winning-0.50.safetensors").is_file()
+
+
+def test_albert_scores_and_trains_with_a_mask_end_to_end(world, tmp_path, capsys):
+    """The issue's ALBERT case: scoring and gating work on shared layers (refused before, after a whole epoch)."""
+    import train
+
+    albert = ["--model", str(tiny_family(world, "albert"))]
+    scored = tmp_path / "scored"
+    assert train.main([*world.tiny(), *albert, "--score-importance", "--sparsities", "0.5",
+                       "--output-dir", str(scored)]) == 0, capsys.readouterr().err
+    ticket = scored / "masks" / "winning-0.50.safetensors"
+    rewound = tmp_path / "rewound"
+    assert train.main([*world.tiny(), *albert, "--mask", str(ticket), "--output-dir", str(rewound)]) == 0
+    assert "training with mask" in capsys.readouterr().out and (rewound / "metrics.json").is_file()
+
+
+def write_ticket(path: Path, task: str) -> Path:
+    shape = shape_of(tiny_bert())
+    save_mask(Mask.ones(shape, kind="super_ticket", tasks=task), path)
+    return path
+
+
+def test_construct_refuses_a_ticket_cut_for_another_task_unless_relabel(world, tmp_path, capsys):
+    from commands.construct_mask import main
+
+    rte, para = write_ticket(tmp_path / "rte.safetensors", "rte"), write_ticket(tmp_path / "para.safetensors", "para")
+    out = tmp_path / "mtl.safetensors"
+    code = main(["--tickets", f"rte={rte}", f"mrpc={para}", "--out", str(out)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and f"mrpc={para} is a ticket of task(s) para, not of mrpc" in lines[0]
+    assert "--relabel" in lines[0] and not out.exists()
+    assert main(["--tickets", f"rte={rte}", f"mrpc={para}", "--out", str(out), "--relabel", "--mode", "per-task"]) == 0
+    from masks.mask import load_mask_file
+
+    loaded = load_mask_file(out)
+    assert loaded["mrpc"].meta.tasks == ("mrpc",) and loaded["mrpc"].meta.extra["relabelled_from"] == "para"

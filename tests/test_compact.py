@@ -25,12 +25,12 @@ from masks.mask import Mask, save_mask, save_task_masks
 from mtl.compact_run import compact_multitask
 from mtl.model import MultiTaskModel, load_encoder, load_multitask_model, save_multitask_model
 from tasks.registry import default_registry
-from tests.conftest import REPO, TINY_ARCHS, tiny_encoder, tiny_inputs
+from tests.conftest import COMPACT_ARCHS, REPO, tiny_encoder, tiny_inputs
 
 TOL = 1e-4
 BERT_LIKE = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
                  intermediate_size=37, max_position_embeddings=64, attn_implementation="sdpa")
-ARCHS = list(TINY_ARCHS)
+ARCHS = list(COMPACT_ARCHS)
 
 
 def make_encoder(arch: str) -> torch.nn.Module:
@@ -78,8 +78,8 @@ def test_compacted_equals_masked_and_loses_exactly_the_pruned_parameters(arch):
 
     kept, total = mask.param_counts(shape)
     assert num_params(enc) - num_params(compact) == total - kept
-    assert compact.config.model_type == f"compact_{arch}"
-    assert compact.config._attn_implementation == "sdpa"
+    assert compact.config.model_type == f"compact_{enc.config.model_type}"
+    assert compact.config._attn_implementation == enc.config._attn_implementation
     assert compact.config.kept_heads == [torch.nonzero(r).flatten().tolist() for r in mask.heads]
     assert compact.config.intermediate_sizes == mask.ffn.sum(1).tolist()
     spec = arch_for(enc)
@@ -87,7 +87,9 @@ def test_compacted_equals_masked_and_loses_exactly_the_pruned_parameters(arch):
     assert isinstance(layers[0].get_submodule(spec.q.rpartition(".")[0]), SkippedAttention)  # no attention
     assert layers[0].get_submodule(spec.attn_out).in_features == 0  # only its bias is left
     assert layers[1].get_submodule(spec.ffn_down).in_features == 0  # no FFN: only its bias is left
-    assert layers[2].get_submodule(spec.q).out_features == len(compact.config.kept_heads[2]) * shape.head_dim
+    qkv = 3 if spec.fused_qkv else 1
+    assert layers[2].get_submodule(spec.q).out_features == qkv * len(compact.config.kept_heads[2]) * shape.head_dim
+    assert layers[2].get_submodule(spec.ffn_up).out_features == spec.ffn_up_parts * compact.config.intermediate_sizes[2]
     assert compact_out[0].shape == dense[0].shape
 
 
@@ -100,11 +102,12 @@ def test_saved_compacted_encoder_reloads_with_automodel_and_is_smaller(arch, tmp
     compact.save_pretrained(tmp_path / "compact")
 
     saved = json.loads((tmp_path / "compact" / "config.json").read_text())
-    assert saved["model_type"] == f"compact_{arch}"
+    assert saved["model_type"] == f"compact_{enc.config.model_type}"
     assert saved["kept_heads"] == compact.config.kept_heads and saved["compaction"] == {"mask_kind": "random"}
     register_auto_classes()  # what saving with mtl.compact_run and loading with mtl.model.load_encoder do
     reloaded = AutoModel.from_pretrained(tmp_path / "compact").eval()
-    assert type(reloaded) is type(compact) and reloaded.config._attn_implementation == "sdpa"
+    assert type(reloaded) is type(compact)
+    assert reloaded.config._attn_implementation == enc.config._attn_implementation
     assert max_diff(outputs(reloaded), outputs(compact)) == 0
 
     kept, total = mask.param_counts(shape_of(enc))
@@ -145,6 +148,22 @@ def test_config_rejects_inconsistent_sizes():
         CompactBertConfig(**BERT_LIKE, kept_heads=[[0]], intermediate_sizes=[1, 1, 1])
     with pytest.raises(Exception, match="sorted distinct indices in 0..3"):
         CompactBertConfig(**BERT_LIKE, kept_heads=[[0], [5], []], intermediate_sizes=[1, 1, 1])
+
+
+def test_albert_compaction_is_refused_in_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    enc = tiny_encoder("albert")
+    with pytest.raises(UserError, match="compaction: not supported for model_type 'albert' \\(its layers share"):
+        compact_encoder(enc, edge_mask(shape_of(enc)))
+    _, tokenizer = load_encoder("minilm")
+    save_multitask_model(MultiTaskModel(enc, [CLS]), tokenizer, tmp_path / "run" / "model")
+    save_mask(edge_mask(shape_of(enc)), tmp_path / "mask.safetensors")
+    import mtl.compact_run
+
+    monkeypatch.setattr(mtl.compact_run, "load_multitask_model", lambda *a: pytest.fail("loaded the model"))
+    out = tmp_path / "out"
+    assert main(["--run", str(tmp_path / "run"), "--mask", str(tmp_path / "mask.safetensors"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "compaction: not supported for model_type 'albert'" in err[0] and not out.exists()
 
 
 def test_already_compacted_or_wrapped_models_are_refused():

@@ -1,4 +1,4 @@
-"""Gates: all-ones is a no-op (SDPA kept), gating a unit equals removing it by hand."""
+"""Gates: all-ones is a no-op (SDPA kept), gating a unit equals removing it by hand, for every family."""
 
 import copy
 
@@ -10,13 +10,14 @@ from transformers import (
 )
 
 from basics.errors import UserError
-from masks.arch import LAYER_ROLES, EncoderShape, arch_for, role_modules, shape_of
+from masks.arch import LAYER_ROLES, EncoderShape, arch_for, layer_modules, role_modules, shape_of
 from masks.gates import attach_gates, find_gates
 from masks.mask import Mask
-from tests.conftest import TINY_ARCHS, tiny_encoder, tiny_inputs
+from tests.conftest import NO_SDPA_ARCHS, TINY_ARCHS, tiny_encoder, tiny_inputs, unshared_copy
 
 ARCHS = list(TINY_ARCHS)
 SHAPE = EncoderShape(num_layers=2, num_heads=4, head_dim=8, hidden=32, intermediate=37)
+IMPLS = [(arch, impl) for arch in ARCHS for impl in ("sdpa", "eager") if impl == "eager" or arch not in NO_SDPA_ARCHS]
 
 
 def make_encoder(arch: str, impl: str = "sdpa") -> torch.nn.Module:
@@ -35,25 +36,44 @@ def hidden(model: torch.nn.Module) -> torch.Tensor:
 @pytest.mark.parametrize("arch", ARCHS)
 def test_shape_and_paths_come_from_config(arch):
     enc = make_encoder(arch)
-    assert shape_of(enc) == SHAPE
+    shape, spec = shape_of(enc), arch_for(enc)
+    dims = (shape.num_layers, shape.num_heads, shape.head_dim, shape.hidden, shape.intermediate)
+    assert dims == (SHAPE.num_layers, SHAPE.num_heads, SHAPE.head_dim, SHAPE.hidden, SHAPE.intermediate)
     for role in LAYER_ROLES:
         mods = role_modules(enc, role)
         assert len(mods) == SHAPE.num_layers and all(isinstance(m, torch.nn.Linear) for m in mods)
+    qkv = 3 if spec.fused_qkv else 1
+    assert role_modules(enc, "q")[0].out_features == qkv * SHAPE.num_heads * SHAPE.head_dim
     assert role_modules(enc, "attn_out")[0].in_features == SHAPE.num_heads * SHAPE.head_dim
     assert role_modules(enc, "ffn_down")[0].in_features == SHAPE.intermediate
-    assert role_modules(enc, "ffn_up")[0].out_features == SHAPE.intermediate
+    assert role_modules(enc, "ffn_up")[0].out_features == spec.ffn_up_parts * SHAPE.intermediate
+    assert (len({id(m) for m in layer_modules(enc)}) == 1) == spec.shares_weights == (arch == "albert")
+
+
+@pytest.mark.parametrize("arch", ["deberta-v2", "modernbert"])
+def test_unit_parameter_counts_follow_the_modules(arch):
+    """Per head: Q/K/V rows (+ DeBERTa-v2's position projections) and output columns; per neuron: both GeGLU
+    rows and the down column; no biases in ModernBERT. Recorded in the shape string and read back."""
+    shape = shape_of(make_encoder(arch))
+    d, hidden = SHAPE.head_dim, SHAPE.hidden
+    if arch == "deberta-v2":
+        assert (shape.params_per_head, shape.neuron_params) == (5 * d * (hidden + 1) + d * hidden, None)
+    else:
+        assert (shape.params_per_head, shape.params_per_neuron) == (3 * d * hidden + d * hidden, 2 * hidden + hidden)
+    assert EncoderShape.parse(shape.describe()) == shape
+    assert shape_of(make_encoder("deberta-v3")) == SHAPE  # shared position projections: BERT's counts
 
 
 def test_unknown_model_type_is_user_error():
     gpt2 = GPT2Model(GPT2Config(n_embd=32, n_layer=1, n_head=4, vocab_size=99))
-    with pytest.raises(UserError, match="supported: bert, distilbert, electra, roberta"):
+    with pytest.raises(UserError, match="supported: albert, bert, deberta-v2, distilbert, electra, modernbert, "
+                                        "mpnet, roberta, xlm-roberta"):
         arch_for(gpt2)
     with pytest.raises(UserError, match="unknown module role"):
         arch_for(make_encoder("bert")).path("pooler")
 
 
-@pytest.mark.parametrize("impl", ["sdpa", "eager"])
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch,impl", IMPLS)
 def test_all_ones_gates_are_identity_and_keep_sdpa(arch, impl, monkeypatch):
     enc = make_encoder(arch, impl)
     ref = hidden(enc)
@@ -77,11 +97,11 @@ def test_all_ones_gates_are_identity_and_keep_sdpa(arch, impl, monkeypatch):
 @pytest.mark.parametrize("layer,head", [(0, 0), (1, 3)])
 def test_gating_a_head_equals_removing_it(arch, layer, head):
     enc = make_encoder(arch)
-    ref = copy.deepcopy(enc)
+    ref = unshared_copy(arch, enc)
     d = SHAPE.head_dim
     with torch.no_grad():
         role_modules(ref, "attn_out")[layer].weight[:, head * d:(head + 1) * d] = 0  # [hidden, H*d]
-    mask = Mask.ones(SHAPE)
+    mask = Mask.ones(shape_of(enc))
     mask.heads[layer, head] = False
     gates = attach_gates(enc, mask)
     assert not gates.is_identity
@@ -93,16 +113,16 @@ def test_gating_a_head_equals_removing_it(arch, layer, head):
 @pytest.mark.parametrize("layer,neuron", [(0, 5), (1, 36)])
 def test_gating_an_ffn_neuron_equals_removing_it(arch, layer, neuron):
     enc = make_encoder(arch)
-    ref = copy.deepcopy(enc)
+    ref = unshared_copy(arch, enc)
     with torch.no_grad():
         role_modules(ref, "ffn_down")[layer].weight[:, neuron] = 0  # [hidden, I]
-    mask = Mask.ones(SHAPE)
+    mask = Mask.ones(shape_of(enc))
     mask.ffn[layer, neuron] = False
     attach_gates(enc, mask)
     torch.testing.assert_close(hidden(enc), hidden(ref), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+@pytest.mark.parametrize("arch", ["bert", "distilbert", "modernbert", "albert"])
 def test_set_mask_switches_between_tasks(arch):
     g = torch.Generator().manual_seed(3)
     a = Mask(torch.rand(2, 4, generator=g) > 0.3, torch.rand(2, 37, generator=g) > 0.3)
@@ -178,3 +198,26 @@ def test_masked_gates_follow_bf16_inputs():
     torch.testing.assert_close(out.float(), want.float(), atol=3e-2, rtol=0)
     enc.to(torch.bfloat16)
     assert hidden(enc).dtype == torch.bfloat16
+
+
+def test_shared_layers_are_gated_per_layer_even_after_an_interrupted_forward():
+    """ALBERT runs one module as every layer: the n-th call of a forward pass gets layer n's gates, and a pass
+    that stopped half-way (an exception) does not shift the next one."""
+    enc = make_encoder("albert")
+    mask = Mask.ones(SHAPE)
+    mask.heads[1, 2] = False
+    mask.ffn[0, :5] = False
+    ref = unshared_copy("albert", enc)
+    attach_gates(ref, mask)
+    attach_gates(enc, mask)
+    want = hidden(ref)
+    torch.testing.assert_close(hidden(enc), want, atol=1e-5, rtol=0)
+
+    def fail_once(module, args):
+        raise RuntimeError("stop")
+
+    handle = role_modules(enc, "ffn_down")[0].register_forward_pre_hook(fail_once)
+    with pytest.raises(RuntimeError):
+        hidden(enc)  # stopped after the first layer's attention: the counters are mid-pass
+    handle.remove()
+    torch.testing.assert_close(hidden(enc), want, atol=1e-5, rtol=0)

@@ -11,7 +11,7 @@ from masks.arch import EncoderShape, role_modules, shape_of
 from masks.gates import attach_gates, find_gates
 from masks.importance import ImportanceConfig, compute_importance, load_importance, save_importance
 from masks.mask import Mask, save_mask
-from tests.conftest import TINY_ARCHS, tiny_encoder
+from tests.conftest import TINY_ARCHS, tiny_encoder, unshared_copy
 
 SHAPE = EncoderShape(2, 4, 8, 32, 37)
 
@@ -50,32 +50,45 @@ def split(batch: dict) -> list[dict]:
     return [{k: v[i:i + 1] for k, v in batch.items()} for i in range(len(batch["labels"]))]
 
 
-def fd_slope(model: Classifier, batch: dict, role: str, layer: int, cols: slice, eps: float = 1e-4) -> float:
-    """dL/dg by central differences, gating = scaling input columns of the projection weight."""
+def eval_copy(model: Classifier, arch: str) -> Classifier:
+    """An eval-mode copy of ``model`` whose layers are distinct modules (ALBERT's shared layer unshared,
+    :func:`tests.conftest.unshared_copy`), for perturbing one layer's weights."""
+    ref = copy.deepcopy(model).eval()
+    ref.encoder = unshared_copy(arch, model.encoder).eval()
+    return ref
+
+
+def fd_slope(ref: Classifier, batch: dict, role: str, layer: int, cols: slice, eps: float = 1e-4) -> float:
+    """dL/dg by central differences, gating = scaling input columns of one layer's projection weight
+    (``ref`` from :func:`eval_copy`; its weights are restored afterwards)."""
+    weight = role_modules(ref.encoder, role)[layer].weight  # [hidden, H*d] or [hidden, I]
+    original = weight.detach().clone()
     losses = []
-    for g in (1 + eps, 1 - eps):
-        ref = copy.deepcopy(model).eval()
-        with torch.no_grad():
-            role_modules(ref.encoder, role)[layer].weight[:, cols] *= g  # [hidden, H*d] or [hidden, I]
+    with torch.no_grad():
+        for g in (1 + eps, 1 - eps):
+            weight[:, cols] *= g
             losses.append(ref.loss(batch).item())
+            weight.copy_(original)
     return (losses[0] - losses[1]) / (2 * eps)
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_raw_scores_equal_finite_differences(arch):
+    """For every family, ALBERT's per-layer gates on shared weights and DeBERTa / ModernBERT / MPNet included."""
     model = make_model(arch, torch.float64)
     batch = make_batches(1)[0]
     cfg = ImportanceConfig(normalize_heads="none")
     imp = compute_importance(model, model.encoder, [batch], model.loss, cfg)
+    ref = eval_copy(model, arch)
     d = SHAPE.head_dim
     for layer in range(SHAPE.num_layers):
         for head in range(SHAPE.num_heads):
-            want = abs(fd_slope(model, batch, "attn_out", layer, slice(head * d, (head + 1) * d)))
+            want = abs(fd_slope(ref, batch, "attn_out", layer, slice(head * d, (head + 1) * d)))
             assert imp.heads_raw[layer, head].item() == pytest.approx(want, rel=1e-3, abs=1e-10)
         for neuron in (0, 17, 36):
-            want = abs(fd_slope(model, batch, "ffn_down", layer, slice(neuron, neuron + 1)))
+            want = abs(fd_slope(ref, batch, "ffn_down", layer, slice(neuron, neuron + 1)))
             assert imp.ffn_raw[layer, neuron].item() == pytest.approx(want, rel=1e-3, abs=1e-10)
-        want = abs(fd_slope(model, batch, "ffn_down", layer, slice(None)))  # whole-FFN gate
+        want = abs(fd_slope(ref, batch, "ffn_down", layer, slice(None)))  # whole-FFN gate
         assert imp.ffn_layer_raw[layer, 0].item() == pytest.approx(want, rel=1e-3, abs=1e-10)
     torch.testing.assert_close(imp.heads, imp.heads_raw)  # normalize_heads="none"
 
@@ -134,16 +147,21 @@ def direct_token_scores(model: Classifier, batches: list[dict]) -> tuple[torch.T
     for example in (e for b in batches for e in split(b)):
         seen: dict[tuple[str, int], torch.Tensor] = {}
 
-        def keep(role: str, index: int):
+        def keep(role: str, layers: list[int]):
+            calls = iter(layers)  # a module shared by several layers (ALBERT) runs once per layer, in order
+
             def hook(module, args):
                 x = args[0] * 1.0  # a non-leaf copy whose .grad we keep
                 x.retain_grad()
-                seen[role, index] = x
+                seen[role, next(calls)] = x
                 return (x, *args[1:])
             return hook
 
-        handles = [m.register_forward_pre_hook(keep(role, i)) for role in ("attn_out", "ffn_down")
-                   for i, m in enumerate(role_modules(model.encoder, role))]
+        handles = []
+        for role in ("attn_out", "ffn_down"):
+            modules = role_modules(model.encoder, role)
+            for m in dict.fromkeys(modules):
+                handles.append(m.register_forward_pre_hook(keep(role, [i for i, n in enumerate(modules) if n is m])))
         model.loss(example, reduction="sum").backward()
         for h in handles:
             h.remove()

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from basics.errors import UserError
-from basics.io import atomic_write
-from mtl.checkpoint import load_checkpoint
+from basics.io import atomic_write, atomic_write_dir
+from mtl.checkpoint import load_checkpoint, remove_temporaries
 from mtl.config import TrainConfig
 from mtl.model import MultiTaskModel
 from mtl.trainer import TaskData, Trainer
@@ -88,6 +88,70 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tiny, tmp_path, ca
     assert f"resuming {out} from optimizer step {step}" in stdout
     assert read_run(out) == read_run(reference)  # metrics, per-epoch history, step count, the whole log
     assert not (out / "checkpoint.pt").exists()  # removed once the run is complete
+
+
+# A child train.py that SIGKILLs itself in the middle of the final model/ save, at one of these points:
+KILL_DURING_SAVE = """
+import os, signal, sys
+import transformers.modeling_utils as modeling_utils
+import mtl.model
+point = os.environ["KILL_AT"]
+real_save = modeling_utils.safe_save_file
+
+def half_then_kill(tensors, filename, *args, **kwargs):  # the encoder's weights file half written
+    real_save(tensors, filename, *args, **kwargs)
+    data = open(filename, "rb").read()
+    open(filename, "wb").write(data[: len(data) // 2])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def kill(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if point == "encoder weights":
+    modeling_utils.safe_save_file = half_then_kill
+elif point == "task heads":
+    mtl.model.save_file = kill
+elif point == "model.json":
+    mtl.model.atomic_write_json = kill
+import train
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+SAVE_RUN = ["--epochs", "2", "--seed", "5", "--deterministic", "--save-model"]
+
+
+@pytest.fixture(scope="module")
+def saved_reference(tiny, tmp_path_factory):
+    """An uninterrupted run that saves its model (once for the module)."""
+    reference = tmp_path_factory.mktemp("reference") / "run"
+    assert train_main([*tiny, *SAVE_RUN, "--output-dir", str(reference)])[0] == 0
+    return reference
+
+
+@pytest.mark.parametrize("point", ["encoder weights", "task heads", "model.json"])
+def test_sigkill_during_the_final_model_save_then_resume_completes(point, tiny, saved_reference, tmp_path, capsys):
+    """The run is not finished until model/ is whole: killed while saving it, ``--resume`` completes the run, with
+    the metrics of a run never interrupted and a model/ that loads; a half-written model/ is never left in place."""
+    from mtl.model import load_multitask_model
+
+    args, reference = [*tiny, *SAVE_RUN], saved_reference
+    out = tmp_path / "killed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "KILL_AT": point}
+    proc = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, *args, "--output-dir", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert not (out / "metrics.json").exists() and (out / "checkpoint.pt").exists()
+    assert not (out / "model").exists()  # the half-written model lies in a temporary folder, not in model/
+
+    code, stdout, err = train_main(["--output-dir", str(out), "--resume"], capsys)
+    assert code == 0, err
+    assert read_run(out) == read_run(reference)
+    assert not (out / "checkpoint.pt").exists() and [p.name for p in out.glob(".*")] == []  # no temporaries left
+    model, _ = load_multitask_model(out / "model")
+    want, _ = load_multitask_model(reference / "model")
+    for a, b in zip(model.state_dict().values(), want.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
 
 
 def small_trainer(out, **overrides):
@@ -180,6 +244,26 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_dies(tmp_path):
         atomic_write(path, half_then_crash)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_atomic_write_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+
+    def half_then_crash(folder):
+        (folder / "new.txt").write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_dir(target, half_then_crash)
+    assert [p.name for p in tmp_path.iterdir()] == ["model"] and [p.name for p in target.iterdir()] == ["old.txt"]
+    atomic_write_dir(target, lambda folder: (folder / "new.txt").write_text("new"))
+    assert [p.name for p in tmp_path.iterdir()] == ["model"] and [p.name for p in target.iterdir()] == ["new.txt"]
+    (tmp_path / ".model.abc.tmp").mkdir()  # what a SIGKILL leaves
+    (tmp_path / ".metrics.json.abc.tmp").write_text("")
+    remove_temporaries(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
 def test_unreadable_checkpoint_is_one_clear_error(tmp_path):

@@ -18,6 +18,7 @@ from masks.mask import Mask, load_mask_file, save_mask
 from mtl.config import save_config
 from mtl.run import RunOutcome
 from mtl.rundir import RunResult
+from mtl.trainer import SELECTED_BY
 
 SHAPE = EncoderShape(num_layers=2, num_heads=2, head_dim=3, hidden=6, intermediate=5)
 TICKET_HEADS = {"rte": [[1, 1], [0, 1]], "mrpc": [[0, 1], [1, 1]]}
@@ -75,13 +76,13 @@ class Fakes:
             name = out.name.rsplit("-seed", 1)[0]
             score = getattr(self, "dense_score", 62.0) if name == "dense" else 70.0 - 10 * float(name.rsplit("-", 1)[1])
             metrics = {task: {"accuracy": score}}
-            results = {"metrics": metrics, "holdout_metrics": metrics}
+            results = {"metrics": metrics, "holdout_metrics": metrics, "selected_by": SELECTED_BY}
             self.ticket_runs.append(f"{task}/{out.name}")
         else:
             bonus = 1.0 if config.tickets.mask else 0.0
             metrics = {t: {m: 60.0 + 10 * i + config.optim.seed + bonus for i, m in enumerate(METRICS[t])}
                        for t in config.data.tasks}
-            results = {"metrics": metrics}
+            results = {"metrics": metrics, "selected_by": SELECTED_BY}
             self.trained.append(out.name)
         if config.tickets.mask:
             loaded = load_mask_file(config.tickets.mask)

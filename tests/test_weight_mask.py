@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from basics.errors import UserError
-from masks.arch import ARCH_SPECS
+from masks.arch import arch_for
 from masks.magnitude import (
     imp_schedule,
     magnitude_mask,
@@ -29,7 +29,7 @@ from masks.weight_mask import (
 )
 from mtl.checkpoint import load_checkpoint
 from mtl.config import TrainConfig
-from tests.conftest import TINY_ARCHS, tiny_bert, tiny_encoder, tiny_inputs
+from tests.conftest import COMPACT_ARCHS, tiny_bert, tiny_encoder, tiny_inputs
 from tests.tiny_run import tiny_setup
 
 
@@ -40,20 +40,28 @@ def pruned(mask: WeightMask) -> int:
 # ---------------------------------------------------------------- which weights
 
 
-@pytest.mark.parametrize("arch", TINY_ARCHS)
+@pytest.mark.parametrize("arch", COMPACT_ARCHS)
 def test_prunable_weights_come_from_the_arch_table(arch):
     encoder = tiny_encoder(arch)
-    spec = ARCH_SPECS[arch]
+    spec = arch_for(encoder)
     weights = prunable_weights(encoder)
     per_layer = [n for n in weights if n.startswith(f"{spec.layers}.0.")]
-    assert per_layer == [f"{spec.layers}.0.{getattr(spec, r)}.weight" for r in ("q", "k", "v", "attn_out", "ffn_up", "ffn_down")]
-    assert len(weights) == 6 * 2 + (arch in ("bert", "roberta"))  # 2 layers; the pooler where the family has one
-    assert ("pooler.dense.weight" in weights) == (spec.pooler is not None) == (arch in ("bert", "roberta"))
+    paths = list(dict.fromkeys(spec.path(r) for r in ("q", "k", "v", "attn_out", "ffn_up", "ffn_down")))  # fused once
+    assert per_layer == [f"{spec.layers}.0.{p}.weight" for p in paths]
+    assert len(paths) == (4 if spec.fused_qkv else 6)
+    has_pooler = arch in ("bert", "roberta", "xlm-roberta", "mpnet")
+    assert len(weights) == len(paths) * 2 + has_pooler  # 2 layers; the pooler where the family has one
+    assert ("pooler.dense.weight" in weights) == (spec.pooler is not None) == has_pooler
     assert not any("embeddings" in n for n in weights)  # embeddings excluded by default
     assert all(w.dim() == 2 for w in weights.values())
     with_emb = prunable_weights(encoder, (*DEFAULT_INCLUDE, "embeddings"))
-    assert "embeddings.word_embeddings.weight" in with_emb and with_emb["embeddings.word_embeddings.weight"].shape[0] == 99
+    assert any(n.startswith("embeddings.") and w.shape[0] == 99 for n, w in with_emb.items())  # the word embeddings
     assert list(prunable_weights(encoder, ("ffn_up",))) == [f"{spec.layers}.{i}.{spec.ffn_up}.weight" for i in range(2)]
+
+
+def test_albert_has_no_per_weight_masks():
+    with pytest.raises(UserError, match="per-weight masks: not supported for model_type 'albert'"):
+        prunable_weights(tiny_encoder("albert"))
 
 
 def test_roles_and_defaults_agree_with_the_train_config():

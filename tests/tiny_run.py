@@ -33,17 +33,30 @@ tasks:
 """
 
 
-def save_tiny_model(path: Path, dropout: float = 0.1) -> Path:
-    """A random 2-layer BERT (hidden 32, 4 heads, FFN 37) and its word-level tokenizer, via save_pretrained."""
-    from transformers import BertConfig, BertModel, BertTokenizer
+def save_tiny_model(path: Path, dropout: float = 0.1, arch: str = "bert") -> Path:
+    """A random 2-layer encoder (hidden 32, 4 heads, FFN 37; BERT unless ``arch`` names another family of
+    :func:`tests.conftest.tiny_config`, or ``"ernie"``, a family the architecture table lacks) and its
+    word-level tokenizer, via save_pretrained."""
+    from transformers import AutoModel, BertConfig, BertModel, BertTokenizer, ErnieConfig
+    from transformers.utils import logging as hf_logging
+
+    from tests.conftest import tiny_config
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars on stderr (tests count stderr lines)
 
     path = Path(path)
     vocab = {w: i for i, w in enumerate(SPECIAL + WORDS)}
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=dropout,
-                        attention_probs_dropout_prob=dropout)
-    BertModel(config).save_pretrained(path)
+    if arch == "bert":
+        config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=dropout,
+                            attention_probs_dropout_prob=dropout)
+        BertModel(config).save_pretrained(path)
+    else:
+        config = (ErnieConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                              intermediate_size=37, max_position_embeddings=64) if arch == "ernie"
+                  else tiny_config(arch, dropout=dropout, vocab_size=len(vocab)))
+        AutoModel.from_config(config, attn_implementation=config._attn_implementation).save_pretrained(path)
     BertTokenizer(vocab=vocab).save_pretrained(path)
     return path
 
