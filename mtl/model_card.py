@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from mtl.config import TrainConfig
 from tasks.task_def import TaskDef
 
 MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"  # what --model minilm is (packaged copy)
@@ -156,6 +157,23 @@ def command_line(argv: Sequence[str] | None = None) -> str:
     return shlex.join(head + argv[1:])
 
 
+def train_command(config: TrainConfig) -> str:
+    """The ``python train.py`` command with every option that differs from its default: it makes this run
+    again, however the run was started (command line, study, library call)."""
+    words = ["python", "train.py"]
+    values = config.to_dict()
+    for opt in TrainConfig.options():
+        value = values[opt.key]
+        if value == opt.default or opt.key == "resume":
+            continue
+        flag = "--" + opt.key.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + opt.key.replace("_", "-"))
+        else:
+            words += [flag, "none" if value is None else ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+    return shlex.join(words)
+
+
 def card_tasks(tasks: Sequence[TaskDef], metrics: Mapping[str, Mapping[str, float]] | None = None) -> tuple[CardTask, ...]:
     metrics = metrics or {}
     return tuple(CardTask(t.name, t.head, tuple(t.labels), dict(metrics.get(t.name, {})),
@@ -182,13 +200,14 @@ def mask_of(info: Mapping[str, Any] | None) -> CardMask | None:
                     params_prunable=info.get("params_prunable"))
 
 
-def run_card(model_name: str, tasks: Sequence[TaskDef], summary: Mapping[str, Any], encoder,
-             output_dir: str) -> ModelCard:
+def run_card(config: TrainConfig, tasks: Sequence[TaskDef], summary: Mapping[str, Any], encoder) -> ModelCard:
     """The card of ``train.py``'s ``OUTPUT/model``: dev metrics of the kept epoch, the mask, the command."""
+    output_dir = config.output.output_dir
     best = summary.get("kept_epoch") or summary.get("best_epoch")
     note = (f"Dev metrics of the kept epoch ({best}) as `train.py` measured them (`{output_dir}/results.json`); "
             "`mtl-predict` on the dev files reproduces the predictions (same precision and batch size).")
-    return ModelCard(title=f"mtl-tickets: {', '.join(t.name for t in tasks)}", base_model=hub_name(model_name),
+    return ModelCard(title=f"mtl-tickets: {', '.join(t.name for t in tasks)}", base_model=hub_name(config.model.name),
                      tasks=card_tasks(tasks, summary.get("metrics")), encoder_params=count_params(encoder),
-                     mask=mask_of(summary.get("mask")), command=command_line(), metrics_note=note,
-                     notes=(f"Every option of the run: `{output_dir}/config.yaml`.",))
+                     mask=mask_of(summary.get("mask")), command=train_command(config), metrics_note=note,
+                     notes=(f"Every option of the run: `{output_dir}/config.yaml`; the run was started with "
+                            f"`{command_line()}`.",))

@@ -12,7 +12,8 @@ After export the weight transposes the exporter leaves in the graph (``Transpose
 ``MatMul``) are folded into the weights, so ONNX Runtime's dynamic quantization finds every
 ``MatMul`` with a constant weight. The fp32 graph is checked against PyTorch on a padded batch (max
 |logit difference| <= :data:`CHECK_TOLERANCE`, else a bug). ``int8``: ``onnxruntime.quantization.
-quantize_dynamic`` (int8 weights, activations quantized per batch at run time) of every MatMul/Gemm.
+quantize_dynamic`` (int8 weights with one scale per output channel, activations quantized per batch at
+run time) of every MatMul/Gemm, except the zero-width ones of compacted layers (see :func:`zero_width_nodes`).
 """
 
 from __future__ import annotations
@@ -156,11 +157,23 @@ def max_difference(model: MultiTaskModel, tokenizer, path: Path, names: list[str
     return max(float((torch.from_numpy(g) - w).abs().max()) for g, w in zip(got, want, strict=True))
 
 
+def zero_width_nodes(proto) -> list[str]:
+    """MatMul/Gemm nodes whose weight has a zero dimension: a compacted layer without heads or FFN neurons.
+    Quantizing an empty weight gives a meaningless scale (and garbage outputs), so they stay fp32 (they
+    compute nothing anyway: the output is the bias)."""
+    empty = {init.name for init in proto.graph.initializer if 0 in init.dims}
+    return [n.name for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and empty & set(n.input)]
+
+
 def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
-    """Dynamic int8 quantization (int8 weights, per-tensor; activations quantized per batch) of every MatMul/Gemm."""
+    """Dynamic int8 quantization of every MatMul/Gemm with a weight: int8 weights, one scale per output channel;
+    activations quantized per batch at run time (uint8)."""
+    onnx = require("onnx")
     quantization = require("onnxruntime.quantization")
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "consider pre-processing" notes
-    quantization.quantize_dynamic(str(fp32_path), str(int8_path), weight_type=quantization.QuantType.QInt8)
+    skip = zero_width_nodes(onnx.load(str(fp32_path), load_external_data=False))
+    quantization.quantize_dynamic(str(fp32_path), str(int8_path), weight_type=quantization.QuantType.QInt8,
+                                  per_channel=True, nodes_to_exclude=skip)
 
 
 def export_model(run_or_model_dir: Path, out_dir: Path, *, int8: bool = True, opset: int = OPSET) -> ExportResult:

@@ -325,7 +325,7 @@ def write_results(out: Path, summary: dict, model: MultiTaskModel, tokenizer, co
     checkpoint is removed."""
     run = RunDir(out)
     if config.output.save_model:
-        card = run_card(config.model.name, list(model.tasks.values()), summary, model.encoder, str(out))
+        card = run_card(config, list(model.tasks.values()), summary, model.encoder)
         save_multitask_model(model, tokenizer, run.model_dir, mask=config.tickets.mask, card=card,
                              extra={"model": config.model.name, "max_seq_length": config.data.max_seq_length})
     atomic_write_json(run.results_path, summary)
