@@ -60,6 +60,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-calls", type=int, default=1, help="timed calls per round at --batch-size")
     p.add_argument("--single-calls", type=int, default=10, help="timed calls per round at batch 1")
     p.add_argument("--eval-batch-size", type=int, default=128)
+    p.add_argument("--max-eval-samples", type=int, default=None, help="dev rows per task (default: all)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--md", type=Path, default=None)
     p.add_argument("--render", type=Path, default=None, help="only render --md (or stdout) from this JSON")
@@ -118,7 +119,7 @@ def set_threads(variants: dict[str, dict], threads: int, work_dir: Path) -> None
 
 # ---------------------------------------------------------------- quality
 
-def dev_scores(variants: dict[str, dict], glue: Path, batch_size: int) -> dict[str, dict]:
+def dev_scores(variants: dict[str, dict], glue: Path, batch_size: int, max_samples: int | None = None) -> dict[str, dict]:
     """variant -> task -> {metrics, score, predictions (for agreement)} on each task's full dev file."""
     registry = default_registry()
     out: dict[str, dict] = {}
@@ -126,7 +127,7 @@ def dev_scores(variants: dict[str, dict], glue: Path, batch_size: int) -> dict[s
         predictor: Predictor = v["predictor"]
         out[name] = {}
         for task_name, task in predictor.tasks.items():
-            examples = read_split(registry.get(task_name), glue, task.dev_splits[0])
+            examples = read_split(registry.get(task_name), glue, task.dev_splits[0], max_samples=max_samples)
             t0 = time.perf_counter()
             pred = predict_task(predictor, task, examples, batch_size)
             labels = torch.tensor([e.label for e in examples])
@@ -237,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     variants = build_variants(args.dense, args.compact, args.work_dir)
     torch.set_num_threads(max(int(t) for t in args.threads.split(",")))
     print("dev scores ...", file=sys.stderr)
-    result["dev"] = dev_scores(variants, glue, args.eval_batch_size)
+    result["dev"] = dev_scores(variants, glue, args.eval_batch_size, args.max_eval_samples)
     result["agreement"] = {label: {"int8 vs onnx fp32": agreement(result["dev"], f"{label} onnx int8", f"{label} onnx fp32"),
                                    "onnx fp32 vs pytorch": agreement(result["dev"], f"{label} onnx fp32",
                                                                      f"{label} pytorch fp32")}

@@ -13,7 +13,8 @@ After export the weight transposes the exporter leaves in the graph (``Transpose
 ``MatMul`` with a constant weight. The fp32 graph is checked against PyTorch on a padded batch (max
 |logit difference| <= :data:`CHECK_TOLERANCE`, else a bug). ``int8``: ``onnxruntime.quantization.
 quantize_dynamic`` (int8 weights with one scale per output channel, activations quantized per batch at
-run time) of every MatMul/Gemm, except the zero-width ones of compacted layers (see :func:`zero_width_nodes`).
+run time) of every MatMul/Gemm, except the zero-width ones of compacted layers (see :func:`zero_width_nodes`),
+after ONNX Runtime's transformer fusions (:func:`quantize_int8`); that file runs in ONNX Runtime only.
 """
 
 from __future__ import annotations
@@ -166,14 +167,31 @@ def zero_width_nodes(proto) -> list[str]:
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
-    """Dynamic int8 quantization of every MatMul/Gemm with a weight: int8 weights, one scale per output channel;
-    activations quantized per batch at run time (uint8)."""
+    """ONNX Runtime's transformer fusions, then dynamic int8 quantization of every MatMul/Gemm with a weight.
+
+    Fusions (``onnxruntime.transformers.optimizer``, model type ``bert``): residual + LayerNorm into
+    ``SkipLayerNormalization``, bias + GELU into ``BiasGelu``. The quantized graph's MatMuls hide these
+    patterns from the session's own optimizer, so fusing first saves the elementwise passes that int8
+    leaves dominant (measured: ~10 % faster on MiniLM, more on compacted ones). Quantization: int8
+    weights with one scale per output channel; activations quantized per batch at run time (uint8).
+    """
     onnx = require("onnx")
     quantization = require("onnxruntime.quantization")
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "consider pre-processing" notes
-    skip = zero_width_nodes(onnx.load(str(fp32_path), load_external_data=False))
-    quantization.quantize_dynamic(str(fp32_path), str(int8_path), weight_type=quantization.QuantType.QInt8,
-                                  per_channel=True, nodes_to_exclude=skip)
+    optimizer = require("onnxruntime.transformers.optimizer")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the fusion report and "consider pre-processing" notes
+    fused = int8_path.with_name(int8_path.name + ".fused.tmp")
+    try:
+        with _quiet_exporter():
+            optimizer.optimize_model(str(fp32_path), model_type="bert", num_heads=0, hidden_size=0).save_model_to_file(
+                str(fused))
+        skip = zero_width_nodes(onnx.load(str(fused), load_external_data=False))
+        quantization.quantize_dynamic(str(fused), str(int8_path), weight_type=quantization.QuantType.QInt8,
+                                      per_channel=True, nodes_to_exclude=skip)
+    finally:
+        fused.unlink(missing_ok=True)
+        root.setLevel(level)
 
 
 def export_model(run_or_model_dir: Path, out_dir: Path, *, int8: bool = True, opset: int = OPSET) -> ExportResult:
