@@ -200,6 +200,17 @@ def mask_of(info: Mapping[str, Any] | None) -> CardMask | None:
                     params_prunable=info.get("params_prunable"))
 
 
+def compacted_mask(encoder) -> CardMask | None:
+    """The mask a compacted encoder was cut with (its config's ``compaction`` record); None for other encoders."""
+    config = getattr(encoder, "config", None)
+    if getattr(config, "kept_heads", None) is None:
+        return None
+    record = getattr(config, "compaction", None) or {}
+    return CardMask(kind=str(record.get("mask_kind", "")), mode="compacted into the encoder",
+                    sparsity=float(record.get("param_sparsity") or 0.0), heads_kept=str(record.get("heads_kept", "")),
+                    ffn_kept=str(record.get("ffn_kept", "")))
+
+
 def run_card(config: TrainConfig, tasks: Sequence[TaskDef], summary: Mapping[str, Any], encoder) -> ModelCard:
     """The card of ``train.py``'s ``OUTPUT/model``: dev metrics of the kept epoch, the mask, the command."""
     output_dir = config.output.output_dir
@@ -208,6 +219,7 @@ def run_card(config: TrainConfig, tasks: Sequence[TaskDef], summary: Mapping[str
             "`mtl-predict` on the dev files reproduces the predictions (same precision and batch size).")
     return ModelCard(title=f"mtl-tickets: {', '.join(t.name for t in tasks)}", base_model=hub_name(config.model.name),
                      tasks=card_tasks(tasks, summary.get("metrics")), encoder_params=count_params(encoder),
-                     mask=mask_of(summary.get("mask")), command=train_command(config), metrics_note=note,
+                     mask=mask_of(summary.get("mask")) or compacted_mask(encoder), command=train_command(config),
+                     metrics_note=note,
                      notes=(f"Every option of the run: `{output_dir}/config.yaml`; the run was started with "
                             f"`{command_line()}`.",))

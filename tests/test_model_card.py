@@ -58,6 +58,11 @@ def test_masked_run_and_its_compacted_model_describe_the_mask(tmp_path, capsys):
     assert f"accuracy {metrics['tinysent']['accuracy']:.2f}" in card
     assert "mtl-compact" in card or "commands.compact" in card or "pytest" in card
 
+    # fine-tuning the compacted model: the new run's card tells the encoder is compacted, and how
+    tuned, _ = train_tiny(tmp_path / "tuned", "--model", str(out), "--epochs", "1")
+    card = (tuned / "model" / "README.md").read_text()
+    assert "- mask: winning (compacted into the encoder)" in card and f"heads kept {int(heads.sum())}/" in card
+
 
 def test_compacting_with_another_mask_does_not_claim_the_runs_metrics(tmp_path, capsys):
     run, _ = train_tiny(tmp_path)
