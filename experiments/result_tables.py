@@ -374,6 +374,19 @@ def _iterative_summary() -> str:
     return "; ".join(parts)
 
 
+def _deploy_summary() -> str:
+    report = _json("bench_deploy.json")
+    speed = {(r["threads"], r["batch"], r["variant"]): r for r in report["speed"]}
+    latency = lambda v: speed[(1, 32, v)]["latency_ms"]  # noqa: E731
+    dev = report["dev"]
+    score = lambda v, t: dev[v][t]["score"]  # noqa: E731
+    compact, dense, int8 = "compact 50% onnx int8", "dense pytorch fp32", "dense onnx int8"
+    return (f"{latency(dense) / latency(compact):.2f}x dense PyTorch fp32 and {latency(int8) / latency(compact):.2f}x "
+            f"dense ONNX Runtime int8 (medians); dev task score vs the compacted fp32 model: SST-2 "
+            f"{signed(score(compact, 'sst2') - score('compact 50% pytorch fp32', 'sst2'), 2)}, STS-B "
+            f"{signed(score(compact, 'stsb') - score('compact 50% pytorch fp32', 'stsb'), 2)}")
+
+
 def results_summary() -> str:
     bench_train = _json("bench_train_rte.json")
     masks = _json("bench_masks.json")
@@ -392,6 +405,8 @@ def results_summary() -> str:
          f"{compact[(32, 'compact 50%')]['paired_speedup']:.2f}x at batch 32, "
          f"{compact[(1, 'compact 50%')]['paired_speedup']:.2f}x at batch 1; unstructured 50 %: "
          f"{compact[(32, 'unstructured 50%')]['paired_speedup']:.2f}x", "`bench_compact.json`"),
+        ("deployment: 50 % compacted ticket in ONNX Runtime int8 (MiniLM, batch 32 x 128, 1 thread)",
+         _deploy_summary(), "`bench_deploy.json`"),
         ("phase transition (STS-B, RTE, MRPC, CoLA: 2 seeds; SST-2: 1 seed)", _phase_summary(),
          "`phase_transition/*/phase_transition.json`, `cpu_study/tickets/sst2/`"),
         ("unstructured tickets (IMP / OMP / random), MRPC and RTE, 2 seeds", _lottery_summary(),

@@ -19,13 +19,14 @@ import torch
 from safetensors.torch import save_file
 
 from basics.errors import UserError
-from basics.io import atomic_write, atomic_write_json
+from basics.io import atomic_write, atomic_write_json, atomic_write_text
 from masks.arch import check_unshared_type, shape_of
 from masks.auto_classes import register_auto_classes
 from masks.compact import compact_encoder, load_shared_mask, num_params
 from masks.gates import attach_gates
-from masks.mask import Mask
-from mtl.model import MultiTaskModel, load_multitask_model, task_to_json
+from masks.mask import Mask, tensor_digest
+from mtl.model import CARD_FILE, MASK_FILE, MultiTaskModel, load_multitask_model, read_model_info, task_to_json
+from mtl.model_card import CardMask, ModelCard, card_tasks, command_line, hub_name
 
 CHECK_SENTENCES = (("A man is playing a guitar on the stage.", "Someone performs music."),
                    ("The company said profits fell sharply in the third quarter.", "Profits rose."))
@@ -78,8 +79,10 @@ def check_out_dir(out_dir: Path, source: Path) -> Path:
     return out_dir
 
 
-def save_compacted(model, tokenizer, out_dir: Path, compaction: dict) -> None:
-    """Encoder + tokenizer at the top of ``out_dir`` (AutoModel), ``heads.safetensors``, ``model.json``."""
+def save_compacted(model, tokenizer, out_dir: Path, compaction: dict, card: ModelCard | None = None,
+                   extra: dict | None = None) -> None:
+    """Encoder + tokenizer at the top of ``out_dir`` (AutoModel), ``heads.safetensors``, ``model.json``,
+    the model card ``README.md``."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -90,8 +93,10 @@ def save_compacted(model, tokenizer, out_dir: Path, compaction: dict) -> None:
     heads = {k: v.detach().cpu().contiguous() for k, v in model.heads.state_dict().items()}
     atomic_write(out_dir / "heads.safetensors", lambda p: save_file(heads, str(p)))
     info = {"pooling": model.pooling, "tasks": [task_to_json(t) for t in model.tasks.values()],
-            "encoder_dir": ".", "compaction": compaction}
+            **(extra or {}), "encoder_dir": ".", "compaction": compaction}
     atomic_write_json(out_dir / "model.json", info)
+    if card is not None:
+        atomic_write_text(out_dir / CARD_FILE, card.render())
 
 
 def max_logit_difference(masked, compact, tokenizer) -> float:
@@ -114,15 +119,36 @@ def _file_size(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.glob("*.safetensors") if p.name != "heads.safetensors")
 
 
-def compact_run(run_dir: Path, mask_path: Path, out_dir: Path) -> dict:
+def source_metrics(source: Path, mask_path: Path) -> tuple[dict, str]:
+    """(dev metrics, note) for the card of a model compacted from ``source`` (a run's ``model/``): the run's
+    ``metrics.json`` when the run was trained with this very mask (then the compacted model computes what
+    was measured), else none."""
+    run = source.parent if source.name == "model" else None
+    if run is None or not (run / "metrics.json").is_file():
+        return {}, "The source model's dev metrics were not found (no metrics.json beside it)."
+    trained = source / MASK_FILE
+    if trained.is_file() and tensor_digest(trained) == tensor_digest(mask_path):
+        metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+        return metrics, (f"Dev metrics of the source run `{run}` (trained with this mask, so the compacted model "
+                         "computes the same function, up to ~1e-6 in the logits).")
+    return {}, (f"Not measured: the source run `{run}` was not trained with this mask, so its dev metrics are not "
+                "this model's; measure them with `mtl-predict --task T --input DEV_FILE`.")
+
+
+def compact_run(run_dir: Path, mask_path: Path | None, out_dir: Path) -> dict:
     """Compact the model of ``run_dir`` with the shared mask ``mask_path`` into ``out_dir``; return a summary.
 
-    The compacted model is checked against the masked full model (logits on two sentence pairs).
+    ``mask_path`` None: the mask the model was trained with (``model/mask.safetensors``). The compacted
+    model is checked against the masked full model (logits on two sentence pairs).
     """
     source = find_model_dir(run_dir)
     check_compactable(source)
     out_dir = check_out_dir(out_dir, source)
-    model, tokenizer = load_multitask_model(source)
+    if mask_path is None:
+        mask_path = source / MASK_FILE
+        if not mask_path.is_file():
+            raise UserError(f"{source} was not trained with a mask (no {MASK_FILE}); pass --mask FILE")
+    model, tokenizer = load_multitask_model(source, gate=False)
     model.eval()
     mask_path = Path(mask_path)
     mask = load_shared_mask(mask_path, model.encoder)
@@ -140,7 +166,18 @@ def compact_run(run_dir: Path, mask_path: Path, out_dir: Path) -> dict:
     if diff > CHECK_TOLERANCE:
         raise RuntimeError(f"compacted model differs from the masked model by {diff:.3g} (> {CHECK_TOLERANCE}); "
                            "this is a bug, please report it")
-    save_compacted(compact, tokenizer, out_dir, {**compaction, "max_logit_difference": f"{diff:.3g}"})
+    info = read_model_info(source)
+    metrics, note = source_metrics(source, mask_path)
+    card = ModelCard(title=f"mtl-tickets: {', '.join(compact.tasks)} (compacted)",
+                     base_model=hub_name(str(info.get("model", ""))), tasks=card_tasks(list(compact.tasks.values()), metrics),
+                     encoder_params=num_params(compact.encoder), base_encoder_params=num_params(model.encoder),
+                     mask=CardMask(kind=mask.meta.kind, mode="shared", sparsity=1 - kept / total, params_kept=kept,
+                                   params_prunable=total, heads_kept=compaction["heads_kept"], ffn_kept=compaction["ffn_kept"]),
+                     command=command_line(), metrics_note=note,
+                     notes=(f"Compacted from `{source}` with `{mask_path}`; max |logit difference| vs the masked "
+                            f"model: {diff:.2g}.",))
+    extra = {k: info[k] for k in ("model", "max_seq_length") if k in info}
+    save_compacted(compact, tokenizer, out_dir, {**compaction, "max_logit_difference": f"{diff:.3g}"}, card, extra)
     encoder_dir = source / "encoder"
     return {"source": str(source), "out": str(out_dir), "mask": str(mask_path),
             "kept_heads": compact.encoder.config.kept_heads,

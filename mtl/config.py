@@ -35,6 +35,7 @@ from masks.kinds import FFN_ALLOCATIONS, GRANULARITIES, TICKET_KINDS
 from mtl.pooling import POOLINGS
 from mtl.precision import PRECISIONS
 from mtl.sampler import SAMPLERS
+from mtl.training_log import REPORTERS
 
 SUBSAMPLE_MODES = ("random", "first")
 
@@ -189,9 +190,13 @@ class RuntimeConfig(Section):
                                                         "(CPU: same seed, data, threads -> same metrics)")
     log_every: int = _opt(50, role="free", help="log the mean training loss every N steps")
     progress: bool = _opt(True, role="free", help="tqdm progress bars")
+    report_to: list[str] = _opt(factory=list, role="free", help=f"also log training to: {', '.join(REPORTERS.names())} "
+                                                                "(OUTPUT/tensorboard/; the JSONL log stays)")
 
     def validate(self) -> None:
         check_choice("precision", self.precision, PRECISIONS.names())
+        for name in self.report_to:
+            check_choice("report_to", name, REPORTERS.names())
         check_positive("log_every", self.log_every)
         if self.num_threads is not None:
             check_positive("num_threads", self.num_threads)

@@ -57,7 +57,7 @@ def tokenize(tokenizer, examples: Sequence[Example], task: TaskDef, split: str, 
     tt = enc.get("token_type_ids")
     types = [torch.tensor(x, dtype=torch.int8) for x in tt] if tt is not None else None
     dtype = torch.float32 if task.head == "regression" else torch.long
-    labels = torch.tensor([e.label for e in examples], dtype=dtype)
+    labels = torch.tensor([0 if e.label is None else e.label for e in examples], dtype=dtype)  # None: unlabelled
     lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
     return TokenizedSplit(task.name, split, ids, types, labels, lengths)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -13,14 +15,18 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from basics.errors import UserError
-from basics.io import atomic_write, atomic_write_dir, atomic_write_json
+from basics.io import atomic_write, atomic_write_dir, atomic_write_json, atomic_write_text
 from masks.arch import max_input_length
 from masks.auto_classes import register_auto_classes
+from mtl.gating import mask_gating
+from mtl.model_card import ModelCard, basic_card
 from mtl.pooling import POOLINGS
 from tasks.task_def import TaskDef
 
 DEFAULT_MODEL = "minilm"
 MODEL_ALIASES = ("minilm", "all-minilm-l6-v2")
+MASK_FILE = "mask.safetensors"  # in a saved model directory: the mask the model was trained with
+CARD_FILE = "README.md"  # in a saved model directory: its model card
 
 
 def resolve_model_path(name: str) -> str:
@@ -110,6 +116,8 @@ class MultiTaskModel(nn.Module):
         self.heads = nn.ModuleDict({t.name: TaskHead(hidden, t.num_labels, head_dropout) for t in tasks})
         # DistilBERT and ModernBERT take no token types (a BERT-style tokenizer may still produce them)
         self._token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
+        # per-task masks: sets the encoder's gates to the task's mask before each forward (load_multitask_model)
+        self.task_gating: Callable[[str], None] | None = None
         if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
             raise UserError(f"--pooling pooler: model type {encoder.config.model_type!r} has no pooler; use cls or mean")
 
@@ -120,6 +128,8 @@ class MultiTaskModel(nn.Module):
     def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) token ids of one task's batch -> logits (B, num_labels) of that task's head."""
+        if self.task_gating is not None:
+            self.task_gating(task)
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self._token_types:
             kwargs["token_type_ids"] = token_type_ids
@@ -141,8 +151,12 @@ class MultiTaskModel(nn.Module):
 
 # ---------------------------------------------------------------- save / load
 
-def save_multitask_model(model: MultiTaskModel, tokenizer, out_dir: Path, extra: dict | None = None) -> None:
-    """``out_dir/encoder`` (HF ``save_pretrained``: reloads with ``AutoModel``), ``heads.safetensors``, ``model.json``.
+def save_multitask_model(model: MultiTaskModel, tokenizer, out_dir: Path, extra: dict | None = None, *,
+                         mask: Path | str | None = None, card: ModelCard | None = None) -> None:
+    """``out_dir/encoder`` (HF ``save_pretrained``: reloads with ``AutoModel``), ``heads.safetensors``,
+    ``model.json``, the model card ``README.md`` (``card``, or a basic one), and ``mask.safetensors``: a
+    copy of ``mask``, the mask file the model was trained with, which :func:`load_multitask_model` gates
+    the encoder with again (the saved weights are the full encoder's).
 
     Written into a temporary folder that then takes ``out_dir``'s place (:func:`basics.io.atomic_write_dir`):
     a process killed while saving never leaves a half-written ``out_dir``."""
@@ -153,22 +167,42 @@ def save_multitask_model(model: MultiTaskModel, tokenizer, out_dir: Path, extra:
         heads = {k: v.detach().cpu().contiguous() for k, v in model.heads.state_dict().items()}
         atomic_write(folder / "heads.safetensors", lambda p: save_file(heads, str(p)))
         info = {"pooling": model.pooling, "tasks": [task_to_json(t) for t in model.tasks.values()], **(extra or {})}
+        if mask is not None:
+            atomic_write(folder / MASK_FILE, lambda p: shutil.copyfile(Path(mask).expanduser(), p))
+            info["mask"] = MASK_FILE
         atomic_write_json(folder / "model.json", info)
+        model_card = card or basic_card(base_model=str(info.get("model", "")), tasks=list(model.tasks.values()),
+                                        encoder=model.encoder)
+        atomic_write_text(folder / CARD_FILE, model_card.render())
 
     atomic_write_dir(Path(out_dir), write)
 
 
-def load_multitask_model(model_dir: Path) -> tuple[MultiTaskModel, object]:
-    """Inverse of :func:`save_multitask_model`: ``(model, tokenizer)``."""
-    model_dir = Path(model_dir)
-    info_path = model_dir / "model.json"
+def read_model_info(model_dir: Path) -> dict:
+    """``model.json`` of a saved model directory; UserError if there is none."""
+    info_path = Path(model_dir) / "model.json"
     if not info_path.is_file():
         raise UserError(f"{model_dir} is not a saved multi-task model (no model.json)")
-    info = json.loads(info_path.read_text(encoding="utf-8"))
+    return json.loads(info_path.read_text(encoding="utf-8"))
+
+
+def load_multitask_model(model_dir: Path, *, gate: bool = True) -> tuple[MultiTaskModel, object]:
+    """Inverse of :func:`save_multitask_model`: ``(model, tokenizer)``.
+
+    A model saved with the mask it was trained with is gated by it again (``gate=False``: the bare
+    encoder, e.g. to compact it): a shared mask gates every forward, a per-task file sets each task's
+    mask before that task's forward (``model.task_gating``).
+    """
+    model_dir = Path(model_dir)
+    info = read_model_info(model_dir)
     encoder, tokenizer = load_encoder(str(model_dir / info.get("encoder_dir", "encoder")))
     tasks = [task_from_json(t) for t in info["tasks"]]
     model = MultiTaskModel(encoder, tasks, pooling=info["pooling"])
     model.heads.load_state_dict(load_file(str(model_dir / "heads.safetensors")))
+    if gate and info.get("mask"):
+        before_batch, mask_info = mask_gating(model, model_dir / info["mask"], list(model.tasks))
+        if mask_info["mask_mode"] == "per-task":
+            model.task_gating = before_batch
     return model, tokenizer
 
 

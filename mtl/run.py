@@ -24,8 +24,10 @@ from mtl.data import TokenizedSplit, default_cache_dir, file_fingerprint, load_o
 from mtl.distributed import Dist
 from mtl.gating import check_arch_support, mask_gating, score_model, write_tickets
 from mtl.model import MultiTaskModel, attention_note, check_max_seq_length, load_encoder, save_multitask_model
+from mtl.model_card import run_card
 from mtl.rundir import RunDir, RunResult
 from mtl.trainer import Plan, Progress, TaskData, Trainer, format_metrics
+from mtl.training_log import close_reporters, open_reporters
 from tasks.hub import load_hub_split
 from tasks.readers import read_split, split_path
 from tasks.registry import TaskRegistry, default_registry, parse_task_list
@@ -249,8 +251,10 @@ def _run(config: TrainConfig, dist: Dist, device: torch.device, on_step: StepCal
     if config.tickets.mask:
         before_batch, mask_info = mask_gating(model, Path(config.tickets.mask).expanduser(), [t.name for t in tasks])
     pad_id = tokenizer.pad_token_id or 0
+    reporters = open_reporters(config.runtime.report_to if dist.is_main else [], out,
+                               purge_step=checkpoint["progress"]["opt_step"] + 1 if checkpoint else None)
     trainer = Trainer(model, data, config, out, pad_id=pad_id, before_batch=before_batch, on_step=on_step, dist=dist,
-                      device=device)
+                      device=device, log_sinks=reporters)
     # every input has been checked: from here on, files are written (by rank 0)
     if dist.is_main:
         prepare_output_dir(config.output.output_dir)
@@ -273,6 +277,7 @@ def _run(config: TrainConfig, dist: Dist, device: torch.device, on_step: StepCal
             f"{weight_mask.kept}/{weight_mask.total} weights kept (sparsity {weight_mask.sparsity:.3f})")
     start = time.time()
     summary = trainer.train(checkpoint)
+    close_reporters(reporters)
     checkpoint = None  # free its tensors
     if mask_info is not None:
         summary["mask"] = mask_info
@@ -334,7 +339,9 @@ def write_results(out: Path, summary: dict, model: MultiTaskModel, tokenizer, co
     checkpoint is removed."""
     run = RunDir(out)
     if config.output.save_model:
-        save_multitask_model(model, tokenizer, run.model_dir, extra={"model": config.model.name})
+        card = run_card(config, list(model.tasks.values()), summary, model.encoder)
+        save_multitask_model(model, tokenizer, run.model_dir, mask=config.tickets.mask, card=card,
+                             extra={"model": config.model.name, "max_seq_length": config.data.max_seq_length})
     atomic_write_json(run.results_path, summary)
     atomic_write_json(run.metrics_path, summary["metrics"])
     run.checkpoint_path.unlink(missing_ok=True)

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,7 +124,8 @@ class Trainer:
     def __init__(self, model: MultiTaskModel, data: dict[str, TaskData], config: TrainConfig,
                  output_dir: Path, pad_id: int, before_batch: Callable[[str], None] | None = None,
                  on_step: Callable[[Progress, Plan], None] | None = None,
-                 dist: Dist = SINGLE, device: torch.device | None = None) -> None:
+                 dist: Dist = SINGLE, device: torch.device | None = None,
+                 log_sinks: Sequence[Callable[[dict], None]] = ()) -> None:
         self.model = model
         self.data = data
         self.config = config
@@ -132,6 +133,7 @@ class Trainer:
         self.pad_id = pad_id
         self.before_batch = before_batch or (lambda task: None)
         self.on_step = on_step  # called after every optimizer step (a study's progress display), rank 0 only
+        self.log_sinks = list(log_sinks)  # also receive every metrics.jsonl record (rank 0): --report-to
         self.dist = dist
         self.device = device if device is not None else pick_device(config.runtime.device)
         self.amp_dtype = autocast_dtype(config.runtime.precision, self.device)
@@ -158,6 +160,8 @@ class Trainer:
         if self.dist.is_main:
             with self.log_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            for sink in self.log_sinks:
+                sink(record)
 
     def epoch_schedule(self, epoch: int) -> list[tuple[str, list[int]]]:
         """The epoch's (task, example indices) steps; a pure function of (seed, epoch), the same on every rank."""

@@ -21,7 +21,7 @@ RELATIVE_TO: tuple[str, ...] = ("yaml", "glue_dir")
 TASK_KEYS: tuple[str, ...] = (
     "name", "aliases", "head", "loss", "labels", "metrics", "primary", "files", "dev_splits",
     "metric_suffix", "format", "header", "text_a", "text_b", "label", "num_columns",
-    "overrides", "hub",
+    "overrides", "hub", "inputs", "submission", "submission_index",
 )
 TASK_REQUIRED: tuple[str, ...] = ("name", "head", "metrics", "files", "text_a", "label")
 NOT_DEV_SPLITS: tuple[str, ...] = ("train", "test")
@@ -154,6 +154,8 @@ def _task_from_entry(entry: Any, base_dir: str | None, source: str) -> TaskDef:
         fields[key] = fields.get(key) or []
     fields["metric_suffix"] = fields.get("metric_suffix") or {}
     fields["overrides"] = fields.get("overrides") or {}
+    fields["inputs"] = fields.get("inputs") or []
+    fields["submission"] = fields.get("submission") or {}
     return TaskDef(**fields, base_dir=base_dir, source=source)
 
 

@@ -24,6 +24,7 @@ METRICS_BY_HEAD: dict[str, tuple[str, ...]] = {
 }
 FORMATS: tuple[str, ...] = ("tsv", "csv", "jsonl")
 OVERRIDE_KEYS: tuple[str, ...] = ("text_a", "text_b", "label", "num_columns")
+SUBMISSION_SUFFIX = ".tsv"  # GLUE leaderboard files are TSV
 HUB_KEYS: tuple[str, ...] = ("path", "name", "splits", "text_a", "text_b", "label")
 HUB_REQUIRED: tuple[str, ...] = ("path", "splits", "text_a", "label")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -36,11 +37,11 @@ or a name: a JSONL key, or a header field of a CSV/TSV file that has a header.""
 
 @dataclass(frozen=True)
 class Example:
-    """One labelled pair. ``label``: class index (classification) or float score (regression)."""
+    """One pair. ``label``: class index (classification), float score (regression), or None (new data to predict)."""
 
     text_a: str
     text_b: str | None
-    label: int | float
+    label: int | float | None
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,11 @@ class TaskDef:
     ``overrides`` maps split name -> {text_a|text_b|label|num_columns: value} for splits whose
     layout differs (MNLI dev files have 16 columns, train has 12).
     ``source``: the YAML file the task came from (for error messages); None if built in code.
+    ``inputs``: names of the input columns (text_a[, text_b]) in new data to predict on: a header field of a
+    TSV/CSV file or a JSONL key (default: ``text_a``/``text_b`` when they are names).
+    ``submission``: GLUE leaderboard file name -> the unlabelled test file it is made from (relative to the
+    GLUE directory, read by the ``inputs`` names), e.g. ``{"MNLI-m.tsv": "MNLI/test_matched.tsv"}``;
+    ``submission_index``: the test files' id column (``index``; QQP: ``id``).
     """
 
     name: str
@@ -84,9 +90,12 @@ class TaskDef:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     base_dir: str | None = None
     source: str | None = None
+    inputs: tuple[str, ...] = ()
+    submission: dict[str, str] = field(default_factory=dict)
+    submission_index: str = "index"
 
     def __post_init__(self) -> None:
-        for name in ("labels", "metrics", "dev_splits", "aliases"):
+        for name in ("labels", "metrics", "dev_splits", "aliases", "inputs"):
             value = getattr(self, name)
             if isinstance(value, str) or not isinstance(value, (list, tuple)):
                 self._fail(f"'{name}' must be a list, got {value!r}")
@@ -98,6 +107,7 @@ class TaskDef:
         self._check_hub()
         self._check_files()
         self._check_columns()
+        self._check_inputs()
 
     def __hash__(self) -> int:
         return hash(self.name)
@@ -113,6 +123,15 @@ class TaskDef:
                 "num_columns": self.num_columns}
         spec.update(self.overrides.get(split, {}))
         return SplitColumns(**spec)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Names of the input columns of new data (``inputs``, else ``text_a``/``text_b`` when they are
+        names); empty when the task only knows column positions."""
+        if self.inputs:
+            return self.inputs
+        columns = (self.text_a,) if self.text_b is None else (self.text_a, self.text_b)
+        return tuple(columns) if all(isinstance(c, str) for c in columns) else ()
 
     def metric_key(self, metric: str, split: str) -> str:
         """Report key of ``metric`` on ``split``, e.g. ``accuracy_mm`` for MNLI dev_mismatched."""
@@ -215,6 +234,22 @@ class TaskDef:
                 self._fail(f"{split}: column {what}={column!r} is a name but 'header' is false; use an index")
             if isinstance(column, int) and n is not None and not -n <= column < n:
                 self._fail(f"{split}: column {what}={column} is out of range for {n} columns")
+
+    def _check_inputs(self) -> None:
+        wanted = 1 if self.text_b is None else 2
+        if self.inputs and (len(self.inputs) != wanted or not all(self.inputs)):
+            self._fail(f"'inputs' must name {wanted} column(s) (text_a{'' if wanted == 1 else ', text_b'}), "
+                       f"got {list(self.inputs)}")
+        if not isinstance(self.submission, dict) or not all(
+            isinstance(k, str) and k.endswith(SUBMISSION_SUFFIX) and isinstance(v, str) and v
+            for k, v in self.submission.items()
+        ):
+            self._fail(f"'submission' must map leaderboard file names (*{SUBMISSION_SUFFIX}) to test files, "
+                       f"got {self.submission!r}")
+        if self.submission and not self.input_names:
+            self._fail("'submission' needs 'inputs' (the names of the test files' input columns)")
+        if not isinstance(self.submission_index, str) or not self.submission_index:
+            self._fail(f"'submission_index' must be a column name, got {self.submission_index!r}")
 
     def _check_hub(self) -> None:
         if self.hub is None:

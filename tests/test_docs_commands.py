@@ -23,8 +23,9 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # how a documented command line starts -> the module whose main() runs it
 SCRIPTS = {"train.py": "commands.train", "construct_mtl_mask.py": "commands.construct_mask",
            "mtl-train": "commands.train", "mtl-construct-mask": "commands.construct_mask",
-           "mtl-compact": "commands.compact", "mtl-study": "experiments.run"}
-NOT_OURS = ("pip", "export", "cd", "sha256sum")
+           "mtl-compact": "commands.compact", "mtl-study": "experiments.run", "mtl-predict": "commands.predict",
+           "mtl-export": "commands.export"}
+NOT_OURS = ("pip", "export", "cd", "sha256sum", "tensorboard")
 
 
 class Parsed(Exception):

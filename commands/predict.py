@@ -1,0 +1,146 @@
+"""Predict with a trained model on new data, or write the GLUE leaderboard files (``mtl-predict``).
+
+    mtl-predict --model RUN_OR_MODEL_DIR --task T[,T2,...] --input FILE [--output FILE] [--batch-size N]
+        [--probabilities] [--columns A[,B]] [--format tsv|csv|jsonl] [--precision fp32|auto|bf16]
+    mtl-predict --model RUN_OR_MODEL_DIR --glue-test [--glue-dir DIR] --output DIR
+    python -m commands.predict ...            (the same command)
+
+MODEL: a train.py run directory (its model/), a saved or compacted model directory, or an ONNX export
+(mtl-export: its directory, or model.int8.onnx in it), run in ONNX Runtime. FILE: TSV, CSV or JSONL
+(by its name) with the task's input columns: a header (or JSONL keys) naming them, e.g. sentence1 and
+sentence2 for RTE, or the layout of the task's dev file. The output (TSV on stdout without --output;
+TSV, CSV or JSONL by its name) has one row per input row, in input order: index, the prediction (label
+name, or score), with --probabilities each label's probability; several tasks give one column each.
+Nothing is written when any input is bad.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from basics.cli import OneLineParser, run_main
+from basics.errors import UserError
+from mtl.glue_submission import read_test_files, submission_tasks, write_submission
+from mtl.precision import PRECISIONS
+from mtl.predict import (
+    load_predictor,
+    output_format,
+    predict_task,
+    prediction_columns,
+    progress_bar,
+    render_table,
+    resolve_task,
+    with_input_names,
+    write_table,
+)
+from mtl.run import torch_threads
+from tasks.inputs import read_inputs
+from tasks.registry import default_registry
+from tasks.task_def import FORMATS
+
+
+def parser() -> OneLineParser:
+    p = OneLineParser(prog="mtl-predict", description=__doc__.splitlines()[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n".join(__doc__.splitlines()[2:]))
+    p.add_argument("--model", type=Path, required=True, help="run directory, model directory, or ONNX export")
+    p.add_argument("--task", default=None, help="task(s) to predict, comma-separated (GLUE aliases work: SST-2)")
+    p.add_argument("--input", type=Path, default=None, help="TSV, CSV or JSONL file of inputs")
+    p.add_argument("--output", type=Path, default=None,
+                   help="predictions file (.tsv, .csv, .jsonl; default: TSV on stdout); with --glue-test a directory")
+    p.add_argument("--batch-size", type=int, default=128, help="rows per forward pass (train.py's --eval-batch-size)")
+    p.add_argument("--probabilities", action="store_true", help="also write every label's probability")
+    p.add_argument("--columns", default=None, help="input column names (header fields / JSONL keys) text_a[,text_b], "
+                                                   "instead of the task's")
+    p.add_argument("--format", default=None, choices=FORMATS, help="input format (default: from the file name)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS.names(),
+                   help="PyTorch models: fp32, or the run's precision (auto: bf16 autocast on CPUs with native bf16, "
+                        "what train.py evaluates with by default)")
+    p.add_argument("--max-seq-length", type=int, default=None, help="truncate inputs (default: the run's)")
+    p.add_argument("--device", default="auto", help="PyTorch models: auto, cpu, cuda, cuda:N")
+    p.add_argument("--num-threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--glue-test", action="store_true", help="write the GLUE leaderboard files of the model's tasks "
+                                                             "from each task's test.tsv into --output DIR")
+    p.add_argument("--glue-dir", type=Path, default=None, help="GLUE folder for --glue-test (default: $GLUE_DIR)")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_seq_length is not None and args.max_seq_length < 2:
+        raise UserError(f"--max-seq-length must be >= 2, got {args.max_seq_length}")
+    if args.glue_test:
+        if args.output is None:
+            raise UserError("--glue-test needs --output DIR (the folder for the leaderboard files)")
+        if args.input is not None:
+            raise UserError("--glue-test reads each task's test file; drop --input")
+        if args.output.exists() and not args.output.is_dir():
+            raise UserError(f"--output {args.output} is a file; --glue-test writes a folder of files")
+        return
+    if args.task is None or args.input is None:
+        raise UserError("give --task T and --input FILE (or --glue-test --output DIR)")
+    if args.output is not None:
+        output_format(args.output)
+        if args.output.resolve() == args.input.resolve():
+            raise UserError(f"--output {args.output} is the input file; choose another name")
+        if args.output.is_dir():
+            raise UserError(f"--output {args.output} is a directory; give a file name (.tsv, .csv, .jsonl)")
+        if not args.output.parent.resolve().is_dir():
+            raise UserError(f"--output {args.output}: folder {args.output.parent} does not exist")
+
+
+def predict_file(args: argparse.Namespace, predictor) -> None:
+    tasks = [with_input_names(resolve_task(predictor, name)) for name in args.task.split(",") if name.strip()]
+    if not tasks:
+        raise UserError("--task is empty; give one or more task names")
+    columns = [c.strip() for c in args.columns.split(",")] if args.columns else []
+    rows = [read_inputs(task, args.input, fmt=args.format, columns=columns) for task in tasks]  # all checked first
+    bar = progress_bar(sum(len(r) for r in rows), enabled=not args.no_progress)
+    with bar:
+        results = [predict_task(predictor, task, r.examples, args.batch_size, bar.update) for task, r in zip(tasks, rows)]
+    table = prediction_columns(results, args.probabilities)
+    if args.output is None:
+        sys.stdout.write(render_table(*table, "tsv"))
+    else:
+        write_table(args.output, *table)
+        print(f"wrote {len(table[1])} predictions to {args.output}", file=sys.stderr)
+
+
+def glue_test(args: argparse.Namespace, predictor) -> None:
+    registry = default_registry()
+    tasks, missing = submission_tasks(predictor.tasks, registry)
+    if args.task:
+        wanted = {registry.get(n).name for n in args.task.split(",") if n.strip()}
+        tasks = [t for t in tasks if t.name in wanted]
+    if not tasks:
+        raise UserError(f"the model has no GLUE task with leaderboard files (its tasks: {', '.join(predictor.tasks)})")
+    glue_dir = args.glue_dir or (Path(os.environ["GLUE_DIR"]) if os.environ.get("GLUE_DIR") else None)
+    files = read_test_files(tasks, glue_dir)  # every test file read and checked before the model runs
+    bar = progress_bar(sum(len(f.rows) for f in files), enabled=not args.no_progress)
+    with bar:
+        paths = write_submission(predictor, files, args.output, args.batch_size, bar.update)
+    for path, f in zip(paths, files):
+        print(f"wrote {path} ({len(f.rows)} rows, task {f.task.name})", file=sys.stderr)
+    if missing:
+        print(f"not written (the model has no head for them): {', '.join(missing)}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    def go() -> None:
+        args = parser().parse_args(argv)
+        check_args(args)
+        with torch_threads(args.num_threads):
+            predictor = load_predictor(args.model, precision=args.precision, max_length=args.max_seq_length,
+                                       device=args.device, threads=args.num_threads)
+            (glue_test if args.glue_test else predict_file)(args, predictor)
+
+    return run_main(go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
