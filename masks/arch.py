@@ -332,16 +332,19 @@ def check_unshared_type(model_type: str | None, what: str) -> None:
 
 
 def shape_of(encoder: nn.Module) -> EncoderShape:
-    """Sizes read from the encoder's config (never hard-coded); per-unit parameter counts from its modules."""
+    """Sizes read from the encoder's config (never hard-coded); per-unit parameter counts from its modules. The
+    head size is ``hidden / H`` unless the config records ``head_size`` (an extracted
+    sub-architecture, :mod:`masks.extract`)."""
     spec = arch_for(encoder)
     config = _base(encoder).config
     heads, hidden, inter = (
         int(getattr(config, key)) for key in (spec.num_heads_key, spec.hidden_key, spec.intermediate_key)
     )
     layers = LAYOUTS[spec.layout].num_layers(config, spec)
-    if hidden % heads != 0:
+    head_dim = getattr(config, "head_size", None) or getattr(config, "attention_head_size", None)  # extracted / DeBERTa
+    if head_dim is None and hidden % heads != 0:
         raise UserError(f"hidden size {hidden} is not divisible by the number of heads {heads}")
-    shape = EncoderShape(layers, heads, hidden // heads, hidden, inter)
+    shape = EncoderShape(layers, heads, head_dim or hidden // heads, hidden, inter)
     head_params, neuron_params = _unit_params(_layers(encoder, spec)[0], spec, shape.head_dim)
     return replace(shape, head_params=None if head_params == shape.params_per_head else head_params,
                    neuron_params=None if neuron_params == shape.params_per_neuron else neuron_params)

@@ -4,13 +4,17 @@ A compacted encoder is its base architecture (BERT, RoBERTa, XLM-RoBERTa, ELECTR
 ModernBERT, MPNet; every family of :data:`masks.arch.ARCH_SPECS` whose layers do not share weights) with the pruned
 attention heads and FFN neurons physically removed, so layers may differ in size. Its config is the
 base config, unchanged (hidden size, number of layers, ``num_attention_heads`` H of the original
-model, so the head size stays ``hidden / H``), plus three fields:
+model, so the head size stays ``hidden / H``), plus these fields:
 
 - ``kept_heads``: per layer, the original indices of the heads kept, ``list[L][h_l]``. An empty list
   means the layer has no attention left: only the output projection's bias remains.
 - ``intermediate_sizes``: per layer, the number of FFN neurons kept ``I_l``. 0 means no FFN: only
   the down projection's bias remains.
 - ``compaction``: provenance strings (source model, mask kind and sparsity, ...).
+- ``head_size``: the head size d when it is not ``hidden / H``. An extracted
+  sub-architecture (:mod:`masks.extract`) keeps its teacher's heads, so d stays the teacher's while
+  the hidden size shrinks: the attention width ``h_l * d`` and the hidden size are independent.
+  None (the default, every compacted ticket) means ``hidden / H``.
 
 ``model_type`` is ``compact_<base>``, so the Auto classes build the right model once
 :func:`masks.auto_classes.register_auto_classes` has run (saving or loading a compacted model runs it).
@@ -47,6 +51,12 @@ class CompactFields(PreTrainedConfig):
     kept_heads: list[list[int]] | None = None  # [L][h_l] original head indices kept per layer
     intermediate_sizes: list[int] | None = None  # [L] FFN neurons kept per layer
     compaction: dict[str, str] | None = None  # provenance
+    head_size: int | None = None  # head size d; None: the base config's (hidden_size // num_attention_heads)
+
+    @property
+    def head_dim(self) -> int:
+        """The head size d of every attention head."""
+        return self.head_size or getattr(self, "attention_head_size", None) or self.hidden_size // self.num_attention_heads
 
     def validate_compaction(self) -> None:
         """Per-layer lists of the right length, sorted distinct head indices in 0..H-1, sizes >= 0.
@@ -63,6 +73,8 @@ class CompactFields(PreTrainedConfig):
                 raise ValueError(f"kept_heads[{layer}] = {heads}: expected sorted distinct indices in 0..{H - 1}")
         if any(size < 0 for size in self.intermediate_sizes or []):
             raise ValueError(f"intermediate_sizes must be >= 0, got {self.intermediate_sizes}")
+        if self.head_size is not None and self.head_size < 1:
+            raise ValueError(f"head_size must be >= 1, got {self.head_size}")
 
 
 @strict
@@ -127,11 +139,13 @@ def is_compact(config: Any) -> bool:
 
 
 def compact_config(base: PreTrainedConfig, kept_heads: list[list[int]], intermediate_sizes: list[int],
-                   compaction: dict[str, str] | None = None) -> CompactFields:
+                   compaction: dict[str, str] | None = None, **changes: Any) -> CompactFields:
     """The compacted config of an encoder whose config is ``base``, keeping ``kept_heads`` / ``intermediate_sizes``.
 
-    Every base setting is kept, the attention implementation (SDPA) included. ValueError for a
-    model type without a compacted class, or for an already compacted config.
+    Every base setting is kept, the attention implementation (SDPA) included, except ``changes``
+    (config keys such as ``num_hidden_layers``, ``hidden_size``, ``head_size``: what
+    :mod:`masks.extract` sets). ValueError for a model type without a compacted class, or for an
+    already compacted config.
     """
     if is_compact(base):
         raise ValueError(f"the model is already compacted ({base.model_type}); compact the original model instead")
@@ -144,6 +158,7 @@ def compact_config(base: PreTrainedConfig, kept_heads: list[list[int]], intermed
     values.update(kept_heads=[[int(h) for h in heads] for heads in kept_heads],
                   intermediate_sizes=[int(n) for n in intermediate_sizes],
                   compaction={str(k): str(v) for k, v in (compaction or {}).items()})
+    values.update(changes)
     config = cls.from_dict(values)
     config._attn_implementation = base._attn_implementation
     return config

@@ -151,13 +151,20 @@ def resize_layers(model: PreTrainedModel, config: CompactFields) -> None:
     """Cut every layer of ``model`` (a full-size base encoder) to the sizes recorded in ``config``."""
     spec = ARCH_SPECS[config.base_model_type]
     layers = model.get_submodule(spec.layers)
-    head_dim = config.hidden_size // config.num_attention_heads
+    head_dim = config.head_dim
     for index, layer in enumerate(layers):
-        if config.kept_heads is not None:
-            if not config.kept_heads[index]:
+        heads = config.kept_heads[index] if config.kept_heads is not None else None
+        if heads is None and config.head_size is not None:
+            heads = list(range(config.num_attention_heads))  # built with one head: give it all of them
+        if heads is not None:
+            if not heads:
                 _skip_attention(layer, spec)
             else:
-                _cut_heads(layer, spec, config.kept_heads[index], head_dim, config.num_attention_heads)
+                _cut_heads(layer, spec, list(heads), head_dim, config.num_attention_heads)
+        attention = layer.get_submodule(spec.q.rpartition(".")[0])  # reshapes to (B, T, -1, d)
+        if config.head_size is not None and not isinstance(attention, SkippedAttention):
+            attention.attention_head_size = head_dim
+            attention.scaling = head_dim ** -0.5
         if config.intermediate_sizes is not None:
             size = config.intermediate_sizes[index]
             _resize(layer, spec.ffn_up, out_features=spec.ffn_up_parts * size)
@@ -165,10 +172,21 @@ def resize_layers(model: PreTrainedModel, config: CompactFields) -> None:
 
 
 class _CompactMixin:
-    """``__init__``: build the full-size base encoder, cut its layers, then initialise what is new."""
+    """``__init__``: build the full-size base encoder, cut its layers, then initialise what is new.
+
+    With a ``head_size`` the hidden size need not be a multiple of the head count, which the
+    stock attention refuses to build: the base encoder is then built with one head per layer (Q/K/V
+    ``hidden -> hidden``, resized at once) and every attention module gets the recorded head size.
+    """
 
     def __init__(self, config: CompactFields, *args, **kwargs) -> None:
-        super().__init__(config, *args, **kwargs)
+        heads = config.num_attention_heads
+        if config.head_size is not None:
+            config.num_attention_heads = 1  # the stock constructor's divisibility check; restored below
+        try:
+            super().__init__(config, *args, **kwargs)
+        finally:
+            config.num_attention_heads = heads
         resize_layers(self, config)
         self.post_init()  # initialises only the new (resized) modules; on the meta device a no-op
 

@@ -44,6 +44,18 @@ class ResultsDir:
             copied.append(target)
         return copied
 
+    def restore_files(self, files: Iterable[Path]) -> list[Path]:
+        """Copy back into the study's output folder the ``files`` (paths there) that are missing there but
+        present in the results folder (a step's outputs: a step that finds them does not redo its work)."""
+        restored = []
+        for path in map(Path, files):
+            source = self._mirror(path)
+            if source is None or path.is_file() or not source.is_file():
+                continue
+            atomic_write(path, lambda tmp, src=source: shutil.copyfile(src, tmp))
+            restored.append(path)
+        return restored
+
     def publish_run(self, run: RunDir) -> list[Path]:
         """A finished run's small artifacts, ``metrics.json`` last (its presence marks the copy complete)."""
         files = [run.path / p for p in run.small_artifacts()]

@@ -1,0 +1,202 @@
+"""Bort-style optimal sub-architecture extraction: search depth, heads, hidden size and FFN size of a teacher
+on measured cost, distil the chosen one, fine-tune it and compare it with the teacher and a same-size ticket.
+
+    python -m experiments.subarch STUDY.yaml [--output-dir DIR] [--glue-dir DIR] [--report-only]
+        [--jobs N] [--threads-per-run N] [--backend local|ray|inline] [--results-dir DIR] [--dry-run]
+
+The study (:mod:`experiments.subarch_config`, e.g. ``experiments/subarch.yaml``) runs on the study engine
+(:mod:`experiments.engine`) as one job graph:
+
+1. ``scores``: score the teacher's layers, heads, FFN neurons and hidden dimensions on the corpus;
+2. ``candidates/D…-A…-H…-I…``: per candidate of the grid, extract it from the teacher's weights, count its
+   parameters and operations, time it against the teacher, distil it briefly and measure the held-out
+   distillation loss (the error surrogate); optionally ``…/reference``: a short fine-tune on one task;
+3. ``select``: Pareto frontier over (parameters, cost, error), W ranking, constraints, the choice;
+4. ``models/extracted``, ``models/distilled`` (distillation pre-training on the corpus), ``models/ticket``
+   (a compacted union of winning tickets with the same encoder parameter count);
+5. ``finetune/ROW/TASK/lr…-wu…-seed…``: ``train.py --model DIR`` runs over the sweep (seeds × lr × warm-up);
+6. ``latency``: the table's speed measurement; ``table``: the Bort-style table (``table.md``).
+
+Every step skips what is already done, so running the command again resumes the study (an interrupted
+distillation continues from its checkpoint). ``--dry-run`` prints the graph and the estimated cost.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+from basics.cli import OneLineParser, run_main
+from basics.io import atomic_write_text
+from experiments.engine.jobs import Job, JobGraph
+from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, results_dir, run_jobs
+from experiments.engine.scheduler import StudyFailed, raise_if_failed
+from experiments.study_config import train_config
+from experiments.subarch_config import SubarchStudy, load_study, study_to_dict
+from experiments.subarch_files import StudyFiles
+from experiments.subarch_models import distilled_step, extracted_step, latency_step, ticket_step
+from experiments.subarch_search import candidate_step, score_step, select_step
+from experiments.subarch_table import table_step
+from masks.cost import EncoderSize, ops_per_token, param_counts
+from masks.subarch import SubArch
+from mtl.config import TrainConfig
+from mtl.teacher import teacher_shape
+
+MODEL_ROWS = ("extracted", "distilled", "ticket")
+MODEL_STEPS = {"extracted": extracted_step, "distilled": distilled_step, "ticket": ticket_step}
+# One distillation step (teacher forward + student forward and backward, eager attention) on one core, per
+# sequence of the batch and per million operations per token of teacher + 3 x student, on GLUE sentences
+# (about 15 tokens on average; ops counted at 32): 0.0020-0.0021 s measured here for MiniLM into D6-A12-H384-I1536
+# and D3-A8-H256-I768, batch 32, one thread, nice 5, the shared 2-core machine busy with a study.
+DISTILL_SECONDS_PER_SEQ_MOPS = 0.002
+
+
+def finetune_config(study: SubarchStudy, row: str, task: str, lr: float, warmup: float, seed: int) -> TrainConfig:
+    files = StudyFiles(study.out)
+    model = study.teacher if row == "teacher" else str(files.model(row))
+    block = {**study.finetune.train, **study.finetune.per_task.get(task, {})}
+    holdout = block.pop("holdout_fraction", 0.1 if study.finetune.select_on == "holdout" else 0.0)
+    forced = {"tasks": [task], "seed": seed, "lr": lr, "warmup_ratio": warmup, "model": model,
+              "output_dir": str(files.finetune_run(row, task, lr, warmup, seed)), "holdout_fraction": holdout}
+    if study.glue_dir:
+        forced["glue_dir"] = study.glue_dir
+    return train_config([(f"finetune.train / finetune.per_task.{task}", block)], forced, f"finetune {row} {task}")
+
+
+def reference_config(study: SubarchStudy, name: str) -> TrainConfig:
+    files = StudyFiles(study.out)
+    ref = dict(study.search.reference_task)
+    forced = {"tasks": [ref["task"]], "seed": 1, "model": str(files.candidate_dir(name) / "model"),
+              "output_dir": str(files.reference_run(name))}
+    if study.glue_dir:
+        forced["glue_dir"] = study.glue_dir
+    return train_config([("search.reference_task.train", dict(ref.get("train") or {}))], forced, f"reference {name}")
+
+
+def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None) -> list[Job]:
+    """The whole study as jobs (module docstring)."""
+    files, rows, f = StudyFiles(study.out), study.rows(), study.finetune
+    jobs = [Job("scores", action=score_step, args=(study, threads), where="worker",
+                outputs=(files.scores, files.scores_json))]
+    searched: list[str] = []
+    for arch in archs:
+        name = arch.name
+        jobs.append(Job(f"candidates/{name}", deps=("scores",), action=candidate_step, args=(study, name, threads),
+                        where="worker", labels={"kind": "candidate", "task": name},
+                        outputs=(files.candidate_json(name), files.candidate_dir(name) / "log.jsonl",
+                                 files.candidate_dir(name) / "distill.json")))
+        searched.append(f"candidates/{name}")
+        if study.search.reference_task is not None:
+            jobs.append(Job(f"candidates/{name}/reference", deps=(f"candidates/{name}",),
+                            config=reference_config(study, name), labels={"task": name, "kind": "reference"}))
+            searched.append(f"candidates/{name}/reference")
+    jobs.append(Job("select", deps=tuple(searched), action=select_step, args=(study, [a.name for a in archs]),
+                    outputs=(files.search_json, files.search_md, files.frontier_png, files.chosen)))
+    runs = {(row, t, lr, wu, s): finetune_config(study, row, t, lr, wu, s)
+            for row in rows for t in f.tasks for lr in f.lrs for wu in f.warmups for s in f.seeds}
+    for row in (r for r in rows if r in MODEL_ROWS):
+        needed = [str(Path(c.output.output_dir) / "metrics.json") for (r, *_), c in runs.items() if r == row]
+        needed.append(str(files.latency))
+        outputs = {"distilled": (files.distill_dir / "log.jsonl", files.distill_dir / "distill.json",
+                                 files.distill_dir / "curve.png"),
+                   "ticket": (files.ticket_dir / "mask.safetensors", files.ticket_dir / "ticket.json")}.get(row, ())
+        jobs.append(Job(f"models/{row}", deps=("select",), action=MODEL_STEPS[row], args=(study, needed, threads),
+                        where="worker", outputs=outputs))
+    for (row, task, lr, wu, seed), config in runs.items():
+        deps = () if row == "teacher" else (f"models/{row}",)
+        jobs.append(Job(f"finetune/{row}/{task}/lr{lr:g}-wu{wu:g}-seed{seed}", deps=deps, config=config,
+                        labels={"task": task, "kind": row, "seed": seed}, info={"label": row, "seed": seed}))
+    model_jobs = tuple(f"models/{r}" for r in rows if r in MODEL_ROWS)
+    jobs.append(Job("latency", deps=("select", *model_jobs), action=latency_step, args=(study, rows, threads),
+                    where="worker", outputs=(files.latency,)))
+    finetune = tuple(j.name for j in jobs if j.name.startswith("finetune/"))
+    jobs.append(Job("table", deps=("latency", *finetune), action=table_step, args=(study, rows), after_failures=True,
+                    outputs=(files.table_md, files.table_json)))
+    return jobs
+
+
+def step_estimate(study: SubarchStudy, archs: list[SubArch], shape) -> list[str]:
+    """Lines estimating the steps the engine has no cost model for: the search's and the pre-training's
+    distillation, from :data:`DISTILL_SECONDS_PER_SEQ_MOPS` (one core)."""
+    files = StudyFiles(study.out)
+    base = EncoderSize(shape.hidden, shape.head_dim, (shape.num_heads,) * shape.num_layers,
+                       (shape.intermediate,) * shape.num_layers, 30522, 512, 2, shape.hidden, True)
+    seq = 32  # the convention of DISTILL_SECONDS_PER_SEQ_MOPS
+    teacher_ops = ops_per_token(base, seq) / 1e6
+
+    def seconds(arch: SubArch, steps: int, batch: int) -> float:
+        student = ops_per_token(base.uniform(arch.depth, arch.heads, arch.hidden, arch.ffn), seq) / 1e6
+        return steps * batch * (teacher_ops + 3 * student) * DISTILL_SECONDS_PER_SEQ_MOPS
+
+    todo = [a for a in archs if not files.candidate_json(a.name).is_file()]
+    d = study.search.distill
+    search = sum(seconds(a, d.steps, d.batch_size) for a in todo) + len(todo) * 60  # + latency, loading
+    teacher_layers = param_counts(base)["layers"]
+
+    def share(a: SubArch) -> float:
+        return param_counts(base.uniform(a.depth, a.heads, a.hidden, a.ffn))["layers"] / teacher_layers
+
+    limit = study.select.max_encoder_share
+    allowed = [a for a in archs if limit is None or share(a) <= limit + 1e-12] or archs
+    largest = max(allowed, key=lambda a: ops_per_token(base.uniform(a.depth, a.heads, a.hidden, a.ffn), seq))
+    pretrain = 0.0 if (files.model("distilled") / "subarch.json").is_file() else seconds(
+        largest, study.distill.steps, study.distill.batch_size)
+    return [f"search: {len(todo)} of {len(archs)} candidates to measure, about {search / 3600:.1f} core-hours "
+            f"({d.steps} distillation steps of batch {d.batch_size} each, plus timing)",
+            f"distillation pre-training: {study.distill.steps} steps of batch {study.distill.batch_size}, at most "
+            f"about {pretrain / 3600:.1f} core-hours (for {largest.name}, the costliest candidate the selection "
+            "allows; the chosen one may be cheaper)",
+            "fine-tuning runs: the engine's estimate below (MiniLM rates; smaller students train faster)"]
+
+
+def run_study(study: SubarchStudy, engine: EngineOptions, report_only: bool = False) -> int:
+    shape = teacher_shape(study.teacher)
+    archs = study.search.archs(shape)
+    out = study.out
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "study.yaml", yaml.safe_dump(study_to_dict(study), sort_keys=False))
+    _, threads, _ = engine.resolved()
+    jobs = study_jobs(study, archs, threads)
+    results = results_dir(engine, out)
+    if results is not None:  # steps find their outputs and skip; runs are restored by the scheduler
+        results.restore_files(p for job in jobs for p in job.outputs)
+        results.publish_files([out / "study.yaml"])
+    if report_only:
+        jobs = [j for j in jobs if j.name in ("select", "table")]
+        jobs = [Job(j.name, action=j.action, args=j.args, outputs=j.outputs) for j in jobs]
+    graph = JobGraph(jobs)
+    if engine.dry_run:
+        for line in step_estimate(study, archs, shape):
+            print(line)
+    report = run_jobs(graph, engine, out)
+    if report is None:
+        return 0
+    raise_if_failed(report)
+    print(f"table: {StudyFiles(out).table_md}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    def go() -> int:
+        parser = OneLineParser(prog="python -m experiments.subarch", description=__doc__.splitlines()[0])
+        parser.add_argument("study", type=Path, help="the study YAML (experiments/subarch.yaml)")
+        parser.add_argument("--output-dir", default=None, help="override the study's output_dir")
+        parser.add_argument("--glue-dir", default=None, help="override the study's glue_dir (default: $GLUE_DIR)")
+        parser.add_argument("--report-only", action="store_true", help="redo the selection and the table from what is there")
+        add_engine_flags(parser)
+        args = parser.parse_args(argv)
+        study = load_study(args.study, args.output_dir, args.glue_dir)
+        try:
+            return run_study(study, engine_options(args), args.report_only)
+        except StudyFailed as exc:
+            print(f"{exc}; run the same command again to retry them (finished work is kept)", file=sys.stderr)
+            return 1
+
+    return run_main(go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

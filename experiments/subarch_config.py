@@ -1,0 +1,252 @@
+"""A sub-architecture study (Bort-style search, distillation, fine-tuning, table) as a typed value.
+
+A study YAML (``experiments/subarch.yaml``) has these sections; every key has a default here::
+
+    name: subarch
+    teacher: minilm                     # any model name or path (the packaged MiniLM: D<=6, A<=12, H<=384, I<=1536)
+    output_dir: runs/subarch
+    glue_dir: null                      # default: $GLUE_DIR
+    corpus:    {files: [], glue_tasks: [], max_texts: null, heldout: 2000, max_seq_length: 128}
+    scoring:   {batches: 64, batch_size: 32, seed: 0}
+    search:
+      grid: {depth: [2, 3, 4, 6], heads: [4, 6, 8, 12], hidden: [192, 256, 320, 384], ffn: [384, 768, 1152, 1536]}
+      candidates: []                    # names such as D4-A8-H256-I768 instead of the grid
+      sample: null                      # draw this many candidates of the grid (seeded)
+      layers: importance                # or even (masks.subarch.LAYER_CHOICES)
+      distill: {steps: 300}             # the error surrogate's limited distillation (mtl.distill.DistillConfig)
+      latency: {seq_len: 128, batch_sizes: [1, 32], rounds: 5}
+      reference_task: null              # e.g. {task: rte, train: {epochs: 1}}: dev error after a short fine-tune
+    select:    {cost: ops, error: distill, weights: {params: 1, cost: 1, error: 1}, max_encoder_share: null,
+                min_speedup: null, arch: null}
+    distill:   {steps: 20000, ...}      # pre-training of the chosen architecture (mtl.distill.DistillConfig)
+    finetune:  {tasks: [...], seeds: [1, 2, 3], lrs: [...], warmups: [...], select_on: holdout, train: {...},
+                per_task: {sst2: {...}}, rows: [teacher, distilled, extracted, ticket]}
+    ticket:    {importance: {rte: FILE, ...}, mask: null}
+    latency:   {seq_len: 128, batch_sizes: [1, 32], rounds: 9}   # the table's speed-up measurement
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from basics.errors import UserError
+from basics.options import read_yaml
+from basics.registry import Registry
+from masks.arch import EncoderShape
+from masks.subarch import LAYER_CHOICES, SubArch
+from mtl.distill import DistillConfig
+
+# the axes a candidate's cost can be measured on (the frontier's second objective)
+COST_AXES: Registry[str] = Registry("cost axis")
+COST_AXES.register("ops", "analytic operations per token (Bort's inference-speed surrogate)")
+COST_AXES.register("latency_b1", "measured seconds per call at batch 1")
+COST_AXES.register("latency_b32", "measured seconds per call at batch 32")
+ERRORS: Registry[str] = Registry("error surrogate")
+ERRORS.register("distill", "the distillation loss on held-out text after the search's limited distillation")
+ERRORS.register("task", "100 - the reference task's dev score after a short fine-tune")
+ROWS: Registry[str] = Registry("table row")
+ROWS.register("teacher", "the teacher, fine-tuned")
+ROWS.register("distilled", "the chosen architecture, extracted and distilled")
+ROWS.register("extracted", "the chosen architecture, extracted, not distilled")
+ROWS.register("ticket", "a compacted union of winning tickets with the chosen architecture's encoder parameters")
+SELECT_ON = ("holdout", "dev")
+
+
+def _build(cls: type, data: Any, where: str):
+    """``cls(**data)`` with unknown keys and bad values as one-line errors naming ``where``."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"study key {where!r} must be a mapping, got {data!r}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise UserError(f"unknown study key {where}.{unknown[0]}; valid keys of {where}: {', '.join(names)}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise UserError(f"study key {where}: {exc}") from None
+
+
+@dataclass
+class CorpusSpec:
+    files: list[str] = field(default_factory=list)  # text files, one text per line; none: GLUE training sentences
+    glue_tasks: list[str] = field(default_factory=list)  # [] = every GLUE task whose training file is on disk
+    max_texts: int | None = None  # a fixed random subset of the corpus
+    heldout: int = 2000  # texts held out for the distillation loss
+    max_seq_length: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.heldout < 1 or self.max_seq_length < 8 or (self.max_texts is not None and self.max_texts <= self.heldout):
+            raise UserError("corpus needs heldout >= 1, max_seq_length >= 8 and max_texts > heldout")
+
+
+@dataclass
+class ScoringSpec:
+    batches: int = 64
+    batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batches < 1 or self.batch_size < 1:
+            raise UserError("scoring needs batches >= 1 and batch_size >= 1")
+
+
+@dataclass
+class LatencySpec:
+    seq_len: int = 128
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
+    rounds: int = 5
+    sequences_per_round: int = 32  # timed calls per round at batch b: max(1, this // b)
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or not self.batch_sizes or min(self.batch_sizes) < 1 or self.seq_len < 2:
+            raise UserError("latency needs rounds >= 1, batch sizes >= 1 and seq_len >= 2")
+
+    def calls(self) -> dict[int, int]:
+        return {b: max(1, self.sequences_per_round // b) for b in self.batch_sizes}
+
+
+@dataclass
+class SearchSpec:
+    grid: dict[str, list[int]] = field(default_factory=lambda: {
+        "depth": [2, 3, 4, 6], "heads": [4, 6, 8, 12], "hidden": [192, 256, 320, 384], "ffn": [384, 768, 1152, 1536]})
+    candidates: list[str] = field(default_factory=list)
+    sample: int | None = None
+    seed: int = 0
+    layers: str = "importance"
+    distill: DistillConfig = field(default_factory=lambda: DistillConfig(steps=300, checkpoint_every=0, log_every=25))
+    latency: LatencySpec = field(default_factory=LatencySpec)
+    reference_task: dict[str, Any] | None = None  # {task: NAME, train: {train.py options}}
+
+    def __post_init__(self) -> None:
+        LAYER_CHOICES.check(self.layers)
+        if isinstance(self.distill, dict):
+            self.distill = DistillConfig.from_dict({"checkpoint_every": 0, "log_every": 25, "steps": 300, **self.distill})
+        if isinstance(self.latency, dict):
+            self.latency = _build(LatencySpec, self.latency, "search.latency")
+        axes = ("depth", "heads", "hidden", "ffn")
+        if sorted(self.grid) != sorted(axes) or any(not v for v in self.grid.values()):
+            raise UserError(f"search.grid needs a non-empty list for each of {', '.join(axes)}")
+        if self.reference_task is not None and "task" not in self.reference_task:
+            raise UserError("search.reference_task needs a task, e.g. {task: rte, train: {epochs: 1}}")
+
+    def archs(self, shape: EncoderShape) -> list[SubArch]:
+        """The candidates: the explicit list, else the grid (or ``sample`` of it), each checked against the teacher."""
+        if self.candidates:
+            archs = [SubArch.parse(name) for name in self.candidates]
+        else:
+            g = self.grid
+            archs = [SubArch(*values) for values in itertools.product(g["depth"], g["heads"], g["hidden"], g["ffn"])]
+            if self.sample is not None and self.sample < len(archs):
+                archs = sorted(random.Random(self.seed).sample(archs, self.sample))
+        if len(set(archs)) != len(archs):
+            raise UserError("search.candidates lists a sub-architecture twice")
+        return [a.check(shape) for a in archs]
+
+
+@dataclass
+class SelectSpec:
+    cost: str = "ops"
+    error: str = "distill"
+    weights: dict[str, float] = field(default_factory=lambda: {"params": 1.0, "cost": 1.0, "error": 1.0})
+    max_encoder_share: float | None = None  # keep candidates with at most this share of the teacher's layer parameters
+    min_speedup: float | None = None  # ... and at least this measured speed-up at the largest latency batch
+    arch: str | None = None  # choose this candidate instead of the best ranked
+
+    def __post_init__(self) -> None:
+        COST_AXES.check(self.cost)
+        ERRORS.check(self.error)
+        if sorted(self.weights) != ["cost", "error", "params"]:
+            raise UserError("select.weights needs params, cost and error")
+
+
+@dataclass
+class FinetuneSpec:
+    tasks: list[str] = field(default_factory=lambda: ["rte", "mrpc", "stsb", "cola", "sst2"])
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    lrs: list[float] = field(default_factory=lambda: [5e-5, 1e-4])
+    warmups: list[float] = field(default_factory=lambda: [0.06, 0.1])
+    select_on: str = "holdout"
+    train: dict[str, Any] = field(default_factory=dict)  # train.py options of every fine-tuning run
+    per_task: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {sst2: {max_train_samples: 10000}}
+    rows: list[str] = field(default_factory=lambda: list(ROWS.names()))
+
+    def __post_init__(self) -> None:
+        for row in self.rows:
+            ROWS.check(row)
+        if self.select_on not in SELECT_ON:
+            raise UserError(f"finetune.select_on must be one of {', '.join(SELECT_ON)}")
+        if not (self.tasks and self.seeds and self.lrs and self.warmups and self.rows):
+            raise UserError("finetune needs tasks, seeds, lrs, warmups and rows")
+
+
+@dataclass
+class TicketSpec:
+    importance: dict[str, str] = field(default_factory=dict)  # task -> importance.safetensors of a dense run
+    mask: str | None = None  # a shared mask file, used as it is
+    min_heads_per_layer: int = 1
+
+
+@dataclass
+class SubarchStudy:
+    name: str = "subarch"
+    teacher: str = "minilm"
+    output_dir: str = "runs/subarch"
+    glue_dir: str | None = None
+    corpus: CorpusSpec = field(default_factory=CorpusSpec)
+    scoring: ScoringSpec = field(default_factory=ScoringSpec)
+    search: SearchSpec = field(default_factory=SearchSpec)
+    select: SelectSpec = field(default_factory=SelectSpec)
+    distill: DistillConfig = field(default_factory=lambda: DistillConfig(steps=20000, checkpoint_every=500,
+                                                                         log_every=50, eval_every=2000))
+    finetune: FinetuneSpec = field(default_factory=FinetuneSpec)
+    ticket: TicketSpec = field(default_factory=TicketSpec)
+    latency: LatencySpec = field(default_factory=lambda: LatencySpec(rounds=9))
+
+    @property
+    def out(self) -> Path:
+        return Path(self.output_dir).expanduser()
+
+    def rows(self) -> list[str]:
+        """The table's rows; ``ticket`` only when the study says where its ticket comes from."""
+        return [r for r in self.finetune.rows if r != "ticket" or self.ticket.importance or self.ticket.mask]
+
+
+SECTIONS = {"corpus": CorpusSpec, "scoring": ScoringSpec, "search": SearchSpec, "select": SelectSpec,
+            "finetune": FinetuneSpec, "ticket": TicketSpec, "latency": LatencySpec}
+
+
+def study_from_dict(data: dict[str, Any]) -> SubarchStudy:
+    """The study of a YAML mapping; unknown keys and bad values are one-line errors."""
+    values: dict[str, Any] = {}
+    for key, value in (data or {}).items():
+        if key in SECTIONS:
+            values[key] = _build(SECTIONS[key], value, key)
+        elif key == "distill":
+            values[key] = DistillConfig.from_dict({"checkpoint_every": 500, "log_every": 50, "eval_every": 2000,
+                                                   "steps": 20000, **(value or {})})
+        else:
+            values[key] = value
+    return _build(SubarchStudy, values, "study")
+
+
+def load_study(path: Path, output_dir: str | None = None, glue_dir: str | None = None) -> SubarchStudy:
+    """Read a study YAML; ``output_dir`` / ``glue_dir`` (command-line flags) override the file."""
+    study = study_from_dict(read_yaml(Path(path)))
+    if output_dir is not None:
+        study.output_dir = output_dir
+    if glue_dir is not None:
+        study.glue_dir = glue_dir
+    return study
+
+
+def study_to_dict(study: SubarchStudy) -> dict[str, Any]:
+    """The resolved study as plain data (written as ``study.yaml``)."""
+    return dataclasses.asdict(study)

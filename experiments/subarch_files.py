@@ -1,0 +1,103 @@
+"""Where a sub-architecture study writes (:class:`StudyFiles`), and the text it reads (:func:`study_texts`).
+
+    OUT/scores.safetensors, scores.json          teacher scores (layers, heads, neurons, hidden dims)
+    OUT/candidates/NAME.json                     one searched candidate: sizes, costs, latency, error
+    OUT/candidates/NAME/log.jsonl, distill.json  its limited distillation (NAME/model: saved for a reference task)
+    OUT/search.json, search.md, frontier.png     frontier, ranking, the choice; OUT/chosen.json
+    OUT/models/{extracted,distilled,ticket}/     model directories (weights: never committed)
+    OUT/distill/log.jsonl, distill.json, curve.png   distillation of the chosen architecture
+    OUT/ticket/mask.safetensors, ticket.json     the matched union ticket
+    OUT/finetune/ROW/TASK/lrLR-wuWU-seedS/       fine-tuning runs (train.py run directories)
+    OUT/latency.json                             the table's speed measurement
+    OUT/table.md, table.json                     the Bort-style table
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from experiments.subarch_config import SubarchStudy
+from mtl.corpus import glue_sentences, read_text_files, split_heldout, subsample
+
+
+@dataclass(frozen=True)
+class StudyFiles:
+    out: Path
+
+    @property
+    def scores(self) -> Path:
+        return self.out / "scores.safetensors"
+
+    @property
+    def scores_json(self) -> Path:
+        return self.out / "scores.json"
+
+    def candidate_json(self, name: str) -> Path:
+        return self.out / "candidates" / f"{name}.json"
+
+    def candidate_dir(self, name: str) -> Path:
+        return self.out / "candidates" / name
+
+    def reference_run(self, name: str) -> Path:
+        return self.out / "candidates" / name / "reference"
+
+    @property
+    def search_json(self) -> Path:
+        return self.out / "search.json"
+
+    @property
+    def search_md(self) -> Path:
+        return self.out / "search.md"
+
+    @property
+    def frontier_png(self) -> Path:
+        return self.out / "frontier.png"
+
+    @property
+    def chosen(self) -> Path:
+        return self.out / "chosen.json"
+
+    def model(self, row: str) -> Path:
+        return self.out / "models" / row
+
+    @property
+    def distill_dir(self) -> Path:
+        return self.out / "distill"
+
+    @property
+    def ticket_dir(self) -> Path:
+        return self.out / "ticket"
+
+    def finetune_run(self, row: str, task: str, lr: float, warmup: float, seed: int) -> Path:
+        return self.out / "finetune" / row / task / f"lr{lr:g}-wu{warmup:g}-seed{seed}"
+
+    @property
+    def latency(self) -> Path:
+        return self.out / "latency.json"
+
+    @property
+    def table_md(self) -> Path:
+        return self.out / "table.md"
+
+    @property
+    def table_json(self) -> Path:
+        return self.out / "table.json"
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def study_texts(study: SubarchStudy) -> tuple[list[str], list[str]]:
+    """``(train, heldout)`` texts: the corpus files, else the GLUE training sentences; fixed subset and split."""
+    c = study.corpus
+    if c.files:
+        texts = read_text_files([Path(f).expanduser() for f in c.files])
+    else:
+        glue = study.glue_dir or os.environ.get("GLUE_DIR")
+        texts = glue_sentences(Path(glue).expanduser() if glue else None, c.glue_tasks or None)
+    return split_heldout(subsample(texts, c.max_texts, c.seed), c.heldout)

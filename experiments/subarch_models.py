@@ -1,0 +1,152 @@
+"""The model steps of a sub-architecture study: the chosen architecture extracted, distilled, the matched
+ticket, and the speed measurement of the table.
+
+- :func:`extracted_step`: the chosen architecture cut from the teacher (``models/extracted``), no training;
+- :func:`distilled_step`: the same, distilled on the corpus for ``distill.steps`` steps (``distill/``: loss
+  log, summary, loss curve; resumable from its checkpoint), saved as ``models/distilled``;
+- :func:`ticket_step`: the union of the tasks' winning tickets with the chosen architecture's encoder
+  parameter count (:func:`masks.matched_ticket.matched_union`), or ``ticket.mask`` as it is, compacted out of
+  the pre-trained teacher (``models/ticket``; fine-tuning it rewinds the ticket);
+- :func:`latency_step`: every model of the table against the teacher, paired, at each batch size
+  (``latency.json``, with their parameter counts).
+
+A model step does nothing when its model directory is complete, or when nothing still needs the model
+(every run fine-tuned from it has finished, and the speed was measured): a study continued from a results
+folder on a new machine rebuilds no model it does not need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from basics.errors import UserError
+from basics.io import atomic_write_json
+from experiments.plots import _save, pyplot
+from experiments.subarch_config import SubarchStudy
+from experiments.subarch_files import StudyFiles, read_json, study_texts
+from experiments.subarch_search import chosen_arch, encoder_costs, measure, selection_of
+from masks.arch import shape_of
+from masks.auto_classes import register_auto_classes
+from masks.compact import compact_encoder
+from masks.cost import EncoderSize, torch_threads
+from masks.importance import load_importance
+from masks.mask import load_mask, save_mask
+from masks.matched_ticket import layer_params, matched_union
+from mtl.corpus import TokenizedCorpus
+from mtl.distill import Distiller, read_log
+from mtl.model import load_encoder
+from mtl.teacher import is_student_dir, load_teacher, make_student, read_student_info, save_student
+
+TICKET_FILE = "ticket.json"
+
+
+def not_needed(needed_by: Sequence[str]) -> bool:
+    """True when every file in ``needed_by`` (the outputs that use a model) exists already."""
+    return bool(needed_by) and all(Path(p).is_file() for p in needed_by)
+
+
+def _ready(model_dir: Path, arch_name: str) -> bool:
+    if not is_student_dir(model_dir):
+        return False
+    if read_student_info(model_dir).get("arch") != arch_name:
+        raise UserError(f"{model_dir} holds {read_student_info(model_dir).get('arch')}, but the search now chooses "
+                        f"{arch_name}; delete {model_dir.parent} (and the runs fine-tuned from it) to rebuild")
+    return True
+
+
+def extracted_step(study: SubarchStudy, needed_by: Sequence[str] = (), threads: int | None = 1) -> None:
+    files, arch = StudyFiles(study.out), chosen_arch(study)
+    if _ready(files.model("extracted"), arch.name) or not_needed(needed_by):
+        print("extracted: nothing to do", flush=True)
+        return
+    with torch_threads(threads):
+        teacher = load_teacher(study.teacher)
+        student = make_student(teacher, selection_of(study, arch, teacher), {"row": "extracted"})
+        save_student(student, teacher.tokenizer, files.model("extracted"), {"teacher": study.teacher, "distilled": False})
+    print(f"extracted: {arch.name} -> {files.model('extracted')}", flush=True)
+
+
+def distilled_step(study: SubarchStudy, needed_by: Sequence[str] = (), threads: int | None = 1) -> None:
+    files, arch = StudyFiles(study.out), chosen_arch(study)
+    if _ready(files.model("distilled"), arch.name) or not_needed(needed_by):
+        print("distilled: nothing to do", flush=True)
+        return
+    with torch_threads(threads):
+        teacher = load_teacher(study.teacher)
+        student = make_student(teacher, selection_of(study, arch, teacher), {"row": "distilled"})
+        train, heldout = study_texts(study)
+        tok, length = teacher.tokenizer, study.corpus.max_seq_length
+        summary = Distiller(teacher, student, TokenizedCorpus.of(tok, train, length), TokenizedCorpus.of(tok, heldout, length),
+                            study.distill, files.distill_dir, say=lambda line: print(line, flush=True)).run()
+        plot_curve(files.distill_dir, f"Distillation of {arch.name} from {study.teacher}")
+        save_student(student, teacher.tokenizer, files.model("distilled"),
+                     {"teacher": study.teacher, "distilled": True, "heldout": summary["heldout"]["loss"],
+                      "heldout_before": summary["heldout_before"]["loss"], "steps": summary["steps"]})
+    print(f"distilled: {arch.name} -> {files.model('distilled')}", flush=True)
+
+
+def plot_curve(run_dir: Path, title: str) -> Path:
+    """``run_dir/curve.png``: the training loss and the held-out loss against the step."""
+    log = read_log(run_dir)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    train = [(r["step"], r["loss"]) for r in log if "loss" in r]
+    held = [(r["step"], r["heldout"]["loss"]) for r in log if "heldout" in r]
+    if train:
+        ax.plot(*zip(*train, strict=True), label="training loss (mean over the logging window)")
+    if held:
+        ax.plot(*zip(*held, strict=True), marker="o", label="held-out loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("distillation loss")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, Path(run_dir) / "curve.png")
+    return Path(run_dir) / "curve.png"
+
+
+def ticket_step(study: SubarchStudy, needed_by: Sequence[str] = (), threads: int | None = 1) -> None:
+    files = StudyFiles(study.out)
+    model_dir = files.model("ticket")
+    if (model_dir / TICKET_FILE).is_file() or not_needed(needed_by):
+        print("ticket: nothing to do", flush=True)
+        return
+    target = read_json(files.chosen)["params"]["layers"]
+    with torch_threads(threads):
+        encoder, tokenizer = load_encoder(study.teacher)
+        teacher_size, shape = EncoderSize.of(encoder), shape_of(encoder)
+        if study.ticket.mask:
+            mask = load_mask(study.ticket.mask, expect_shape=shape)
+        else:
+            importances = {task: load_importance(path, expect_shape=shape) for task, path in study.ticket.importance.items()}
+            mask = matched_union(importances, shape, teacher_size, target, study.ticket.min_heads_per_layer)
+        save_mask(mask, files.ticket_dir / "mask.safetensors")
+        compact = compact_encoder(encoder.eval(), mask, {"ticket": "matched union" if not study.ticket.mask else "given mask"})
+        register_auto_classes()
+        model_dir.mkdir(parents=True, exist_ok=True)
+        compact.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+    info = {"source": study.ticket.mask or study.ticket.importance, "target_layer_params": target,
+            "layer_params": layer_params(mask, teacher_size), "heads_per_layer": [int(n) for n in mask.heads.sum(1)],
+            "ffn_per_layer": [int(n) for n in mask.ffn.sum(1)], "source_sparsity": mask.meta.extra.get("source_sparsity")}
+    atomic_write_json(files.ticket_dir / TICKET_FILE, info)
+    atomic_write_json(model_dir / TICKET_FILE, info)
+    print(f"ticket: {info['layer_params']:,} encoder-layer parameters (target {target:,}) -> {model_dir}", flush=True)
+
+
+def latency_step(study: SubarchStudy, rows: Sequence[str], threads: int | None = 1) -> None:
+    files = StudyFiles(study.out)
+    if files.latency.is_file():
+        print(f"latency: {files.latency} exists", flush=True)
+        return
+    models = {"teacher": load_encoder(study.teacher)[0]}
+    for row in rows:
+        if row in ("distilled", "ticket") or (row == "extracted" and "distilled" not in rows):
+            models[row] = load_encoder(str(files.model(row)))[0]  # extracted = distilled in size and speed
+    lat = study.latency
+    with torch_threads(threads):
+        measured = measure(models, lat, threads)
+    measured["models"] = {name: encoder_costs(EncoderSize.of(m), lat.seq_len) for name, m in models.items()}
+    atomic_write_json(files.latency, measured)
+    print(f"latency: speed-up {measured['speedup']}", flush=True)

@@ -1,0 +1,231 @@
+"""The search steps of a sub-architecture study: score the teacher, measure every candidate, select.
+
+Each step is a module-level function the study engine runs (:mod:`experiments.subarch`); each writes its
+files under the study's output folder and does nothing when they are already there, so a search that
+stops (or is killed) resumes with the candidates it has not measured yet.
+
+- :func:`score_step`: the teacher's layer, head, neuron and hidden-dimension scores
+  (:func:`masks.subarch_importance.score_subarch`) on ``scoring.batches`` batches of the corpus;
+- :func:`candidate_step`: one candidate: its units (:func:`masks.subarch.select`), its parameters and
+  operations per token (:mod:`masks.cost`), its measured latency against the teacher's (paired, at each
+  batch size), and its error surrogate: the distillation loss on the held-out text after
+  ``search.distill.steps`` steps of distillation from the teacher (before: the loss of the bare extraction);
+- :func:`select_step`: the Pareto frontier over (encoder parameters, cost, error), the W ranking
+  (:mod:`experiments.pareto`), the constraints, the choice; ``search.json`` / ``search.md`` /
+  ``frontier.png`` / ``chosen.json``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from basics.errors import UserError
+from basics.io import atomic_write_json, atomic_write_text
+from experiments.pareto import plot_frontier, rank
+from experiments.subarch_config import SubarchStudy
+from experiments.subarch_files import StudyFiles, read_json, study_texts
+from masks.arch import shape_of
+from masks.cost import EncoderSize, measure_latency, ops_per_token, param_counts, torch_threads
+from masks.subarch import Selection, SubArch, select
+from masks.subarch_importance import describe, load_scores, save_scores, score_subarch
+from mtl.corpus import BatchStream, TokenizedCorpus, subsample
+from mtl.distill import Distiller
+from mtl.rundir import RunDir
+from mtl.teacher import load_teacher, make_student, save_student
+from tasks.score import task_score
+
+
+def score_step(study: SubarchStudy, threads: int | None = 1) -> None:
+    files = StudyFiles(study.out)
+    if files.scores.is_file():
+        print(f"scores: {files.scores} exists", flush=True)
+        return
+    s = study.scoring
+    with torch_threads(threads):
+        teacher = load_teacher(study.teacher)
+        train, _ = study_texts(study)
+        texts = subsample(train, s.batches * s.batch_size, s.seed)
+        corpus = TokenizedCorpus.of(teacher.tokenizer, texts, study.corpus.max_seq_length)
+        stream = iter(BatchStream(corpus, min(s.batch_size, len(corpus)), s.seed))
+        batches = [next(stream) for _ in range(max(1, min(s.batches, len(corpus) // s.batch_size)))]
+        scores = score_subarch(teacher.encoder, batches, seed=s.seed)
+    scores.meta["teacher"] = study.teacher
+    save_scores(scores, files.scores)
+    atomic_write_json(files.scores_json, {"teacher": study.teacher, "batches": len(batches), **describe(scores)})
+    print(f"scores: layers {describe(scores)['layers']}", flush=True)
+
+
+def measure(models: dict, lat, threads: int | None) -> dict[str, Any]:
+    """CPU latency of ``models`` (``lat``: a :class:`LatencySpec`), and under ``"gpu"`` the same on the GPU when
+    there is one (the models are moved there and back)."""
+    out = measure_latency(models, lat.batch_sizes, lat.seq_len, lat.rounds, lat.calls(), reference="teacher",
+                          threads=threads)
+    if torch.cuda.is_available():
+        for model in models.values():
+            model.to("cuda")
+        out["gpu"] = measure_latency(models, lat.batch_sizes, lat.seq_len, lat.rounds, lat.calls(), reference="teacher",
+                                     threads=None)
+        for model in models.values():
+            model.to("cpu")
+    return out
+
+
+def selection_of(study: SubarchStudy, arch: SubArch, teacher) -> Selection:
+    scores = load_scores(StudyFiles(study.out).scores, shape_of(teacher.encoder))
+    return select(scores, arch, study.search.layers)
+
+
+def encoder_costs(size: EncoderSize, seq_len: int) -> dict[str, Any]:
+    counts = param_counts(size)
+    return {"params": counts, "ops_per_token": ops_per_token(size, seq_len),
+            "arch": {"depth": size.depth, "heads": list(size.heads), "hidden": size.hidden, "ffn": list(size.ffn),
+                     "head_dim": size.head_dim}}
+
+
+def candidate_step(study: SubarchStudy, name: str, threads: int | None = 1) -> None:
+    files = StudyFiles(study.out)
+    target = files.candidate_json(name)
+    if target.is_file():
+        print(f"{name}: measured before ({target})", flush=True)
+        return
+    arch, search = SubArch.parse(name), study.search
+    with torch_threads(threads):
+        teacher = load_teacher(study.teacher)
+        selection = selection_of(study, arch, teacher)
+        student = make_student(teacher, selection, {"search": study.name})
+        lat = search.latency
+        latency = measure({"teacher": teacher.encoder, "candidate": student.encoder}, lat, threads)
+        train, heldout = study_texts(study)
+        needed = subsample(train, search.distill.steps * search.distill.batch_size, study.corpus.seed)
+        tok, length = teacher.tokenizer, study.corpus.max_seq_length
+        distilled = Distiller(teacher, student, TokenizedCorpus.of(tok, needed, length), TokenizedCorpus.of(tok, heldout, length),
+                              search.distill, files.candidate_dir(name), say=lambda line: print(line, flush=True)).run()
+        if search.reference_task is not None:
+            save_student(student, teacher.tokenizer, files.candidate_dir(name) / "model", {"candidate": name})
+        teacher_costs = encoder_costs(EncoderSize.of(teacher.encoder), lat.seq_len)
+    costs = encoder_costs(EncoderSize.of(student.encoder), lat.seq_len)
+    record = {"name": name, "arch": {"depth": arch.depth, "heads": arch.heads, "hidden": arch.hidden, "ffn": arch.ffn},
+              "layers_kept": list(selection.layers), **costs, "teacher": teacher_costs,
+              "encoder_share": costs["params"]["layers"] / teacher_costs["params"]["layers"],
+              "ops_ratio": costs["ops_per_token"] / teacher_costs["ops_per_token"],
+              "latency": latency, "error": {"heldout_before": distilled["heldout_before"]["loss"],
+                                            "heldout": distilled["heldout"]["loss"], "parts": distilled["heldout"],
+                                            "steps": distilled["steps"], "seconds": distilled["train_seconds"]}}
+    atomic_write_json(target, record)
+    print(f"{name}: encoder share {record['encoder_share']:.3f}, ops {record['ops_ratio']:.3f} of the teacher's, "
+          f"held-out loss {record['error']['heldout_before']:.4f} -> {record['error']['heldout']:.4f}", flush=True)
+
+
+# ---------------------------------------------------------------- selection
+
+
+def cost_of(record: dict, axis: str) -> float:
+    if axis == "ops":
+        return float(record["ops_per_token"])
+    batch = axis.split("_b")[1]
+    seconds = record["latency"]["seconds"]["candidate"]
+    if batch not in seconds:
+        raise UserError(f"select.cost {axis}: the search measured latency at batch sizes {sorted(seconds)} only")
+    return float(seconds[batch])
+
+
+def error_of(record: dict, study: SubarchStudy) -> float:
+    if study.select.error == "distill":
+        return float(record["error"]["heldout"])
+    run = RunDir(StudyFiles(study.out).reference_run(record["name"]))
+    if not run.finished:
+        raise UserError(f"select.error task: the reference run of {record['name']} did not finish ({run.path})")
+    task = study.search.reference_task["task"]
+    return 100.0 - task_score(run.metrics()[task])
+
+
+def largest_speedup(record: dict) -> float:
+    speedup = record["latency"]["speedup"]["candidate"]
+    return float(speedup[max(speedup, key=int)])
+
+
+def eligible(record: dict, study: SubarchStudy) -> bool:
+    s = study.select
+    if s.max_encoder_share is not None and record["encoder_share"] > s.max_encoder_share + 1e-12:
+        return False
+    return s.min_speedup is None or largest_speedup(record) >= s.min_speedup
+
+
+def select_step(study: SubarchStudy, names: list[str]) -> None:
+    files = StudyFiles(study.out)
+    missing = [n for n in names if not files.candidate_json(n).is_file()]
+    if missing:  # --report-only on an unfinished search
+        print(f"select: {len(missing)} candidate(s) not measured yet, left out: {', '.join(missing)}", flush=True)
+    records = [read_json(files.candidate_json(n)) for n in names if n not in missing]
+    if not records:
+        raise UserError("no candidate has been measured yet; run the search first")
+    for r in records:
+        r["objectives"] = {"params": r["params"]["layers"], "cost": cost_of(r, study.select.cost),
+                           "error": error_of(r, study)}
+    w = study.select.weights
+    ranking = rank([r["name"] for r in records], [tuple(r["objectives"].values()) for r in records],
+                   (w["params"], w["cost"], w["error"]))
+    by_name = {r["name"]: r for r in records}
+    for item in ranking:
+        by_name[item["name"]].update(w=item["w"], rank=item["rank"], frontier=item["frontier"],
+                                     eligible=eligible(by_name[item["name"]], study))
+    chosen = study.select.arch or next((i["name"] for i in ranking if by_name[i["name"]]["eligible"]), None)
+    if chosen is None:
+        raise UserError("no candidate meets select.max_encoder_share / select.min_speedup; relax them or widen the grid")
+    if chosen not in by_name:
+        raise UserError(f"select.arch {chosen} is not among the searched candidates")
+    ordered = [by_name[i["name"]] for i in ranking]
+    report = {"chosen": chosen, "select": vars(study.select), "candidates": ordered,
+              "frontier": [r["name"] for r in ordered if r["frontier"]], "missing": missing}
+    atomic_write_json(files.search_json, report)
+    atomic_write_text(files.search_md, search_markdown(report, study))
+    plot_frontier([{"name": r["name"], "params": r["objectives"]["params"], "cost": r["objectives"]["cost"],
+                    "error": r["objectives"]["error"], "frontier": r["frontier"]} for r in ordered],
+                  files.frontier_png, COST_LABELS[study.select.cost] + (" (millions)" if study.select.cost == "ops" else ""),
+                  ERROR_LABELS[study.select.error], chosen, cost_scale=1e6 if study.select.cost == "ops" else 1.0)
+    pick = by_name[chosen]
+    atomic_write_json(files.chosen, {"arch": chosen, "layers_kept": pick["layers_kept"], "params": pick["params"],
+                                     "encoder_share": pick["encoder_share"]})
+    print(f"select: {chosen} (W {pick['w']:.3f}, rank {pick['rank']} of {len(ordered)}; "
+          f"{len(report['frontier'])} on the frontier)", flush=True)
+
+
+COST_LABELS = {"ops": "operations per token", "latency_b1": "seconds per call, batch 1",
+               "latency_b32": "seconds per call, batch 32"}
+ERROR_LABELS = {"distill": "held-out distillation loss", "task": "100 - reference task dev score"}
+
+
+def search_markdown(report: dict, study: SubarchStudy) -> str:
+    sizes = sorted({b for r in report["candidates"] for b in r["latency"]["speedup"]["candidate"]}, key=int)
+    head = ["rank", "candidate", "W", "frontier", "layers kept", "encoder params (M)", "share", "ops/token (M)",
+            *(f"speed-up b{b}" for b in sizes), "loss before", "loss after"]
+    lines = [f"# Sub-architecture search: {study.name} (teacher {study.teacher})", "",
+             f"Chosen: **{report['chosen']}**. Cost axis: {COST_LABELS[study.select.cost]}; error: "
+             f"{ERROR_LABELS[study.select.error]} after {study.search.distill.steps} distillation steps. "
+             f"W: closeness to the utopia point of the min-max normalised (params, cost, error), weights "
+             f"{study.select.weights} (experiments/pareto.py: our stand-in for Bort's W-coefficient).", "",
+             "| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for r in report["candidates"]:
+        speed = r["latency"]["speedup"]["candidate"]
+        cells = [str(r["rank"]), r["name"] + (" (chosen)" if r["name"] == report["chosen"] else ""), f"{r['w']:.3f}",
+                 "yes" if r["frontier"] else "", ",".join(map(str, r["layers_kept"])),
+                 f"{r['params']['layers'] / 1e6:.2f}", f"{r['encoder_share']:.2f}", f"{r['ops_per_token'] / 1e6:.2f}",
+                 *(f"{speed[b]:.2f}×" for b in sizes), f"{r['error']['heldout_before']:.4f}", f"{r['error']['heldout']:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    seconds = [r["error"]["seconds"] for r in report["candidates"]]
+    lines += ["", f"Speed-ups: paired median against the teacher, measured in each candidate's job "
+              f"({study.search.latency.seq_len} tokens, {study.search.latency.rounds} rounds). "
+              f"Distillation per candidate: median {statistics.median(seconds):.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def chosen_arch(study: SubarchStudy) -> SubArch:
+    """The architecture ``select_step`` chose (UserError before it ran)."""
+    path = StudyFiles(study.out).chosen
+    if not Path(path).is_file():
+        raise UserError(f"no chosen architecture yet ({path}); the search has not finished")
+    return SubArch.parse(read_json(path)["arch"])

@@ -1,0 +1,155 @@
+"""The sub-architecture study end to end on a tiny teacher: search, selection, distillation, ticket, fine-tuning,
+latency and the table; the search resumes (nothing measured twice, a missing candidate measured alone); the
+Pareto frontier and the W ranking on a hand-made set."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+import yaml
+
+import mtl.distill
+from basics.errors import UserError
+from experiments import subarch
+from experiments.pareto import dominates, pareto_front, rank, w_scores
+from experiments.subarch_config import load_study, study_from_dict
+from masks.arch import EncoderShape
+from masks.importance import Importance, save_importance
+from masks.subarch import SubArch
+from tests.conftest import REPO
+from tests.test_distill import save_tiny_model
+from tests.tiny_run import WORDS, write_tiny_tasks
+
+CANDIDATES = ["D1-A1-H8-I8", "D1-A2-H16-I16", "D2-A2-H24-I20", "D3-A4-H32-I37"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_pareto_frontier_and_ranking_on_a_hand_made_set():
+    points = [(1, 5, 5), (2, 2, 2), (3, 3, 3), (5, 1, 1), (2, 2, 2), (1, 5, 6), (4, 4, 0.5)]
+    assert dominates((2, 2, 2), (3, 3, 3)) and not dominates((2, 2, 2), (2, 2, 2))
+    assert pareto_front(points) == [0, 1, 3, 4, 6]  # (3,3,3) by (2,2,2); (1,5,6) by (1,5,5); equal points both stay
+    assert w_scores([(0, 0, 0), (1, 1, 1), (0.5, 0, 0)], [1, 1, 1]) == pytest.approx([1.0, 0.0, 1 - (0.25 / 3) ** 0.5])
+    ranked = rank([f"c{i}" for i in range(len(points))], points, [1, 1, 1])
+    assert ranked[0]["frontier"] and [r["rank"] for r in ranked] == list(range(1, len(points) + 1))
+    assert rank(["a", "b"], [(1, 9, 9), (9, 1, 1)], [1, 0, 0])[0]["name"] == "a"  # only size counts
+    with pytest.raises(UserError, match="ranking weights must be 3 non-negative numbers"):
+        w_scores(points, [1, -1, 1])
+
+
+def test_study_config_checks_its_keys_and_candidates():
+    study = study_from_dict({"search": {"candidates": CANDIDATES}})
+    assert study.search.distill.steps == 300 and study.distill.steps == 20000
+    shape = EncoderShape(3, 4, 8, 32, 37)
+    assert [a.name for a in study.search.archs(shape)] == CANDIDATES
+    assert len(study_from_dict({}).search.archs(EncoderShape(6, 12, 32, 384, 1536))) == 256  # the issue's grid
+    with pytest.raises(UserError, match="unknown study key search.gird"):
+        study_from_dict({"search": {"gird": {}}})
+    with pytest.raises(UserError, match="hidden 48 is outside 1..32"):
+        study_from_dict({"search": {"candidates": ["D1-A1-H48-I8"]}}).search.archs(shape)
+    with pytest.raises(UserError, match="unknown cost axis 'flops'"):
+        study_from_dict({"select": {"cost": "flops"}})
+
+
+def tiny_study(root, **changes) -> dict:
+    teacher = save_tiny_model(root / "teacher")
+    task_def = write_tiny_tasks(root / "data", n_train=64, n_dev=24)
+    rng = random.Random(0)
+    (root / "corpus.txt").write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12)))
+                                               for _ in range(120)), encoding="utf-8")
+    g = torch.Generator().manual_seed(0)
+    save_importance(Importance(*(torch.rand(*s, generator=g) for s in ((3, 4), (3, 37), (3, 4), (3, 37), (3, 1))),
+                               meta={"shape": "L=3,H=4,d=8,hidden=32,I=37", "tasks": "tinysent"}), root / "imp.safetensors")
+    study = {
+        "name": "tiny", "teacher": str(teacher), "output_dir": str(root / "out"),
+        "corpus": {"files": [str(root / "corpus.txt")], "heldout": 16, "max_seq_length": 32},
+        "scoring": {"batches": 2, "batch_size": 8},
+        "search": {"candidates": CANDIDATES, "distill": {"steps": 3, "batch_size": 8, "lr": 1e-3},
+                   "latency": {"seq_len": 16, "batch_sizes": [1, 4], "rounds": 1, "sequences_per_round": 4}},
+        "select": {"max_encoder_share": 0.7},
+        "distill": {"steps": 6, "batch_size": 8, "lr": 1e-3, "checkpoint_every": 2, "log_every": 2},
+        "finetune": {"tasks": ["tinysent"], "seeds": [1], "lrs": [1e-3, 1e-5], "warmups": [0.1],
+                     "train": {"epochs": 1, "task_def": [str(task_def)], "batch_size": 8, "max_seq_length": 32,
+                               "precision": "fp32", "cache_dir": str(root / "cache")}},
+        "ticket": {"importance": {"tinysent": str(root / "imp.safetensors")}},
+        "latency": {"seq_len": 16, "batch_sizes": [1, 4], "rounds": 1, "sequences_per_round": 4},
+    }
+    study.update(changes)
+    (root / "study.yaml").write_text(yaml.safe_dump(study), encoding="utf-8")
+    return study
+
+
+def run(root, *extra) -> int:
+    return subarch.main([str(root / "study.yaml"), "--backend", "inline", "--status-every", "600", *extra])
+
+
+def test_a_tiny_study_end_to_end_and_its_search_resumes(tmp_path, monkeypatch, capsys):
+    tiny_study(tmp_path)
+    assert run(tmp_path) == 0, capsys.readouterr().err
+    out = tmp_path / "out"
+    search = json.loads((out / "search.json").read_text())
+    chosen = search["chosen"]
+    assert len(search["candidates"]) == 4 and search["frontier"] and (out / "frontier.png").stat().st_size > 1000
+    pick = next(c for c in search["candidates"] if c["name"] == chosen)
+    assert pick["encoder_share"] <= 0.7 and pick["rank"] == min(c["rank"] for c in search["candidates"] if c["eligible"])
+    full = next(c for c in search["candidates"] if c["name"] == "D3-A4-H32-I37")
+    assert full["encoder_share"] == 1.0 and full["error"]["heldout_before"] < 1e-6  # the teacher itself
+    table = json.loads((out / "table.json").read_text())
+    assert [r["row"] for r in table["rows"]] == ["teacher", "distilled", "extracted", "ticket"]
+    assert all(r["tasks"]["tinysent"]["chosen"] is not None and r["speedup"] for r in table["rows"])
+    for row in table["rows"]:  # the sweep's setting with the best held-out score is the one reported
+        settings = row["tasks"]["tinysent"]["settings"]
+        assert len(settings) == 2 and row["tasks"]["tinysent"]["chosen"]["holdout"]["mean"] == max(
+            s["holdout"]["mean"] for s in settings)
+    ticket = json.loads((out / "ticket" / "ticket.json").read_text())
+    assert abs(ticket["layer_params"] - pick["params"]["layers"]) <= 0.1 * pick["params"]["layers"]
+    distill = json.loads((out / "distill" / "distill.json").read_text())
+    assert distill["steps"] == 6 and (out / "distill" / "curve.png").is_file()
+    assert "Extracted + distilled" in (out / "table.md").read_text()
+    measured = {p.name: p.stat().st_mtime_ns for p in (out / "candidates").glob("*.json")}
+
+    calls = []
+    original = mtl.distill.Distiller.run
+
+    def counting(self):
+        calls.append(self.student.selection.arch.name)
+        return original(self)
+
+    monkeypatch.setattr(mtl.distill.Distiller, "run", counting)
+    assert run(tmp_path) == 0  # everything done: nothing is measured, distilled or trained again
+    assert calls == [] and {p.name: p.stat().st_mtime_ns for p in (out / "candidates").glob("*.json")} == measured
+    (out / "candidates" / "D1-A2-H16-I16.json").unlink()  # as if the search had been killed before it
+    assert run(tmp_path, "--report-only") == 0 and calls == []
+    assert run(tmp_path) == 0
+    assert calls == ["D1-A2-H16-I16"]  # the missing candidate alone
+
+
+def test_dry_run_prints_the_plan_and_the_search_cost(tmp_path, capsys):
+    tiny_study(tmp_path)
+    assert run(tmp_path, "--dry-run") == 0
+    printed = capsys.readouterr().out
+    assert "search: 4 of 4 candidates to measure" in printed and "candidates/D1-A1-H8-I8: step (worker)" in printed
+    assert "finetune/distilled/tinysent/lr0.001-wu0.1-seed1: to train" in printed
+    assert "finetune/ticket/tinysent/lr1e-05-wu0.1-seed1: to train" in printed
+    assert not (tmp_path / "out" / "scores.safetensors").exists()
+    assert SubArch.parse(CANDIDATES[0]).depth == 1
+
+
+def test_the_shipped_studies_load():
+    minilm = EncoderShape(6, 12, 32, 384, 1536)
+    full = load_study(REPO / "experiments" / "subarch.yaml")
+    assert len(full.search.archs(minilm)) == 256 and full.select.max_encoder_share == 0.5
+    assert full.rows() == ["teacher", "distilled", "extracted", "ticket"] and full.distill.steps == 20000
+    demo = load_study(REPO / "experiments" / "subarch_demo.yaml")
+    assert len(demo.search.archs(minilm)) == 6 and demo.finetune.tasks == ["rte", "mrpc"]
+    for path in demo.ticket.importance.values():
+        assert (REPO / path).is_file()
