@@ -3,6 +3,8 @@
     mtl-predict --model RUN_OR_MODEL_DIR --task T[,T2,...] --input FILE [--output FILE] [--batch-size N]
         [--probabilities] [--columns A[,B]] [--format tsv|csv|jsonl] [--precision fp32|auto|bf16]
     mtl-predict --model RUN_OR_MODEL_DIR --glue-test [--glue-dir DIR] --output DIR
+    mtl-predict --model RUN_OR_MODEL_DIR --task squad --input dev-v1.1.json [--output predictions.json]
+        [--eval-output eval.json] [--doc-stride N] [--max-answer-length N] [--null-threshold F]
     python -m commands.predict ...            (the same command)
 
 MODEL: a train.py run directory (its model/), a saved or compacted model directory, or an ONNX export
@@ -12,11 +14,16 @@ sentence2 for RTE, or the layout of the task's dev file. The output (TSV on stdo
 TSV, CSV or JSONL by its name) has one row per input row, in input order: index, the prediction (label
 name, or score), with --probabilities each label's probability; several tasks give one column each.
 Nothing is written when any input is bad.
+
+Span tasks (SQuAD): the input is a SQuAD JSON file, the output the SQuAD prediction file, a JSON object
+{question id: answer text} ("" = no answer). When the file holds gold answers, the official exact match and
+F1 (v2.0: also on the answerable and unanswerable questions apart) are printed, and written with --eval-output.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -24,11 +31,14 @@ from pathlib import Path
 
 from basics.cli import OneLineParser, run_main
 from basics.errors import UserError
+from basics.io import atomic_write_json
 from mtl.glue_submission import read_test_files, submission_tasks, write_submission
 from mtl.precision import PRECISIONS
 from mtl.predict import (
+    SpanSettings,
     load_predictor,
     output_format,
+    predict_spans,
     predict_task,
     prediction_columns,
     progress_bar,
@@ -40,7 +50,12 @@ from mtl.predict import (
 from mtl.run import torch_threads
 from tasks.inputs import read_inputs
 from tasks.registry import default_registry
-from tasks.task_def import FORMATS
+from tasks.score import squad_version
+from tasks.squad import gold_answers_by_id, read_squad_file
+from tasks.squad_metrics import squad_evaluate
+from tasks.task_def import FORMATS, TaskDef
+
+SPAN_OUTPUT = ".json"  # span tasks write the SQuAD prediction file
 
 
 def parser() -> OneLineParser:
@@ -66,6 +81,14 @@ def parser() -> OneLineParser:
     p.add_argument("--glue-test", action="store_true", help="write the GLUE leaderboard files of the model's tasks "
                                                              "from each task's test.tsv into --output DIR")
     p.add_argument("--glue-dir", type=Path, default=None, help="GLUE folder for --glue-test (default: $GLUE_DIR)")
+    p.add_argument("--eval-output", type=Path, default=None,
+                   help="span tasks: write the official SQuAD evaluation of a labelled input file here (JSON)")
+    p.add_argument("--doc-stride", type=int, default=None, help="span tasks: window overlap (default: the run's)")
+    p.add_argument("--max-answer-length", type=int, default=None, help="span tasks: longest answer in tokens "
+                                                                        "(default: the run's)")
+    p.add_argument("--null-threshold", type=float, default=None,
+                   help="span tasks with no-answer questions: answer nothing when the null score beats the best span "
+                        "by more than this (default: the run's)")
     return p
 
 
@@ -84,8 +107,12 @@ def check_args(args: argparse.Namespace) -> None:
         return
     if args.task is None or args.input is None:
         raise UserError("give --task T and --input FILE (or --glue-test --output DIR)")
+    for flag in ("doc_stride", "max_answer_length"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.output is not None:
-        output_format(args.output)
+        if args.output.suffix.lower() != SPAN_OUTPUT:
+            output_format(args.output)
         if args.output.resolve() == args.input.resolve():
             raise UserError(f"--output {args.output} is the input file; choose another name")
         if args.output.is_dir():
@@ -98,6 +125,16 @@ def predict_file(args: argparse.Namespace, predictor) -> None:
     tasks = [with_input_names(resolve_task(predictor, name)) for name in args.task.split(",") if name.strip()]
     if not tasks:
         raise UserError("--task is empty; give one or more task names")
+    spans = [t.name for t in tasks if t.head == "span"]
+    if spans:
+        if len(tasks) > 1:
+            raise UserError(f"span task {spans[0]} reads a SQuAD file of its own: predict it alone (--task {spans[0]})")
+        return predict_squad(args, predictor, tasks[0])
+    if args.eval_output is not None:
+        raise UserError("--eval-output is for span tasks (SQuAD); the other tasks have no gold answers in new data")
+    if args.output is not None and args.output.suffix.lower() == SPAN_OUTPUT:
+        raise UserError(f"--output {args.output}: .json is the SQuAD prediction file of span tasks; name it .tsv, "
+                        ".csv or .jsonl")
     columns = [c.strip() for c in args.columns.split(",")] if args.columns else []
     rows = [read_inputs(task, args.input, fmt=args.format, columns=columns) for task in tasks]  # all checked first
     bar = progress_bar(sum(len(r) for r in rows), enabled=not args.no_progress)
@@ -109,6 +146,30 @@ def predict_file(args: argparse.Namespace, predictor) -> None:
     else:
         write_table(args.output, *table)
         print(f"wrote {len(table[1])} predictions to {args.output}", file=sys.stderr)
+
+
+def predict_squad(args: argparse.Namespace, predictor, task: TaskDef) -> None:
+    """A span task: SQuAD JSON in, the SQuAD prediction file {id: answer} out; evaluated when the input is labelled."""
+    if args.output is not None and args.output.suffix.lower() != SPAN_OUTPUT:
+        raise UserError(f"--output {args.output}: span task {task.name} writes the SQuAD prediction file; name it "
+                        f"*{SPAN_OUTPUT}")
+    examples = read_squad_file(args.input, task, labelled=False)
+    settings = SpanSettings.of_model(args.model, args.doc_stride, args.max_answer_length, args.null_threshold)
+    labelled = all(e.labelled for e in examples)
+    if args.eval_output is not None and not labelled:
+        raise UserError(f"--eval-output: {args.input} has questions without gold answers; nothing to evaluate")
+    with progress_bar(None, enabled=not args.no_progress, desc="predict") as bar:  # counts windows
+        answers = predict_spans(predictor, task, examples, settings, args.batch_size, bar.update)
+    if args.output is None:
+        sys.stdout.write(json.dumps(answers, ensure_ascii=False, indent=1) + "\n")
+    else:
+        atomic_write_json(args.output, answers)
+        print(f"wrote {len(answers)} answers to {args.output}", file=sys.stderr)
+    if labelled:
+        scores = squad_evaluate(answers, gold_answers_by_id(examples), version=squad_version(task))
+        print(json.dumps(scores), file=sys.stderr)
+        if args.eval_output is not None:
+            atomic_write_json(args.eval_output, scores)
 
 
 def glue_test(args: argparse.Namespace, predictor) -> None:

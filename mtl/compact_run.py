@@ -176,7 +176,8 @@ def compact_run(run_dir: Path, mask_path: Path | None, out_dir: Path) -> dict:
                      command=command_line(), metrics_note=note,
                      notes=(f"Compacted from `{source}` with `{mask_path}`; max |logit difference| vs the masked "
                             f"model: {diff:.2g}.",))
-    extra = {k: info[k] for k in ("model", "max_seq_length") if k in info}
+    extra = {k: info[k] for k in ("model", "max_seq_length", "doc_stride", "max_answer_length", "null_threshold")
+             if k in info}
     save_compacted(compact, tokenizer, out_dir, {**compaction, "max_logit_difference": f"{diff:.3g}"}, card, extra)
     encoder_dir = source / "encoder"
     return {"source": str(source), "out": str(out_dir), "mask": str(mask_path),

@@ -105,7 +105,10 @@ class DataConfig(Section):
     glue_dir: str | None = _opt(None, role="free",
                                 help="GLUE TSV directory (default: $GLUE_DIR; unset: Hugging Face hub)")
     task_def: list[str] = _opt(factory=list, help="extra task-definition YAML file(s), comma-separated")
-    max_seq_length: int = _opt(128, help="truncate inputs to this many tokens")
+    max_seq_length: int = _opt(128, help="truncate inputs to this many tokens (span tasks: the window length; "
+                                         "384 is the SQuAD convention)")
+    doc_stride: int = _opt(128, help="span tasks (SQuAD): context tokens two consecutive windows of a long "
+                                     "context share")
     max_train_samples: int | None = _opt(None, help="use at most N training examples of each task")
     max_eval_samples: int | None = _opt(None, help="use at most N dev examples of each task")
     subsample: str = _opt("random", help="how --max-train/eval-samples choose examples: random "
@@ -118,6 +121,7 @@ class DataConfig(Section):
     def validate(self) -> None:
         check_choice("subsample", self.subsample, SUBSAMPLE_MODES)
         check_positive("max_seq_length", self.max_seq_length)
+        check_positive("doc_stride", self.doc_stride)
         for name in ("max_train_samples", "max_eval_samples"):
             if getattr(self, name) is not None:
                 check_positive(name, getattr(self, name))
@@ -173,9 +177,13 @@ class EvalConfig(Section):
     eval_every_epoch: bool = _opt(True, help="evaluate every epoch (else only at the end)")
     keep_best: bool = _opt(True, help="restore the best epoch (the task score, tasks.score: mean of each task's "
                                       "metrics, averaged over tasks; on the held-out slice when there is one) at the end")
+    max_answer_length: int = _opt(30, help="span tasks: the longest answer, in tokens")
+    null_threshold: float = _opt(0.0, help="span tasks with no-answer questions (SQuAD v2.0): answer nothing when the "
+                                           "null score (start + end logit of [CLS]) beats the best span by more than this")
 
     def validate(self) -> None:
         check_positive("eval_batch_size", self.eval_batch_size)
+        check_positive("max_answer_length", self.max_answer_length)
 
 
 @dataclass

@@ -99,8 +99,28 @@ class TaskHead(nn.Module):
         return self.out(self.dropout(pooled))
 
 
+class SpanHead(nn.Module):
+    """Dropout + linear on every token's last hidden state: start and end logits (span question answering)."""
+
+    def __init__(self, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, 2)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:  # (B, T, hidden) -> (B, T, 2)
+        return self.out(self.dropout(hidden_states))
+
+
+PAD_LOGIT = -1e4  # span logits of padding tokens (finite in fp16 and bf16): never a start or an end
+
+
+def make_head(task: TaskDef, hidden: int, dropout: float) -> nn.Module:
+    """The head of ``task``: :class:`SpanHead` for span tasks, else :class:`TaskHead`."""
+    return SpanHead(hidden, dropout) if task.head == "span" else TaskHead(hidden, task.num_labels, dropout)
+
+
 class MultiTaskModel(nn.Module):
-    """Shared encoder -> pooled vector -> ``heads[task]``.
+    """Shared encoder -> pooled vector -> ``heads[task]``; span tasks: every token's state -> start/end logits.
 
     ``pooling``: ``cls`` (first token's last hidden state), ``pooler`` (the encoder's own pooler,
     tanh(W h_cls) for BERT), or ``mean`` (attention-masked mean of the last hidden states).
@@ -113,7 +133,7 @@ class MultiTaskModel(nn.Module):
         self.pooling = pooling
         self._pool = POOLINGS.get(pooling)
         hidden = encoder.config.hidden_size
-        self.heads = nn.ModuleDict({t.name: TaskHead(hidden, t.num_labels, head_dropout) for t in tasks})
+        self.heads = nn.ModuleDict({t.name: make_head(t, hidden, head_dropout) for t in tasks})
         # DistilBERT and ModernBERT take no token types (a BERT-style tokenizer may still produce them)
         self._token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
         # per-task masks: sets the encoder's gates to the task's mask before each forward (load_multitask_model)
@@ -127,23 +147,34 @@ class MultiTaskModel(nn.Module):
 
     def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) token ids of one task's batch -> logits (B, num_labels) of that task's head."""
+        """(B, T) token ids of one task's batch -> logits (B, num_labels) of that task's head; span tasks: (B, T, 2)
+        start and end logits of every token (``PAD_LOGIT`` at padding)."""
         if self.task_gating is not None:
             self.task_gating(task)
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self._token_types:
             kwargs["token_type_ids"] = token_type_ids
         out = self.encoder(**kwargs)
+        if self.tasks[task].head == "span":
+            logits = self.heads[task](out.last_hidden_state)
+            return logits.masked_fill(attention_mask.unsqueeze(-1) == 0, PAD_LOGIT)
         return self.heads[task](self.pool(out, attention_mask))
 
     def loss(self, task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Task loss from logits: cross-entropy on class indices, or MSE on a float target."""
+        """Task loss from logits: cross-entropy on class indices, MSE on a float target, or for span tasks the mean of
+        the cross-entropies of the start and the end token (``labels`` (B, 2))."""
         if self.tasks[task].loss == "mse":
             return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+        if self.tasks[task].loss == "span_cross_entropy":
+            logits = logits.float()
+            return (F.cross_entropy(logits[..., 0], labels[:, 0]) + F.cross_entropy(logits[..., 1], labels[:, 1])) / 2
         return F.cross_entropy(logits.float(), labels)
 
     def predict(self, task: str, logits: torch.Tensor) -> torch.Tensor:
-        """Logits -> class indices (classification) or scores (regression), shape (B,)."""
+        """Logits -> class indices (classification) or scores (regression), shape (B,). Span tasks: answers need the
+        context (:func:`mtl.span_answers.extract_answers`)."""
+        if self.tasks[task].head == "span":
+            raise ValueError(f"task {task} is a span task: read its answers with mtl.span_answers.extract_answers")
         if self.tasks[task].head == "regression":
             return logits.squeeze(-1).float()
         return logits.argmax(-1)

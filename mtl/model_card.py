@@ -25,6 +25,10 @@ MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"  # what --model minilm is 
 ALIASES = {"minilm": MINILM_HUB, "all-minilm-l6-v2": MINILM_HUB}
 
 
+CARD_TASK_TYPES = {"classification": "text-classification", "regression": "text-regression",
+                   "span": "question-answering"}  # hub model-card task types by head
+
+
 @dataclass(frozen=True)
 class CardTask:
     """One task head: its labels and its dev metrics (percent; empty when not measured)."""
@@ -65,7 +69,7 @@ class ModelCard:
 
     def front_matter(self) -> dict[str, Any]:
         datasets = sorted({t.hub[0] for t in self.tasks if t.hub})
-        results = [{"task": {"type": "text-classification" if t.head == "classification" else "text-regression"},
+        results = [{"task": {"type": CARD_TASK_TYPES.get(t.head, "text-regression")},
                     "dataset": _dataset(t),
                     "metrics": [{"type": k, "value": round(float(v), 2)} for k, v in t.metrics.items()]}
                    for t in self.tasks if t.metrics]
@@ -86,7 +90,7 @@ class ModelCard:
                  "| task | head | labels | dev metrics (%) |", "|---|---|---|---|"]
         for t in self.tasks:
             metrics = ", ".join(f"{k} {v:.2f}" for k, v in t.metrics.items()) or "not measured"
-            lines.append(f"| {t.name} | {t.head} | {', '.join(t.labels) or '(score)'} | {metrics} |")
+            lines.append(f"| {t.name} | {t.head} | {', '.join(t.labels) or ('(answer span)' if t.head == 'span' else '(score)')} | {metrics} |")
         if self.metrics_note:
             lines += ["", self.metrics_note]
         lines += ["", "## Mask and parameters", "", *self._size_lines()]

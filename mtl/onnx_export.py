@@ -132,6 +132,10 @@ def export_graph(model: MultiTaskModel, tokenizer, path: Path, opset: int = OPSE
     if model.task_gating is not None:
         raise UserError("this model is gated by per-task masks: each task runs a different encoder, so there is no "
                         "single graph; merge the masks (construct_mtl_mask.py --mode union) or export a compacted model")
+    spans = [name for name, task in model.tasks.items() if task.head == "span"]
+    if spans:
+        raise UserError(f"task {spans[0]} has a span head (question answering): ONNX export covers heads on the pooled "
+                        "sentence vector only; predict it with mtl-predict on the PyTorch model")
     names = graph_inputs(model, tokenizer)
     example = check_batch(tokenizer, names)
     batch = torch.export.Dim("batch")

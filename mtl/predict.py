@@ -32,11 +32,14 @@ from mtl.data import collate, eval_batches, tokenize
 from mtl.distributed import pick_device
 from mtl.model import MultiTaskModel, load_multitask_model, read_model_info
 from mtl.onnx_runtime import OnnxPredictor, is_onnx_model
+from mtl.span_answers import SpanDecoding, extract_answers
 from mtl.trainer import autocast_dtype
 from tasks.registry import default_registry
+from tasks.squad import QAExample
 from tasks.task_def import Example, TaskDef
 
 DEFAULT_MAX_LENGTH = 128  # models saved before model.json recorded max_seq_length
+DEFAULT_DOC_STRIDE = 128  # span tasks: models saved before model.json recorded doc_stride
 OUTPUT_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl"}
 
 
@@ -171,7 +174,54 @@ def predict_task(predictor: Predictor, task: TaskDef, examples: Sequence[Example
     return TaskPredictions(task, values, probs)
 
 
-def progress_bar(total: int, enabled: bool, desc: str = "predict"):
+@dataclass(frozen=True)
+class SpanSettings:
+    """How a span task's inputs are windowed (``doc_stride``) and its answers read (``decoding``)."""
+
+    doc_stride: int = DEFAULT_DOC_STRIDE
+    max_answer_length: int = 30
+    null_threshold: float = 0.0
+
+    @classmethod
+    def of_model(cls, path: Path, doc_stride: int | None = None, max_answer_length: int | None = None,
+                 null_threshold: float | None = None) -> "SpanSettings":
+        """The settings the model at ``path`` was trained with (its ``model.json``), overridden by the given ones."""
+        found = find_model(path)
+        info = read_model_info(found if found.is_dir() else found.parent)
+        default = cls()
+        return cls(doc_stride=doc_stride or int(info.get("doc_stride", default.doc_stride)),
+                   max_answer_length=max_answer_length or int(info.get("max_answer_length", default.max_answer_length)),
+                   null_threshold=(null_threshold if null_threshold is not None
+                                   else float(info.get("null_threshold", default.null_threshold))))
+
+    def decoding(self, task: TaskDef) -> SpanDecoding:
+        return SpanDecoding(max_answer_length=self.max_answer_length, null_threshold=self.null_threshold,
+                            no_answer=task.no_answer)
+
+
+def predict_spans(predictor: Predictor, task: TaskDef, examples: Sequence[QAExample], settings: SpanSettings,
+                  batch_size: int = 128, progress: Callable[[int], None] | None = None) -> dict[str, str]:
+    """Question id -> answer text (``""``: no answer) of a span task, computed as the trainer evaluates: the same
+    windows (:func:`mtl.data.tokenize`), batches sorted by length, and answer rules (:mod:`mtl.span_answers`).
+
+    ``progress(n)`` is called after each batch of ``n`` windows."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    data = tokenize(predictor.tokenizer, examples, task, "input", predictor.max_length, settings.doc_stride)
+    pad_id = predictor.tokenizer.pad_token_id or 0
+    logits: list[torch.Tensor] = [torch.empty(0)] * len(data)
+    for indices in eval_batches(data.lengths, batch_size):
+        batch = collate(data, indices, pad_id)
+        batch.pop("labels")
+        out = predictor.logits(task.name, batch).float()  # (B, T, 2)
+        for row, i in enumerate(indices):
+            logits[i] = out[row, : int(data.lengths[i])]
+        if progress is not None:
+            progress(len(indices))
+    return extract_answers(data.spans, logits, settings.decoding(task))
+
+
+def progress_bar(total: int | None, enabled: bool, desc: str = "predict"):
     """A tqdm bar on stderr over ``total`` rows (off when not ``enabled`` or stderr is not a terminal)."""
     return tqdm(total=total, desc=desc, unit="row", disable=None if enabled else True, dynamic_ncols=True)
 

@@ -31,6 +31,7 @@ from mtl.training_log import close_reporters, open_reporters
 from tasks.hub import load_hub_split
 from tasks.readers import read_split, split_path
 from tasks.registry import TaskRegistry, default_registry, parse_task_list
+from tasks.squad import load_hub_squad, read_squad_split
 from tasks.task_def import TaskDef
 
 StepCallback = Callable[[Progress, Plan], None]
@@ -85,9 +86,10 @@ def subset_indices(total: int, n: int | None, mode: str) -> list[int] | None:
 
 def take_subset(data: TokenizedSplit, n: int | None, mode: str) -> TokenizedSplit:
     """``n`` examples of ``data``: the first ``n`` (``mode="first"``), or a fixed random subset kept in file
-    order (``"random"``; GLUE files are often sorted by genre or source, so the first rows are biased)."""
-    rows = subset_indices(len(data), n, mode)
-    return data if rows is None else data.subset(rows)
+    order (``"random"``; GLUE files are often sorted by genre or source, so the first rows are biased).
+    Span tasks count questions (with all their windows)."""
+    rows = subset_indices(data.num_examples, n, mode)
+    return data if rows is None else data.subset_examples(rows)
 
 
 def load_split(task: TaskDef, split: str, tokenizer, config: TrainConfig, max_samples: int | None) -> TokenizedSplit:
@@ -101,30 +103,37 @@ def load_split(task: TaskDef, split: str, tokenizer, config: TrainConfig, max_sa
 def _load_split(task: TaskDef, split: str, tokenizer, config: TrainConfig, max_samples: int | None) -> TokenizedSplit:
     glue_dir = config.resolved_glue_dir()
     cache_dir = Path(config.data.cache_dir).expanduser() if config.data.cache_dir else default_cache_dir()
+    span = task.head == "span"
+    doc_stride = config.data.doc_stride if span else None
     if task.base_dir is not None or glue_dir is not None:
         file_path = split_path(task, glue_dir, split)  # clear error for a missing directory or file
         source = {**file_fingerprint(file_path), "max_samples": max_samples, "split": split}
+        read = read_squad_split if span else read_split
         return load_or_tokenize(tokenizer, task, split, config.data.max_seq_length,
-                                lambda: read_split(task, glue_dir, split, max_samples=max_samples), source, cache_dir)
+                                lambda: read(task, glue_dir, split, max_samples=max_samples), source, cache_dir,
+                                doc_stride=doc_stride)
     if task.hub is None:
         raise UserError(f"task {task.name} has no Hugging Face hub source: pass --glue-dir DIR or set GLUE_DIR")
     source = {"hub": task.hub, "split": split, "max_samples": max_samples}
+    load = load_hub_squad if span else load_hub_split
     return load_or_tokenize(tokenizer, task, split, config.data.max_seq_length,
-                            lambda: load_hub_split(task, split, max_samples=max_samples), source, cache_dir)
+                            lambda: load(task, split, max_samples=max_samples), source, cache_dir, doc_stride=doc_stride)
 
 
 HOLDOUT_SEED = 20_211_231  # fixed: every seed and every ticket of a study sees the same held-out slice
 
 
 def split_holdout(train: TokenizedSplit, fraction: float) -> tuple[TokenizedSplit, TokenizedSplit | None]:
-    """Split ``fraction`` of ``train`` off (fixed permutation, independent of the run's seed)."""
+    """Split ``fraction`` of ``train`` off (fixed permutation, independent of the run's seed); span tasks split
+    questions, each with all its windows."""
     if fraction <= 0:
         return train, None
-    n_hold = max(1, round(fraction * len(train)))
-    if n_hold >= len(train):
+    total = train.num_examples
+    n_hold = max(1, round(fraction * total))
+    if n_hold >= total:
         raise UserError(f"--holdout-fraction {fraction} leaves no training examples for task {train.task}")
-    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(HOLDOUT_SEED)).tolist()
-    return train.subset(sorted(perm[n_hold:])), train.subset(sorted(perm[:n_hold]), split="holdout")
+    perm = torch.randperm(total, generator=torch.Generator().manual_seed(HOLDOUT_SEED)).tolist()
+    return train.subset_examples(sorted(perm[n_hold:])), train.subset_examples(sorted(perm[:n_hold]), split="holdout")
 
 
 def load_task_data(tasks: list[TaskDef], tokenizer, config: TrainConfig, train: bool = True) -> dict[str, TaskData]:
@@ -290,8 +299,8 @@ def _run(config: TrainConfig, dist: Dist, device: torch.device, on_step: StepCal
                               "masks": len(paths)}
         say(f"wrote {out / 'importance.safetensors'} and {len(paths)} masks in {out / 'masks'}")
     summary["wall_seconds"] = round(time.time() - start, 1)
-    summary["data"] = {t: {"train": len(d.train) if d.train else 0, **{s: len(v) for s, v in d.dev.items()},
-                           **({"holdout": len(d.holdout)} if d.holdout is not None else {})}
+    summary["data"] = {t: {"train": d.train.num_examples if d.train else 0, **{s: v.num_examples for s, v in d.dev.items()},
+                           **({"holdout": d.holdout.num_examples} if d.holdout is not None else {})}
                        for t, d in data.items()}
     summary["machine"] = {**machine_info(), "processes": dist.world_size}
     if dist.is_main:
@@ -334,6 +343,12 @@ def finish_weight_masks(model: MultiTaskModel, config: TrainConfig, out: Path, w
     return record
 
 
+def span_settings(config: TrainConfig) -> dict:
+    """What ``model.json`` records for span tasks, so ``mtl-predict`` cuts windows and reads answers as the run did."""
+    return {"doc_stride": config.data.doc_stride, "max_answer_length": config.eval.max_answer_length,
+            "null_threshold": config.eval.null_threshold}
+
+
 def write_results(out: Path, summary: dict, model: MultiTaskModel, tokenizer, config: TrainConfig) -> None:
     """The run's final artifacts, ``metrics.json`` last (its presence means the run finished), then the
     checkpoint is removed."""
@@ -341,7 +356,8 @@ def write_results(out: Path, summary: dict, model: MultiTaskModel, tokenizer, co
     if config.output.save_model:
         card = run_card(config, list(model.tasks.values()), summary, model.encoder)
         save_multitask_model(model, tokenizer, run.model_dir, mask=config.tickets.mask, card=card,
-                             extra={"model": config.model.name, "max_seq_length": config.data.max_seq_length})
+                             extra={"model": config.model.name, "max_seq_length": config.data.max_seq_length,
+                                    **span_settings(config)})
     atomic_write_json(run.results_path, summary)
     atomic_write_json(run.metrics_path, summary["metrics"])
     run.checkpoint_path.unlink(missing_ok=True)

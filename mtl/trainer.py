@@ -25,6 +25,7 @@ from .data import TokenizedSplit, collate, eval_batches, length_grouped_batches
 from .distributed import SINGLE, Dist, pick_device
 from .model import MultiTaskModel
 from .sampler import build_schedule
+from .span_answers import SpanDecoding, extract_answers
 
 # How the best epoch is chosen, recorded in results.json: runs of older code chose it by the primary metric
 SELECTED_BY = "task_score"
@@ -198,8 +199,11 @@ class Trainer:
             self.before_batch(name)
             splits = d.dev if which == "dev" else ({"holdout": d.holdout} if d.holdout is not None else {})
             for split, tokenized in splits.items():
-                preds = self.predict(name, tokenized)
-                results.setdefault(name, {}).update(compute_metrics(d.task, preds, tokenized.labels, split))
+                if d.task.head == "span":
+                    preds, golds = self.span_answers(name, tokenized), tokenized.spans.gold()
+                else:
+                    preds, golds = self.predict(name, tokenized), tokenized.labels
+                results.setdefault(name, {}).update(compute_metrics(d.task, preds, golds, split))
         self.model.train(was_training)
         return results
 
@@ -215,6 +219,29 @@ class Trainer:
                 logits = self.model(task, **batch)
             preds[indices] = self.model.predict(task, logits).cpu().to(preds.dtype)
         return self.dist.all_reduce_sum(preds)
+
+    def span_decoding(self, task: str) -> SpanDecoding:
+        """How answers of span task ``task`` are read from its logits (the run's options)."""
+        return SpanDecoding(max_answer_length=self.config.eval.max_answer_length,
+                            null_threshold=self.config.eval.null_threshold, no_answer=self.model.tasks[task].no_answer)
+
+    @torch.inference_mode()
+    def span_logits(self, task: str, data: TokenizedSplit) -> list[torch.Tensor]:
+        """Start/end logits (T_i, 2) of every window of a span task's ``data``, in order. Each rank computes every
+        ``world``-th batch; the sum over ranks fills in every window once."""
+        logits = torch.zeros(len(data), int(data.lengths.max()), 2)
+        for indices in self.dist.shard(eval_batches(data.lengths, self.config.eval.eval_batch_size)):
+            batch = self._to_device(collate(data, indices, self.pad_id))
+            batch.pop("labels")
+            with self.autocast():
+                out = self.model(task, **batch).float().cpu()  # (B, T, 2)
+            logits[indices, : out.shape[1]] = out
+        logits = self.dist.all_reduce_sum(logits)
+        return [logits[i, :n] for i, n in enumerate(data.lengths.tolist())]
+
+    def span_answers(self, task: str, data: TokenizedSplit) -> dict[str, str]:
+        """Question id -> predicted answer text for every question of a span task's ``data``."""
+        return extract_answers(data.spans, self.span_logits(task, data), self.span_decoding(task))
 
     # ------------------------------------------------------------ training
 

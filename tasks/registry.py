@@ -21,7 +21,7 @@ RELATIVE_TO: tuple[str, ...] = ("yaml", "glue_dir")
 TASK_KEYS: tuple[str, ...] = (
     "name", "aliases", "head", "loss", "labels", "metrics", "primary", "files", "dev_splits",
     "metric_suffix", "format", "header", "text_a", "text_b", "label", "num_columns",
-    "overrides", "hub", "inputs", "submission", "submission_index",
+    "overrides", "hub", "inputs", "submission", "submission_index", "no_answer",
 )
 TASK_REQUIRED: tuple[str, ...] = ("name", "head", "metrics", "files", "text_a", "label")
 NOT_DEV_SPLITS: tuple[str, ...] = ("train", "test")
@@ -175,13 +175,19 @@ def packaged_task_file() -> Path:
     return Path(__file__).resolve().parent / "glue.yaml"
 
 
+def packaged_task_files() -> tuple[Path, ...]:
+    """The packaged task files: ``tasks/glue.yaml`` (the nine GLUE tasks) and ``tasks/squad.yaml`` (SQuAD)."""
+    return packaged_task_file(), Path(__file__).resolve().parent / "squad.yaml"
+
+
 def default_registry(extra: Sequence[Path] = ()) -> TaskRegistry:
-    """The nine GLUE tasks from ``tasks/glue.yaml`` plus the tasks of each user YAML in ``extra``.
+    """The packaged tasks (the nine GLUE tasks of ``tasks/glue.yaml``, ``squad`` and ``squad_v2`` of
+    ``tasks/squad.yaml``) plus the tasks of each user YAML in ``extra``.
 
     A user task whose name or alias is already taken raises ``UserError`` (no overriding).
     """
     registry = TaskRegistry()
-    for path in (packaged_task_file(), *extra):
+    for path in (*packaged_task_files(), *extra):
         for task in load_task_defs(Path(path)):
             registry.register(task)
     return registry

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tasks.metrics import METRICS
+from tasks.squad_metrics import squad_evaluate
 from tasks.task_def import TaskDef
 
 
@@ -47,7 +48,17 @@ def selection_score(metrics: Mapping[str, Mapping[str, float]], tasks: Mapping[s
 def compute_metrics(task: TaskDef, preds: Any, labels: Any, split: str) -> dict[str, float]:
     """All of ``task.metrics`` on one split: ``{metric + suffix: percent}``.
 
-    ``preds``/``labels``: ``(N,)`` class indices (classification) or floats (regression).
+    ``preds``/``labels``: ``(N,)`` class indices (classification) or floats (regression); span tasks:
+    ``{question id: predicted text}`` and ``{question id: gold texts}`` (the official SQuAD scores,
+    :func:`tasks.squad_metrics.squad_evaluate`, v2.0 rules for a task with ``no_answer``).
     The suffix comes from ``task.metric_suffix`` (MNLI: ``accuracy_m`` / ``accuracy_mm``).
     """
+    if task.head == "span":
+        scores = squad_evaluate(preds, labels, version=squad_version(task))
+        return {task.metric_key(name, split): scores[name] for name in task.metrics}
     return {task.metric_key(name, split): METRICS[name](preds, labels) for name in task.metrics}
+
+
+def squad_version(task: TaskDef) -> int:
+    """2 for a span task whose questions may have no answer (SQuAD v2.0 scoring), else 1."""
+    return 2 if task.no_answer else 1

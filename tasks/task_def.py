@@ -13,16 +13,22 @@ from typing import Any, NoReturn
 
 from basics.errors import UserError
 from tasks.metrics import CLASSIFICATION_METRICS, METRICS, REGRESSION_METRICS
+from tasks.squad_metrics import SPAN_METRICS
 
 LOSSES_BY_HEAD: dict[str, tuple[str, ...]] = {
     "classification": ("cross_entropy",),
     "regression": ("mse",),
+    "span": ("span_cross_entropy",),  # mean of the start and end position cross-entropies
 }
 METRICS_BY_HEAD: dict[str, tuple[str, ...]] = {
     "classification": CLASSIFICATION_METRICS,
     "regression": REGRESSION_METRICS,
+    "span": SPAN_METRICS,
 }
-FORMATS: tuple[str, ...] = ("tsv", "csv", "jsonl")
+ALL_METRICS: tuple[str, ...] = tuple(dict.fromkeys([*METRICS, *SPAN_METRICS]))
+FORMATS: tuple[str, ...] = ("tsv", "csv", "jsonl", "squad")
+TABLE_FORMATS: tuple[str, ...] = ("tsv", "csv", "jsonl")  # what new data to predict on may be (span tasks: squad)
+NAMED_COLUMN_FORMATS: tuple[str, ...] = ("jsonl", "squad")  # formats whose columns are key names
 OVERRIDE_KEYS: tuple[str, ...] = ("text_a", "text_b", "label", "num_columns")
 SUBMISSION_SUFFIX = ".tsv"  # GLUE leaderboard files are TSV
 HUB_KEYS: tuple[str, ...] = ("path", "name", "splits", "text_a", "text_b", "label")
@@ -68,6 +74,10 @@ class TaskDef:
     ``submission``: GLUE leaderboard file name -> the unlabelled test file it is made from (relative to the
     GLUE directory, read by the ``inputs`` names), e.g. ``{"MNLI-m.tsv": "MNLI/test_matched.tsv"}``;
     ``submission_index``: the test files' id column (``index``; QQP: ``id``).
+    ``no_answer``: span tasks only: a question may have no answer in the context (SQuAD v2.0).
+
+    Span tasks (``head: span``, SQuAD) read SQuAD JSON files (``format: squad``); ``text_a``, ``text_b`` and
+    ``label`` name the question, context and answers columns of the hub dataset.
     """
 
     name: str
@@ -93,6 +103,7 @@ class TaskDef:
     inputs: tuple[str, ...] = ()
     submission: dict[str, str] = field(default_factory=dict)
     submission_index: str = "index"
+    no_answer: bool = False
 
     def __post_init__(self) -> None:
         for name in ("labels", "metrics", "dev_splits", "aliases", "inputs"):
@@ -114,8 +125,9 @@ class TaskDef:
 
     @property
     def num_labels(self) -> int:
-        """Output width of the head: ``len(labels)`` for classification, 1 for regression."""
-        return len(self.labels) if self.head == "classification" else 1
+        """Output width of the head: ``len(labels)`` for classification, 1 for regression, 2 for span (start and
+        end logits of every token)."""
+        return {"classification": len(self.labels), "span": 2}.get(self.head, 1)
 
     def columns(self, split: str) -> SplitColumns:
         """Column spec for ``split``: the task-level columns with ``overrides[split]`` applied."""
@@ -164,19 +176,28 @@ class TaskDef:
             if len(set(self.labels)) != len(self.labels):
                 self._fail(f"labels contain duplicates: {list(self.labels)}")
         elif self.labels:
-            self._fail(f"a regression task has no labels list, got {list(self.labels)}")
+            self._fail(f"a {self.head} task has no labels list, got {list(self.labels)}")
+        if not isinstance(self.no_answer, bool):
+            self._fail(f"'no_answer' must be true or false, got {self.no_answer!r}")
+        if self.no_answer and self.head != "span":
+            self._fail("'no_answer' is for span tasks (head: span) only")
+        if self.head == "span" and (self.format != "squad" or self.text_b is None):
+            self._fail("a span task reads SQuAD JSON files: give 'format: squad' and the hub columns text_a "
+                       "(question), text_b (context) and label (answers)")
+        if self.format == "squad" and self.head != "span":
+            self._fail(f"format 'squad' is for span tasks (head: span), not {self.head!r}")
         self._check_metrics()
 
     def _check_metrics(self) -> None:
         if not self.metrics:
-            self._fail(f"'metrics' is empty (valid: {', '.join(METRICS)})")
+            self._fail(f"'metrics' is empty (valid: {', '.join(ALL_METRICS)})")
         fitting = METRICS_BY_HEAD[self.head]
         for metric in self.metrics:
-            if metric not in METRICS:
-                self._fail(f"unknown metric {metric!r} (valid: {', '.join(METRICS)})")
+            if metric not in ALL_METRICS:
+                self._fail(f"unknown metric {metric!r} (valid: {', '.join(ALL_METRICS)})")
             if metric not in fitting:
                 self._fail(f"metric {metric!r} does not fit head {self.head!r} (valid: {', '.join(fitting)})")
-        if "f1" in self.metrics and len(self.labels) != 2:
+        if self.head == "classification" and "f1" in self.metrics and len(self.labels) != 2:
             self._fail(f"metric 'f1' is binary (positive class = labels[1]) "
                        f"but the task has {len(self.labels)} labels")
         if self.primary not in self.metrics:
@@ -228,9 +249,9 @@ class TaskDef:
                 continue
             if isinstance(column, bool) or not isinstance(column, (int, str)) or column == "":
                 self._fail(f"{split}: column {what}={column!r} must be an index or a name")
-            if isinstance(column, int) and self.format == "jsonl":
-                self._fail(f"{split}: column {what}={column} must be a key name for jsonl files")
-            if isinstance(column, str) and self.format != "jsonl" and not self.header:
+            if isinstance(column, int) and self.format in NAMED_COLUMN_FORMATS:
+                self._fail(f"{split}: column {what}={column} must be a key name for {self.format} files")
+            if isinstance(column, str) and self.format not in NAMED_COLUMN_FORMATS and not self.header:
                 self._fail(f"{split}: column {what}={column!r} is a name but 'header' is false; use an index")
             if isinstance(column, int) and n is not None and not -n <= column < n:
                 self._fail(f"{split}: column {what}={column} is out of range for {n} columns")

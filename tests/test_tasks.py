@@ -20,6 +20,7 @@ from tasks.registry import TaskRegistry, default_registry, load_task_defs, parse
 from tasks.task_def import Example, TaskDef
 
 GLUE_TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
+PACKAGED_TASKS = GLUE_TASKS + ["squad", "squad_v2"]  # tasks/glue.yaml, then tasks/squad.yaml
 
 # task, split, official row count, label distribution (label string -> count) or None
 OFFICIAL = [
@@ -106,7 +107,7 @@ def test_missing_glue_dir_says_how_to_set_it(registry, tmp_path):
 
 
 def test_glue_yaml_defines_the_nine_tasks(registry):
-    assert registry.names() == GLUE_TASKS
+    assert registry.names() == PACKAGED_TASKS
 
 
 @pytest.mark.parametrize("name, labels, metrics, primary", [
@@ -201,7 +202,7 @@ def test_parse_task_list(registry, spec, names):
 
 @pytest.mark.parametrize("spec, match", [
     ("", "empty task list"), ("  ", "empty task list"), ("rte,,mrpc", "empty task name"),
-    ("rte,squad", "unknown task 'squad'"),
+    ("rte,squadd", "unknown task 'squadd'"),
 ])
 def test_parse_task_list_errors(registry, spec, match):
     with pytest.raises(UserError, match=match):
@@ -279,7 +280,7 @@ def test_user_tasks_in_tsv_csv_and_jsonl_load_without_code(tmp_path):
             label: 2
         """))
     registry = default_registry(extra=[path])
-    assert registry.names() == GLUE_TASKS + ["pairs", "reviews", "sim", "absolute"]
+    assert registry.names() == PACKAGED_TASKS + ["pairs", "reviews", "sim", "absolute"]
     pairs = registry.get("PAIRS")
     assert (pairs.loss, pairs.primary, pairs.dev_splits, pairs.num_labels) == ("cross_entropy", "accuracy", ("dev",), 2)
     assert read_split(pairs, None, "train") == [Example("A cat.", "A dog.", 0), Example("It rains.", "It pours.", 1)]
@@ -297,11 +298,11 @@ def test_user_tasks_in_tsv_csv_and_jsonl_load_without_code(tmp_path):
 
 
 @pytest.mark.parametrize("fields, match", [
-    ({"head": "ranking"}, "unknown head 'ranking' \\(valid: classification, regression\\)"),
+    ({"head": "ranking"}, "unknown head 'ranking' \\(valid: classification, regression, span\\)"),
     ({"loss": "hinge"}, "loss 'hinge' does not fit head 'classification' \\(valid: cross_entropy\\)"),
-    ({"metrics": ["bleu"]}, "unknown metric 'bleu' \\(valid: accuracy, f1, mcc, pearson, spearman\\)"),
+    ({"metrics": ["bleu"]}, "unknown metric 'bleu' \\(valid: accuracy, f1, mcc, pearson, spearman, exact\\)"),
     ({"metrics": ["pearson"]}, "metric 'pearson' does not fit head 'classification'"),
-    ({"format": "xml"}, "unknown format 'xml' \\(valid: tsv, csv, jsonl\\)"),
+    ({"format": "xml"}, "unknown format 'xml' \\(valid: tsv, csv, jsonl, squad\\)"),
     ({"primary": "f1"}, "primary metric 'f1' is not in metrics"),
     ({"labels": ["a", "b", "c"], "metrics": ["f1"]}, "'f1' is binary"),
     ({"labels": [True, False]}, "quote it in YAML"),
@@ -309,6 +310,9 @@ def test_user_tasks_in_tsv_csv_and_jsonl_load_without_code(tmp_path):
     ({"dev_splits": ["test"]}, "dev split 'test' has no file"),
     ({"text_a": 5}, "text_a=5 is out of range for 3 columns"),
     ({"format": "jsonl"}, "must be a key name for jsonl"),
+    ({"head": "span", "labels": []}, "a span task reads SQuAD JSON files"),
+    ({"format": "squad"}, "format 'squad' is for span tasks"),
+    ({"no_answer": True}, "'no_answer' is for span tasks"),
     ({"overrides": {"dev": {"sep": ","}}}, "unknown keys \\['sep'\\]"),
     ({"hub": {"path": "x"}}, "missing keys \\['splits', 'text_a', 'label'\\]"),
     ({"colour": "red"}, "unknown keys \\['colour'\\]"),

@@ -88,4 +88,4 @@ def test_entry_point_prints_one_line_without_traceback(tmp_path):
     r = run_train(["--tasks", "nope", "--output-dir", str(tmp_path / "o")])
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "error: unknown task 'nope' (known tasks: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)"]
+        "error: unknown task 'nope' (known tasks: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, squad, squad_v2)"]
