@@ -3,12 +3,14 @@
 Every structured mask says what it is: its kind (winning, random, losing, super_ticket, union, ...),
 the tasks and model it was cut for, the encoder shape (:class:`masks.arch.EncoderShape`), the
 sparsity it was cut at and the parameter sparsity it has, the scorer, the FFN granularity and the
-seed of a random draw. Anything else a tool records (the run it came from, how it was selected, ...)
+seed of a random draw, and the objective the scores were taken on (``task``, ``mlm``, ``self-distill``:
+:data:`mtl.objective.OBJECTIVES`; None in masks written before it was recorded, which were all scored on the
+task loss). Anything else a tool records (the run it came from, how it was selected, ...)
 lives in ``extra`` as strings.
 
 File form: ``to_strings()`` / ``from_strings()`` with the keys ``kind``, ``tasks`` (comma list),
 ``model``, ``shape`` (``L=6,H=12,d=32,hidden=384,I=1536``), ``sparsity`` (``0.30``), ``ffn_sparsity``,
-``param_sparsity`` (``0.3046``), ``scorer``, ``granularity``, ``seed``, plus the ``extra`` keys.
+``param_sparsity`` (``0.3046``), ``scorer``, ``granularity``, ``seed``, ``objective``, plus the ``extra`` keys.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from basics.errors import UserError
 from masks.arch import EncoderShape
 
 TYPED_KEYS = ("kind", "tasks", "model", "shape", "sparsity", "ffn_sparsity", "param_sparsity", "scorer",
-              "granularity", "seed")
+              "granularity", "seed", "objective")
 # describe one mask, not a merge of several: dropped when masks are combined (and recomputed there)
 PER_MASK_FIELDS = ("sparsity", "ffn_sparsity", "param_sparsity", "seed")
 
@@ -65,6 +67,7 @@ class MaskMeta:
     scorer: str | None = None
     granularity: str | None = None  # "neuron" or "layer" (masks.kinds.GRANULARITIES)
     seed: int | None = None  # the seed of a random draw / of the scoring run
+    objective: str | None = None  # what the scores were taken on: task | mlm | self-distill (None: task, older files)
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,7 +91,7 @@ class MaskMeta:
             out["ffn_sparsity"] = format_fraction(self.ffn_sparsity)
         if self.param_sparsity is not None:
             out["param_sparsity"] = f"{self.param_sparsity:.4f}"
-        for key in ("scorer", "granularity"):
+        for key in ("scorer", "granularity", "objective"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.seed is not None:
@@ -111,7 +114,8 @@ class MaskMeta:
                    ffn_sparsity=_float("ffn_sparsity", meta.get("ffn_sparsity", "")),
                    param_sparsity=_float("param_sparsity", meta.get("param_sparsity", "")),
                    scorer=meta.get("scorer") or None, granularity=meta.get("granularity") or None,
-                   seed=int(seed_text) if seed_text else None, extra=extra)
+                   seed=int(seed_text) if seed_text else None, objective=meta.get("objective") or None,
+                   extra=extra)
 
     # ---- values
     def replace(self, **changes: object) -> "MaskMeta":

@@ -138,7 +138,7 @@ def cut_ticket(
     ffn = _ffn_mask(imp, kind, ffn_frac, shape, granularity, gen, ffn_allocation)
     info = MaskMeta(kind=kind, tasks=imp.meta.get("tasks", ""), model=imp.meta.get("model", "unknown"), shape=shape,
                     sparsity=head_frac, ffn_sparsity=ffn_frac, scorer=imp.meta.get("scorer", "gate_grad"),
-                    granularity=granularity, seed=int(seed),
+                    granularity=granularity, seed=int(seed), objective=imp.meta.get("objective") or None,
                     extra={"normalize_heads": imp.meta.get("normalize_heads", ""),
                            "normalize_ffn": imp.meta.get("normalize_ffn", ""),
                            "importance_abs": imp.meta.get("abs_per", ""),

@@ -137,7 +137,7 @@ def score_model(model, data: dict, config, pad_id: int, device: torch.device, au
                                   normalize_heads=config.tickets.head_normalization,
                                   normalize_ffn=config.tickets.ffn_normalization)
     batches = scoring_batches(data, config.optim.batch_size, config.optim.seed, pad_id, device, config.tickets.score_batches, dist)
-    meta = {"tasks": ",".join(data), "model": config.model.name, "seed": str(config.optim.seed)}
+    meta = {"tasks": ",".join(data), "model": config.model.name, "seed": str(config.optim.seed), "objective": "task"}
     if dist.enabled and imp_config.abs_per != "example":  # the counts of the whole run, not of this rank's share
         meta.update(num_batches=str(total), num_loss_terms=str(total), processes=str(dist.world_size))
     return compute_importance(model, model.encoder, batches, loss_fn, imp_config, split_batch=split_examples,
