@@ -435,10 +435,13 @@ def markdown(report: dict, baselines: dict[str, Baseline] | None = None) -> str:
     baseline = baseline_of(report, report["task"], baselines)
     title = (f"# Unstructured lottery tickets: {report['task']} (dev task score, mean ± std over seeds "
              f"{','.join(map(str, report['seeds']))})")
+    methods = report.get("methods") or ["imp", "omp", "random"]
+    said = {"imp": f"IMP prunes {imp['rate']:g} of the original weights per round ({imp['rounds']} rounds)",
+            "omp": f"OMP prunes the {OMP_WORDS[report['omp_source']]} weights once",
+            "random": "random prunes uniformly at random"}
     legend = (f"Task score = mean of the task's dev metrics (`tasks/score.py`). Matching: mean ≥ dense mean − dense "
-              f"std = {d['mean'] - d['std']:.2f}. IMP prunes {imp['rate']:g} of the original weights per round "
-              f"({imp['rounds']} rounds); OMP prunes the {OMP_WORDS[report['omp_source']]} weights once; random "
-              "prunes uniformly at random. Every subnetwork is trained from the pre-trained weights.")
+              f"std = {d['mean'] - d['std']:.2f}. " + "; ".join(said[m] for m in said if m in methods) +
+              ". Every subnetwork is trained from the pre-trained weights.")
     lines = [title, "", legend, "", baseline_legend(baseline), "", *table(report, baseline)]
     best = ", ".join(f"{m} {s:.2f}" if s is not None else f"{m} none" for m, s in report["highest_matching_sparsity"].items())
     lines += ["", f"Highest matching sparsity: {best or 'none'}.", "", f"Command: `{report['command']}`", ""]

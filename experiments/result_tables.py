@@ -171,18 +171,24 @@ def phase_table(task: str) -> Callable[[], str]:
 # ---------------------------------------------------------------- lottery, iterative pruning
 
 
-def lottery_table(task: str) -> Callable[[], str]:
+def lottery_table(folder: str) -> Callable[[], str]:
+    """The table of ``lottery/FOLDER/lottery.json``. A task's study with fine-tuned-source OMP rows points to the
+    pre-trained-source study of the same task (``lottery/TASK-pretrained/``, its own dense runs) when it exists."""
     def render() -> str:
-        report = lottery.derive(_json(f"lottery/{task}/lottery.json"))
-        base = baselines().get(task)
+        report = lottery.derive(_json(f"lottery/{folder}/lottery.json"))
+        base = baselines().get(report["task"])
         sources = sorted({r["omp_source"] for r in report["rows"] if r.get("omp_source")})
-        missing = [s for s in lottery.OMP_SOURCES if s not in sources]
         lines = [baseline_legend(base), "", *lottery.table(report, base), "",
                  "OMP source of these rows: " + ", ".join(lottery.OMP_WORDS[s] for s in sources) + " weights "
                  "(`omp_source` in `lottery.json`)."]
-        if missing:
-            lines.append("OMP from the " + ", ".join(lottery.OMP_WORDS[s] for s in missing) + " weights (Chen et "
-                         "al.'s one-shot setting): **pending, not run yet** (`--omp-source pretrained`).")
+        if "pretrained" not in sources:
+            sibling = f"{report['task']}-pretrained"
+            if (RESULTS / "lottery" / sibling / "lottery.json").is_file():
+                lines.append("OMP from the pre-trained weights (Chen et al.'s one-shot setting): the "
+                             f"`{sibling}` table (its own dense runs on the same seeds).")
+            else:
+                lines.append("OMP from the pre-trained weights (Chen et al.'s one-shot setting): **pending, not run "
+                             "yet** (`--omp-source pretrained`).")
         return _lines(lines)
     return render
 
@@ -359,8 +365,15 @@ def _lottery_summary() -> str:
                 above += row["mean"] >= by[("random", s)]["mean"]
         matching = [f"{r['method']} {r['sparsity']:.1f}" for r in report["rows"] if r["matching"]]
         parts.append(f"{TASK_NAMES[task]} matching: {', '.join(matching) or 'none'}")
-    return f"magnitude ≥ random in {above} of {total} comparisons (means); " + "; ".join(parts) + \
+    pre = []
+    for task in ("mrpc", "rte"):
+        if (RESULTS / "lottery" / f"{task}-pretrained" / "lottery.json").is_file():
+            report = lottery.derive(_json(f"lottery/{task}-pretrained/lottery.json"))
+            cells = [f"{r['sparsity']:.1f} {format_versus(r['vs_dense'])}" for r in report["rows"] if r["method"] == "omp"]
+            pre.append(f"{TASK_NAMES[task]} " + ", ".join(cells))
+    tail = ("; OMP from the pre-trained weights, Δ vs its own dense [95 % CI]: " + "; ".join(pre)) if pre else \
         "; OMP from fine-tuned weights only (pre-trained source pending)"
+    return f"magnitude ≥ random in {above} of {total} comparisons (means, fine-tuned-source OMP); " + "; ".join(parts) + tail
 
 
 def _iterative_summary() -> str:
@@ -387,8 +400,36 @@ def _deploy_summary() -> str:
             f"{signed(score(compact, 'stsb') - score('compact 50% pytorch fp32', 'stsb'), 2)}")
 
 
+def _engine_summary() -> str:
+    r = _json("bench_study.json")
+    same = [name for name, row in r["calls"].items() if name != "jobs1" and row["identical"]]
+    words = {"jobs2": "2 local workers", "ray2": "2 Ray workers"}
+    return (f"{r['ratio']:.2f}x; table and every run's metrics bitwise identical with "
+            f"{' and '.join(words.get(n, n) for n in same) or 'no other call'}; scheduler overhead median "
+            f"{r['overhead']['median']:.2f} s per run")
+
+
+def bench_train() -> str:
+    """The trainer-throughput table of ``bench_train_rte.json``: every trainer with its ratio to both Trainer rows."""
+    r = _json("bench_train_rte.json")
+    speed = r["examples_per_s"]
+    standard, tuned = (speed[k] for k in ("hf Trainer (fp32, DataCollatorWithPadding)", "hf Trainer (bf16, group_by_length)"))
+    lines = ["| trainer | examples/s | vs standard `Trainer` | vs tuned `Trainer` |", "|---|---:|---:|---:|"]
+    for name, value in speed.items():
+        lines.append(f"| {name} | {value:.1f} | {value / standard:.2f}x | {value / tuned:.2f}x |")
+    extra = r.get("speedups") or {}
+    if "compile" in extra and "padding" in extra:
+        c, pad = extra["compile"], extra["padding"]
+        lines += ["", f"`torch.compile` (ours, defaults): {c['eager_examples_per_s']:.1f} ex/s eager vs "
+                  f"{c['compiled_examples_per_s']:.1f} compiled, {c['compile_seconds_first_step']:.0f} s to compile, "
+                  f"largest loss difference {c['max_loss_difference']:.1e}. Padding share of the length-grouped batches on "
+                  f"the whole RTE training set: {100 * pad['length_grouped_padding_share']:.2f} % (random batches: "
+                  f"{100 * pad['random_padding_share']:.1f} %)."]
+    return _lines(lines)
+
+
 def results_summary() -> str:
-    bench_train = _json("bench_train_rte.json")
+    train = _json("bench_train_rte.json")
     masks = _json("bench_masks.json")
     compact = {(r["batch"], r["variant"]): r for r in _json("bench_compact.json")["rows"]}
     rows = [
@@ -396,7 +437,11 @@ def results_summary() -> str:
          "`cpu_study/table.json`"),
         ("single-task quality, full training sets, defaults (targets in brackets)", _quality_summary(),
          "`single_task_quality/defaults_quality.json`"),
-        ("training speed vs HF `Trainer` (RTE)", f"{bench_train['ratio']:.2f}x", "`bench_train_rte.json`"),
+        ("training speed vs HF `Trainer` (RTE, 1 thread)", f"{train['ratios']['vs standard Trainer']:.2f}x the "
+         f"standard recipe, {train['ratios']['vs tuned Trainer (bf16, group_by_length)']:.2f}x a `Trainer` given "
+         "bf16 and group_by_length", "`bench_train_rte.json`"),
+        ("study engine: the quickstart study (24 runs) with 2 workers vs 1 on 2 cores", _engine_summary(),
+         "`bench_study.json`"),
         ("gates: overhead with all-ones gates / scoring vs training throughput",
          f"{signed(100 * masks['gate_overhead'], 1)} % (paired per-round median "
          f"{signed(100 * masks['gate_overhead_paired_median'], 1)} %) / "
@@ -428,7 +473,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "ticket-unions": ticket_unions,
     "phase-summary": phase_summary,
     **{f"phase-{t}": phase_table(t) for t in (*PT_TASKS, "sst2")},
-    **{f"lottery-{t}": lottery_table(t) for t in ("mrpc", "rte")},
+    **{f"lottery-{f}": lottery_table(f) for f in ("mrpc", "rte", "mrpc-pretrained", "rte-pretrained")},
     **{f"iterative-{f}": iterative_table(f) for f in ("rte", "mrpc", "mrpc-t98")},
     "analysis-seeds": analysis_seeds,
     "analysis-tasks": analysis_tasks,
@@ -436,12 +481,13 @@ TABLES: dict[str, Callable[[], str]] = {
     "quality-alternatives": quality_alternatives,
     "dev-baselines": dev_baselines,
     "results-summary": results_summary,
+    "bench-train": bench_train,
 }
 
 
 def pages() -> list[Path]:
     """The pages whose tables are rendered: ``docs/results.md``, ``README.md`` and every results README."""
-    return [REPO / "README.md", REPO / "docs" / "results.md", *sorted(RESULTS.glob("*/README.md"))]
+    return [REPO / "README.md", REPO / "docs" / "results.md", RESULTS / "bench_train.md", *sorted(RESULTS.glob("*/README.md"))]
 
 
 def _report_file(json_path: Path, render: Callable[[dict], str]) -> tuple[Path, Callable[[], str]]:
