@@ -33,7 +33,7 @@ from basics.cli import OneLineParser, run_main
 from basics.errors import UserError
 from basics.io import atomic_write_text
 from basics.stats import mean_std, signed
-from experiments import glue_table, iterative_pruning, lottery, phase_transition
+from experiments import ablation, glue_table, iterative_pruning, lottery, phase_transition
 from experiments.baselines import BASELINES_FILE, committed_baselines
 from experiments.report_stats import NOT_LEARNT, baseline_legend, format_versus, learnt_mark, pm
 from experiments.single_task_quality import TARGETS
@@ -482,6 +482,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "dev-baselines": dev_baselines,
     "results-summary": results_summary,
     "bench-train": bench_train,
+    "ablation-stsb-gap": lambda: ablation.render(RESULTS / "stsb_gap" / "ablation.json"),
 }
 
 
@@ -505,6 +506,9 @@ def files() -> dict[Path, Callable[[], str]]:
         out[md] = render
     for path in sorted(RESULTS.glob("iterative_pruning/*/iterative_pruning.json")):
         md, render = _report_file(path, lambda r: iterative_pruning.markdown(r, baselines()))
+        out[md] = render
+    for path in sorted(RESULTS.glob("*/ablation.json")):
+        md, render = _report_file(path, lambda r: ablation.markdown(ablation.derive(r)))
         out[md] = render
     table = RESULTS / "cpu_study" / "table.json"
     out[table.with_suffix(".md")] = lambda: glue_table.format_markdown(read_json(table), read_json(table).get("title"))
