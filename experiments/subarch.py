@@ -28,11 +28,10 @@ from pathlib import Path
 
 import yaml
 
-from basics.cli import OneLineParser, run_main
 from basics.io import atomic_write_text
 from experiments.engine.jobs import Job, JobGraph
-from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, results_dir, run_jobs
-from experiments.engine.scheduler import StudyFailed, raise_if_failed
+from experiments.engine.options import EngineOptions, results_dir, run_jobs, yaml_study_main
+from experiments.engine.scheduler import raise_if_failed
 from experiments.study_config import train_config
 from experiments.subarch_config import SubarchStudy, load_study, study_to_dict
 from experiments.subarch_files import StudyFiles
@@ -179,22 +178,8 @@ def run_study(study: SubarchStudy, engine: EngineOptions, report_only: bool = Fa
 
 
 def main(argv: list[str] | None = None) -> int:
-    def go() -> int:
-        parser = OneLineParser(prog="python -m experiments.subarch", description=__doc__.splitlines()[0])
-        parser.add_argument("study", type=Path, help="the study YAML (experiments/subarch.yaml)")
-        parser.add_argument("--output-dir", default=None, help="override the study's output_dir")
-        parser.add_argument("--glue-dir", default=None, help="override the study's glue_dir (default: $GLUE_DIR)")
-        parser.add_argument("--report-only", action="store_true", help="redo the selection and the table from what is there")
-        add_engine_flags(parser)
-        args = parser.parse_args(argv)
-        study = load_study(args.study, args.output_dir, args.glue_dir)
-        try:
-            return run_study(study, engine_options(args), args.report_only)
-        except StudyFailed as exc:
-            print(f"{exc}; run the same command again to retry them (finished work is kept)", file=sys.stderr)
-            return 1
-
-    return run_main(go)
+    return yaml_study_main(argv, "python -m experiments.subarch", __doc__.splitlines()[0], "experiments/subarch.yaml",
+                           "redo the selection and the table from what is there", load_study, run_study)
 
 
 if __name__ == "__main__":

@@ -26,11 +26,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from basics.cli import OneLineParser, run_main
 from basics.io import atomic_write_json, atomic_write_text
 from experiments.engine.jobs import Job, JobGraph
-from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, results_dir, run_jobs
-from experiments.engine.scheduler import StudyFailed, raise_if_failed
+from experiments.engine.options import EngineOptions, results_dir, run_jobs, yaml_study_main
+from experiments.engine.scheduler import raise_if_failed
 from experiments.study_config import train_config
 from experiments.transfer_config import TransferStudy, load_study
 from experiments.transfer_table import render, transfer_report
@@ -207,22 +206,8 @@ def run_study(study: TransferStudy, engine: EngineOptions, report_only: bool = F
 
 
 def main(argv: list[str] | None = None) -> int:
-    def go() -> int:
-        parser = OneLineParser(prog="python -m experiments.transfer", description=__doc__.splitlines()[0])
-        parser.add_argument("study", type=Path, help="the study YAML (experiments/transfer_cpu.yaml)")
-        parser.add_argument("--output-dir", default=None, help="override the study's output_dir")
-        parser.add_argument("--glue-dir", default=None, help="override the study's glue_dir (default: $GLUE_DIR)")
-        parser.add_argument("--report-only", action="store_true", help="rebuild the table from the finished runs")
-        add_engine_flags(parser)
-        args = parser.parse_args(argv)
-        study = load_study(args.study, args.output_dir, args.glue_dir)
-        try:
-            return run_study(study, engine_options(args), args.report_only)
-        except StudyFailed as exc:
-            print(f"{exc}; run the same command again to retry them (finished work is kept)", file=sys.stderr)
-            return 1
-
-    return run_main(go)
+    return yaml_study_main(argv, "python -m experiments.transfer", __doc__.splitlines()[0], "experiments/transfer_cpu.yaml",
+                           "rebuild the table from the finished runs", load_study, run_study)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,7 @@ from mtl.teacher import is_student_dir, load_teacher, make_student, save_student
 from tests.tiny_run import WORDS
 from tests.tiny_run import save_tiny_model as save_tokenizer_and_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: tiny models on a shared 2-core machine run ~10x faster than with two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def texts(n: int = 160, seed: int = 0) -> list[str]:

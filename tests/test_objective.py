@@ -24,13 +24,7 @@ from mtl.objective_tickets import find_objective_tickets, score_objective
 from tests.test_distill import save_tiny_mlm_model, save_tiny_model
 from tests.tiny_run import WORDS
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

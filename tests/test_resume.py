@@ -29,14 +29,6 @@ def tiny(tmp_path_factory):
     return tiny_setup(tmp_path_factory.mktemp("tiny"))
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def train_main(args, capsys=None):
     """``(exit code, stdout, stderr)`` of train.py run in this process."""
     import train

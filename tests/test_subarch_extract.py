@@ -25,13 +25,7 @@ from tests.conftest import tiny_encoder, tiny_inputs
 SUBARCH_ARCHS = ("bert", "roberta", "electra", "distilbert")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: tiny models on a shared 2-core machine run ~10x faster than with two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # layers 0 and 2 of 3; 2 of 4 heads; 19 and 25 of 37 neurons; 15 of 32 hidden dims (15 is no multiple of 4 heads)

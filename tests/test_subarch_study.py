@@ -26,12 +26,7 @@ from tests.tiny_run import WORDS, write_tiny_tasks
 CANDIDATES = ["D1-A1-H8-I8", "D1-A2-H16-I16", "D2-A2-H24-I20", "D3-A4-H32-I37"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_pareto_frontier_and_ranking_on_a_hand_made_set():

@@ -8,7 +8,6 @@ import json
 import random
 
 import pytest
-import torch
 import yaml
 
 from basics.errors import UserError
@@ -19,13 +18,7 @@ from masks.mask import load_mask_file
 from tests.conftest import REPO
 from tests.tiny_run import WORDS, save_tiny_model, write_tiny_tasks
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- the table -------------------------------------------------------------------------------------------

@@ -15,16 +15,20 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from basics.cli import OneLineParser, run_main
 from basics.errors import UserError
 from basics.registry import Registry
 from experiments.engine.backends import Backend, InlineBackend, LocalBackend, RayBackend
 from experiments.engine.cost import CostModel, duration
 from experiments.engine.jobs import JobGraph
 from experiments.engine.results_dir import ResultsDir
-from experiments.engine.scheduler import Report, Scheduler, raise_user_errors, write_report
+from experiments.engine.scheduler import Report, Scheduler, StudyFailed, raise_user_errors, write_report
 
 BACKENDS: Registry[str] = Registry("backend")
 BACKENDS.register("local", "one worker process per run on this machine (the default)")
@@ -158,3 +162,27 @@ def run_jobs(graph: JobGraph, options: EngineOptions, out: Path, say=None) -> Re
     write_report(report, log_dir / f"engine-{socket.gethostname()}-{os.getpid()}.json")  # every call's
     raise_user_errors(report)
     return report
+
+
+def yaml_study_main(argv: Sequence[str] | None, prog: str, description: str, example: str, report_only_help: str,
+                    load: Callable[[Path, str | None, str | None], Any],
+                    run: Callable[[Any, EngineOptions, bool], int]) -> int:
+    """The command line of a study driven by one YAML file (``experiments.subarch``, ``experiments.transfer``):
+    the file, ``--output-dir`` / ``--glue-dir`` overrides, ``--report-only`` and the engine flags; a failed run
+    exits 1 with how to retry, a user mistake is one line (:func:`basics.cli.run_main`)."""
+    def go() -> int:
+        parser = OneLineParser(prog=prog, description=description)
+        parser.add_argument("study", type=Path, help=f"the study YAML ({example})")
+        parser.add_argument("--output-dir", default=None, help="override the study's output_dir")
+        parser.add_argument("--glue-dir", default=None, help="override the study's glue_dir (default: $GLUE_DIR)")
+        parser.add_argument("--report-only", action="store_true", help=report_only_help)
+        add_engine_flags(parser)
+        args = parser.parse_args(argv)
+        study = load(args.study, args.output_dir, args.glue_dir)
+        try:
+            return run(study, engine_options(args), args.report_only)
+        except StudyFailed as exc:
+            print(f"{exc}; run the same command again to retry them (finished work is kept)", file=sys.stderr)
+            return 1
+
+    return run_main(go)
