@@ -159,9 +159,11 @@ def phase_summary() -> str:
     return _lines(table)
 
 
-def phase_table(task: str) -> Callable[[], str]:
+def phase_table(task: str, folder: str | None = None) -> Callable[[], str]:
+    """A task's phase-transition tables: the committed 2-seed study (``phase_transition/TASK``), or the report in
+    ``FOLDER/tickets/TASK`` of a GLUE study (``cpu_full``)."""
     def render() -> str:
-        report = _pt(task)
+        report = _json(f"{folder}/tickets/{task}/phase_transition.json") if folder else _pt(task)
         base = baselines().get(task)
         return _lines([baseline_legend(base), "", *phase_transition.score_table(report, base), "",
                        *phase_transition.difference_table(report), "", phase_transition.super_ticket_line(report)])
@@ -473,6 +475,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "ticket-unions": ticket_unions,
     "phase-summary": phase_summary,
     **{f"phase-{t}": phase_table(t) for t in (*PT_TASKS, "sst2")},
+    **{f"cpu-full-phase-{t}": phase_table(t, "cpu_full") for t in ("rte", "mrpc", "stsb", "cola", "sst2")},
     **{f"lottery-{f}": lottery_table(f) for f in ("mrpc", "rte", "mrpc-pretrained", "rte-pretrained")},
     **{f"iterative-{f}": iterative_table(f) for f in ("rte", "mrpc", "mrpc-t98")},
     "analysis-seeds": analysis_seeds,
