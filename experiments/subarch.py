@@ -161,7 +161,8 @@ def run_study(study: SubarchStudy, engine: EngineOptions, report_only: bool = Fa
     results = results_dir(engine, out)
     if results is not None:  # steps find their outputs and skip; runs are restored by the scheduler
         results.restore_files(p for job in jobs for p in job.outputs)
-        results.publish_files([out / "study.yaml"])
+        if not engine.dry_run:  # a dry run leaves the results folder as it is
+            results.publish_files([out / "study.yaml"])
     if report_only:
         jobs = [j for j in jobs if j.name in ("select", "table")]
         jobs = [Job(j.name, action=j.action, args=j.args, outputs=j.outputs) for j in jobs]

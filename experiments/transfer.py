@@ -190,7 +190,8 @@ def run_study(study: TransferStudy, engine: EngineOptions, report_only: bool = F
     results = results_dir(engine, out)
     if results is not None:  # steps find their outputs and skip; runs are restored by the scheduler
         results.restore_files(p for job in jobs for p in job.outputs)
-        results.publish_files([out / "study.yaml"])
+        if not engine.dry_run:  # a dry run leaves the results folder as it is
+            results.publish_files([out / "study.yaml"])
     if report_only:
         jobs = [Job("table", action=table_step, args=(study,), outputs=(out / "transfer.json", out / "transfer.md"))]
     if engine.dry_run:

@@ -100,6 +100,11 @@ def test_tiny_study_end_to_end_one_and_two_workers(tmp_path, capsys):
     capsys.readouterr()
     assert run_cli(tmp_path, one, "--jobs", "1", "--dry-run") == 0
     assert "to train" not in capsys.readouterr().out  # a second call trains nothing
+    # a dry run elsewhere, continuing from a results folder, leaves that folder as it is
+    results = tmp_path / "results"
+    assert run_cli(tmp_path, {**one, "output_dir": str(tmp_path / "three")}, "--jobs", "1", "--dry-run",
+                   "--results-dir", str(results)) == 0
+    assert not (results / "study.yaml").exists()
 
 
 def test_study_file_checks(tmp_path):
