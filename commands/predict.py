@@ -4,7 +4,8 @@
         [--probabilities] [--columns A[,B]] [--format tsv|csv|jsonl] [--precision fp32|auto|bf16]
     mtl-predict --model RUN_OR_MODEL_DIR --glue-test [--glue-dir DIR] --output DIR
     mtl-predict --model RUN_OR_MODEL_DIR --task squad --input dev-v1.1.json [--output predictions.json]
-        [--eval-output eval.json] [--doc-stride N] [--max-answer-length N] [--null-threshold F]
+        [--eval-output eval.json] [--nbest-output nbest.json] [--null-odds-output null_odds.json]
+        [--doc-stride N] [--max-answer-length N] [--null-threshold F]
     python -m commands.predict ...            (the same command)
 
 MODEL: a train.py run directory (its model/), a saved or compacted model directory, or an ONNX export
@@ -17,7 +18,10 @@ Nothing is written when any input is bad.
 
 Span tasks (SQuAD): the input is a SQuAD JSON file, the output the SQuAD prediction file, a JSON object
 {question id: answer text} ("" = no answer). When the file holds gold answers, the official exact match and
-F1 (v2.0: also on the answerable and unanswerable questions apart) are printed, and written with --eval-output.
+F1 (v2.0: also on the answerable and unanswerable questions apart, and the best null threshold with its
+scores) are printed, and written with --eval-output. --nbest-output writes each question's n-best candidates
+(text, softmax probability, score, character span), --null-odds-output (v2.0) each question's null score minus
+its best span's score: the --na-prob-file of the official evaluate-v2.0.py script.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from tasks.inputs import read_inputs
 from tasks.registry import default_registry
 from tasks.score import squad_version
 from tasks.squad import gold_answers_by_id, read_squad_file
-from tasks.squad_metrics import squad_evaluate
+from tasks.squad_metrics import best_thresholds, squad_evaluate
 from tasks.task_def import FORMATS, TaskDef
 
 SPAN_OUTPUT = ".json"  # span tasks write the SQuAD prediction file
@@ -83,6 +87,11 @@ def parser() -> OneLineParser:
     p.add_argument("--glue-dir", type=Path, default=None, help="GLUE folder for --glue-test (default: $GLUE_DIR)")
     p.add_argument("--eval-output", type=Path, default=None,
                    help="span tasks: write the official SQuAD evaluation of a labelled input file here (JSON)")
+    p.add_argument("--nbest-output", type=Path, default=None,
+                   help="span tasks: write each question's n-best candidates here (JSON)")
+    p.add_argument("--null-odds-output", type=Path, default=None,
+                   help="span tasks with no-answer questions: write each question's null odds here (JSON; the "
+                        "official v2.0 script's --na-prob-file)")
     p.add_argument("--doc-stride", type=int, default=None, help="span tasks: window overlap (default: the run's)")
     p.add_argument("--max-answer-length", type=int, default=None, help="span tasks: longest answer in tokens "
                                                                         "(default: the run's)")
@@ -130,8 +139,9 @@ def predict_file(args: argparse.Namespace, predictor) -> None:
         if len(tasks) > 1:
             raise UserError(f"span task {spans[0]} reads a SQuAD file of its own: predict it alone (--task {spans[0]})")
         return predict_squad(args, predictor, tasks[0])
-    if args.eval_output is not None:
-        raise UserError("--eval-output is for span tasks (SQuAD); the other tasks have no gold answers in new data")
+    for flag in ("eval_output", "nbest_output", "null_odds_output"):
+        if getattr(args, flag) is not None:
+            raise UserError(f"--{flag.replace('_', '-')} is for span tasks (SQuAD)")
     if args.output is not None and args.output.suffix.lower() == SPAN_OUTPUT:
         raise UserError(f"--output {args.output}: .json is the SQuAD prediction file of span tasks; name it .tsv, "
                         ".csv or .jsonl")
@@ -150,23 +160,39 @@ def predict_file(args: argparse.Namespace, predictor) -> None:
 
 def predict_squad(args: argparse.Namespace, predictor, task: TaskDef) -> None:
     """A span task: SQuAD JSON in, the SQuAD prediction file {id: answer} out; evaluated when the input is labelled."""
-    if args.output is not None and args.output.suffix.lower() != SPAN_OUTPUT:
-        raise UserError(f"--output {args.output}: span task {task.name} writes the SQuAD prediction file; name it "
-                        f"*{SPAN_OUTPUT}")
+    for flag in ("output", "eval_output", "nbest_output", "null_odds_output"):
+        path = getattr(args, flag)
+        if path is not None and path.suffix.lower() != SPAN_OUTPUT:
+            raise UserError(f"--{flag.replace('_', '-')} {path}: span task {task.name} writes JSON; name it *{SPAN_OUTPUT}")
+    version = squad_version(task)
+    if args.null_odds_output is not None and version != 2:
+        raise UserError(f"--null-odds-output: task {task.name} has no unanswerable questions (SQuAD v1.1), so no "
+                        "null odds")
     examples = read_squad_file(args.input, task, labelled=False)
     settings = SpanSettings.of_model(args.model, args.doc_stride, args.max_answer_length, args.null_threshold)
     labelled = all(e.labelled for e in examples)
     if args.eval_output is not None and not labelled:
         raise UserError(f"--eval-output: {args.input} has questions without gold answers; nothing to evaluate")
     with progress_bar(None, enabled=not args.no_progress, desc="predict") as bar:  # counts windows
-        answers = predict_spans(predictor, task, examples, settings, args.batch_size, bar.update)
+        predictions = predict_spans(predictor, task, examples, settings, args.batch_size, bar.update)
+    answers = {qid: p.answer for qid, p in predictions.items()}
+    odds = {qid: p.null_odds for qid, p in predictions.items()} if version == 2 else None
     if args.output is None:
         sys.stdout.write(json.dumps(answers, ensure_ascii=False, indent=1) + "\n")
     else:
         atomic_write_json(args.output, answers)
         print(f"wrote {len(answers)} answers to {args.output}", file=sys.stderr)
+    if args.nbest_output is not None:
+        atomic_write_json(args.nbest_output, {qid: [e.to_json() for e in p.nbest] for qid, p in predictions.items()})
+        print(f"wrote the n-best candidates of {len(predictions)} questions to {args.nbest_output}", file=sys.stderr)
+    if args.null_odds_output is not None:
+        atomic_write_json(args.null_odds_output, odds)
+        print(f"wrote the null odds of {len(predictions)} questions to {args.null_odds_output}", file=sys.stderr)
     if labelled:
-        scores = squad_evaluate(answers, gold_answers_by_id(examples), version=squad_version(task))
+        golds = gold_answers_by_id(examples)
+        scores = squad_evaluate(answers, golds, version=version)  # the scores of these answers, as train.py's
+        if odds is not None:  # and what the official script adds given the null odds (--na-prob-file)
+            scores.update(best_thresholds(answers, golds, odds))
         print(json.dumps(scores), file=sys.stderr)
         if args.eval_output is not None:
             atomic_write_json(args.eval_output, scores)

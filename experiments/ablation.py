@@ -37,8 +37,8 @@ from basics.options import read_yaml
 from basics.stats import mean_std
 from experiments.baselines import baselines_for
 from experiments.engine.jobs import Job, JobGraph
-from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, run_jobs
-from experiments.engine.scheduler import StudyFailed, raise_if_failed
+from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, print_study_report, run_jobs
+from experiments.engine.scheduler import raise_if_failed
 from experiments.report_stats import baseline_legend, by_seed, format_versus, learnt_mark, versus
 from experiments.study_config import canonical_tasks, train_config
 from mtl.config import TrainConfig
@@ -202,14 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = {k: v for k, v in (("output_dir", args.output_dir), ("glue_dir", args.glue_dir)) if v}
         study = load_ablation(args.study, overrides)
         command = "python -m experiments.ablation " + shlex.join(args_in)
-        try:
-            report = run_ablation(study, command, engine_options(args))
-        except StudyFailed as exc:
-            print(f"{exc}; run the same command again to retry them (finished runs are kept)", file=sys.stderr)
-            return 1
-        if report is not None:
-            print(markdown(report), end="")
-        return 0
+        return print_study_report(lambda: run_ablation(study, command, engine_options(args)), markdown)
 
     return run_main(go)
 

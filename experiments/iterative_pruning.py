@@ -39,8 +39,8 @@ from basics.io import atomic_write, atomic_write_json, atomic_write_text
 from basics.stats import mean_std
 from experiments.baselines import baselines_for
 from experiments.engine.jobs import Job, JobGraph
-from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, run_jobs
-from experiments.engine.scheduler import StudyFailed, raise_if_failed
+from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, print_study_report, run_jobs
+from experiments.engine.scheduler import raise_if_failed
 from experiments.phase_transition import scores_of
 from experiments.report_stats import baseline_legend, baseline_of, by_seed, format_versus, learnt_mark, versus
 from masks.arch import shape_of
@@ -445,14 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         _, (task,) = resolve_tasks(config)
         out = prepare_output_dir(config.output.output_dir)
         command = "python -m experiments.iterative_pruning " + " ".join(map(shlex.quote, args_in))
-        try:
-            report = run_experiment(config, task.name, spec, out, command, engine_options(args))
-        except StudyFailed as exc:
-            print(f"{exc}; run the same command again to retry them (finished runs are kept)", file=sys.stderr)
-            return 1
-        if report is not None:
-            print(markdown(report))
-        return 0
+        return print_study_report(lambda: run_experiment(config, task.name, spec, out, command, engine_options(args)), markdown)
 
     return run_main(go)
 

@@ -55,8 +55,8 @@ from basics.options import add_config_flags, build_config, options_of, read_yaml
 from basics.stats import mean_std
 from experiments.baselines import baselines_for
 from experiments.engine.jobs import Job, JobGraph
-from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, run_jobs
-from experiments.engine.scheduler import StudyFailed, raise_if_failed
+from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, print_study_report, run_jobs
+from experiments.engine.scheduler import raise_if_failed
 from experiments.plots import dense_band, finish_curves, line_with_band, pyplot
 from experiments.report_stats import baseline_legend, baseline_of, by_seed, format_versus, learnt_mark, pm, versus
 from masks.magnitude import (
@@ -503,14 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         imp = lot.imp_sparsities(base.tickets.sparsities) if "imp" in lot.method else []
         out = prepare_output_dir(base.output.output_dir)
         study = Study(base, lot, task, out, sparsities, imp)
-        try:
-            report = run_study(study, f"{PROG} {shlex.join(argv)}", engine)
-        except StudyFailed as exc:
-            print(f"{exc}; run the same command again to retry them (finished runs are kept)", file=sys.stderr)
-            return 1
-        if report is not None:
-            print(markdown(report))
-        return 0
+        return print_study_report(lambda: run_study(study, f"{PROG} {shlex.join(argv)}", engine), markdown)
 
     return run_main(go)
 

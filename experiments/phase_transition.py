@@ -36,8 +36,8 @@ from basics.io import atomic_write_json, atomic_write_text
 from basics.stats import mean_std
 from experiments.baselines import baselines_for
 from experiments.engine.jobs import Job, JobGraph
-from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, run_jobs
-from experiments.engine.scheduler import StudyFailed, raise_if_failed
+from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, print_study_report, run_jobs
+from experiments.engine.scheduler import raise_if_failed
 from experiments.plots import plot_phase_transition
 from experiments.report_stats import baseline_legend, baseline_of, by_seed, format_versus, learnt_mark, pm, versus
 from masks.importance import load_importance
@@ -385,15 +385,9 @@ def main(argv: list[str] | None = None) -> int:
             unknown = [c for c in controls if not any(abs(c - s) < 1e-9 for s in config.tickets.sparsities)]
             if unknown:
                 raise UserError(f"--control-sparsities {unknown} are not among --sparsities {config.tickets.sparsities}")
-        try:
-            report = run_study(config, task.name, seeds, out, args.select_on, controls, engine_options(args),
-                               args.dense_candidate)
-        except StudyFailed as exc:
-            print(f"{exc}; run the same command again to retry them (finished runs are kept)", file=sys.stderr)
-            return 1
-        if report is not None:
-            print(markdown(report))
-        return 0
+        engine = engine_options(args)
+        return print_study_report(lambda: run_study(config, task.name, seeds, out, args.select_on, controls, engine,
+                                                    args.dense_candidate), markdown)
 
     return run_main(go)
 

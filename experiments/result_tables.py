@@ -33,7 +33,7 @@ from basics.cli import OneLineParser, run_main
 from basics.errors import UserError
 from basics.io import atomic_write_text
 from basics.stats import mean_std, signed
-from experiments import ablation, glue_table, iterative_pruning, lottery, phase_transition
+from experiments import ablation, glue_table, iterative_pruning, lottery, phase_transition, transfer_table
 from experiments.baselines import BASELINES_FILE, committed_baselines
 from experiments.report_stats import NOT_LEARNT, baseline_legend, format_versus, learnt_mark, pm
 from experiments.single_task_quality import TARGETS
@@ -509,6 +509,9 @@ def files() -> dict[Path, Callable[[], str]]:
         out[md] = render
     for path in sorted(RESULTS.glob("iterative_pruning/*/iterative_pruning.json")):
         md, render = _report_file(path, lambda r: iterative_pruning.markdown(r, baselines()))
+        out[md] = render
+    for path in sorted(RESULTS.glob("*/transfer.json")):
+        md, render = _report_file(path, transfer_table.markdown)
         out[md] = render
     for path in sorted(RESULTS.glob("*/ablation.json")):
         md, render = _report_file(path, lambda r: ablation.markdown(ablation.derive(r)))

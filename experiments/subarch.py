@@ -28,10 +28,8 @@ from pathlib import Path
 
 import yaml
 
-from basics.io import atomic_write_text
-from experiments.engine.jobs import Job, JobGraph
-from experiments.engine.options import EngineOptions, results_dir, run_jobs, yaml_study_main
-from experiments.engine.scheduler import raise_if_failed
+from experiments.engine.jobs import Job
+from experiments.engine.options import EngineOptions, run_study_graph, yaml_study_main
 from experiments.study_config import train_config
 from experiments.subarch_config import SubarchStudy, load_study, study_to_dict
 from experiments.subarch_files import StudyFiles
@@ -153,29 +151,11 @@ def step_estimate(study: SubarchStudy, archs: list[SubArch], shape) -> list[str]
 def run_study(study: SubarchStudy, engine: EngineOptions, report_only: bool = False) -> int:
     shape = teacher_shape(study.teacher)
     archs = study.search.archs(shape)
-    out = study.out
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "study.yaml", yaml.safe_dump(study_to_dict(study), sort_keys=False))
     _, threads, _ = engine.resolved()
-    jobs = study_jobs(study, archs, threads)
-    results = results_dir(engine, out)
-    if results is not None:  # steps find their outputs and skip; runs are restored by the scheduler
-        results.restore_files(p for job in jobs for p in job.outputs)
-        if not engine.dry_run:  # a dry run leaves the results folder as it is
-            results.publish_files([out / "study.yaml"])
-    if report_only:
-        jobs = [j for j in jobs if j.name in ("select", "table")]
-        jobs = [Job(j.name, action=j.action, args=j.args, outputs=j.outputs) for j in jobs]
-    graph = JobGraph(jobs)
-    if engine.dry_run:
-        for line in step_estimate(study, archs, shape):
-            print(line)
-    report = run_jobs(graph, engine, out)
-    if report is None:
-        return 0
-    raise_if_failed(report)
-    print(f"table: {StudyFiles(out).table_md}")
-    return 0
+    return run_study_graph(study.out, yaml.safe_dump(study_to_dict(study), sort_keys=False),
+                           study_jobs(study, archs, threads), engine,
+                           report_only=("select", "table") if report_only else None,
+                           plan_lines=step_estimate(study, archs, shape), table=StudyFiles(study.out).table_md)
 
 
 def main(argv: list[str] | None = None) -> int:

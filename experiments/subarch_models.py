@@ -55,35 +55,38 @@ def _ready(model_dir: Path, arch_name: str) -> bool:
     return True
 
 
-def extracted_step(study: SubarchStudy, needed_by: Sequence[str] = (), threads: int | None = 1) -> None:
+def _student_step(study: SubarchStudy, row: str, needed_by: Sequence[str], threads: int | None, distil: bool) -> None:
+    """Build the chosen architecture's ``row`` model from the teacher's weights; with ``distil``, distil it
+    first. Nothing to do when the model is there for the same architecture, or nothing needs it."""
     files, arch = StudyFiles(study.out), chosen_arch(study)
-    if _ready(files.model("extracted"), arch.name) or not_needed(needed_by):
-        print("extracted: nothing to do", flush=True)
+    if _ready(files.model(row), arch.name) or not_needed(needed_by):
+        print(f"{row}: nothing to do", flush=True)
         return
     with torch_threads(threads):
         teacher = load_teacher(study.teacher)
-        student = make_student(teacher, selection_of(study, arch, teacher), {"row": "extracted"})
-        save_student(student, teacher.tokenizer, files.model("extracted"), {"teacher": study.teacher, "distilled": False})
-    print(f"extracted: {arch.name} -> {files.model('extracted')}", flush=True)
+        student = make_student(teacher, selection_of(study, arch, teacher), {"row": row})
+        info = {"teacher": study.teacher, "distilled": distil}
+        if distil:
+            train, heldout = study_texts(study)
+            tok, length = teacher.tokenizer, study.corpus.max_seq_length
+            summary = Distiller(teacher, student, TokenizedCorpus.of(tok, train, length),
+                                TokenizedCorpus.of(tok, heldout, length), study.distill, files.distill_dir,
+                                say=lambda line: print(line, flush=True)).run()
+            plot_curve(files.distill_dir, f"Distillation of {arch.name} from {study.teacher}")
+            info.update(heldout=summary["heldout"]["loss"], heldout_before=summary["heldout_before"]["loss"],
+                        steps=summary["steps"])
+        save_student(student, teacher.tokenizer, files.model(row), info)
+    print(f"{row}: {arch.name} -> {files.model(row)}", flush=True)
+
+
+def extracted_step(study: SubarchStudy, needed_by: Sequence[str] = (), threads: int | None = 1) -> None:
+    """The chosen architecture sliced from the teacher, not distilled (the table's control row)."""
+    _student_step(study, "extracted", needed_by, threads, distil=False)
 
 
 def distilled_step(study: SubarchStudy, needed_by: Sequence[str] = (), threads: int | None = 1) -> None:
-    files, arch = StudyFiles(study.out), chosen_arch(study)
-    if _ready(files.model("distilled"), arch.name) or not_needed(needed_by):
-        print("distilled: nothing to do", flush=True)
-        return
-    with torch_threads(threads):
-        teacher = load_teacher(study.teacher)
-        student = make_student(teacher, selection_of(study, arch, teacher), {"row": "distilled"})
-        train, heldout = study_texts(study)
-        tok, length = teacher.tokenizer, study.corpus.max_seq_length
-        summary = Distiller(teacher, student, TokenizedCorpus.of(tok, train, length), TokenizedCorpus.of(tok, heldout, length),
-                            study.distill, files.distill_dir, say=lambda line: print(line, flush=True)).run()
-        plot_curve(files.distill_dir, f"Distillation of {arch.name} from {study.teacher}")
-        save_student(student, teacher.tokenizer, files.model("distilled"),
-                     {"teacher": study.teacher, "distilled": True, "heldout": summary["heldout"]["loss"],
-                      "heldout_before": summary["heldout_before"]["loss"], "steps": summary["steps"]})
-    print(f"distilled: {arch.name} -> {files.model('distilled')}", flush=True)
+    """The chosen architecture sliced from the teacher and distilled on the study's corpus."""
+    _student_step(study, "distilled", needed_by, threads, distil=True)
 
 
 def plot_curve(run_dir: Path, title: str) -> Path:

@@ -27,12 +27,11 @@ import torch
 import yaml
 
 from basics.io import atomic_write_json, atomic_write_text
-from experiments.engine.jobs import Job, JobGraph
-from experiments.engine.options import EngineOptions, results_dir, run_jobs, yaml_study_main
-from experiments.engine.scheduler import raise_if_failed
+from experiments.engine.jobs import Job
+from experiments.engine.options import EngineOptions, run_study_graph, yaml_study_main
 from experiments.study_config import train_config
 from experiments.transfer_config import TransferStudy, load_study
-from experiments.transfer_table import render, transfer_report
+from experiments.transfer_table import markdown, transfer_report
 from masks.importance import load_importance
 from masks.mask import load_mask_file, save_mask
 from masks.meta import format_fraction
@@ -129,13 +128,10 @@ def collect(study: TransferStudy, sparsity: float) -> dict[str, dict[str, dict[i
 def table_step(study: TransferStudy) -> None:
     own = {s: study.source_task(s) for s in study.sources()}
     reports = [transfer_report(collect(study, s), study.sources(), study.tasks, own, s) for s in study.sparsities]
-    meta = {"study": study.name, "model": study.model, "seeds": study.seeds, "ticket_seed": study.ticket_seed,
-            "objectives": study.objectives, "task_sources": study.task_sources}
-    atomic_write_json(study.out / "transfer.json", {**meta, "tables": reports})
-    text = "".join(render(r, f"Ticket transfer ({study.name}, {study.model})") + "\n" for r in reports)
-    command = f"python -m experiments.transfer {study.name}.yaml"
-    atomic_write_text(study.out / "transfer.md", f"# Ticket transfer: {study.name}\n\n{text}Rendered from "
-                      f"`transfer.json` by `experiments/transfer_table.py` (study: `{command}`).\n")
+    doc = {"study": study.name, "model": study.model, "seeds": study.seeds, "ticket_seed": study.ticket_seed,
+           "objectives": study.objectives, "task_sources": study.task_sources, "tables": reports}
+    atomic_write_json(study.out / "transfer.json", doc)
+    atomic_write_text(study.out / "transfer.md", markdown(json.loads(json.dumps(doc))))
     print(f"table: {study.out / 'transfer.md'}", flush=True)
 
 
@@ -182,28 +178,12 @@ def study_jobs(study: TransferStudy, threads: int | None) -> list[Job]:
 
 
 def run_study(study: TransferStudy, engine: EngineOptions, report_only: bool = False) -> int:
-    out = study.out
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "study.yaml", yaml.safe_dump(json.loads(json.dumps(study.to_dict())), sort_keys=False))
     _, threads, _ = engine.resolved()
-    jobs = study_jobs(study, threads)
-    results = results_dir(engine, out)
-    if results is not None:  # steps find their outputs and skip; runs are restored by the scheduler
-        results.restore_files(p for job in jobs for p in job.outputs)
-        if not engine.dry_run:  # a dry run leaves the results folder as it is
-            results.publish_files([out / "study.yaml"])
-    if report_only:
-        jobs = [Job("table", action=table_step, args=(study,), outputs=(out / "transfer.json", out / "transfer.md"))]
-    if engine.dry_run:
-        n_obj = len(study.objectives)
-        print(f"objective tickets: {n_obj} step(s), each {study.objective.get('score_batches', 32)} scoring batches "
-              "(a few minutes of one core for MiniLM); the training runs: the engine's estimate below")
-    report = run_jobs(JobGraph(jobs), engine, out)
-    if report is None:
-        return 0
-    raise_if_failed(report)
-    print(f"table: {out / 'transfer.md'}")
-    return 0
+    plan = [f"objective tickets: {len(study.objectives)} step(s), each {study.objective.get('score_batches', 32)} "
+            "scoring batches (a few minutes of one core for MiniLM); the training runs: the engine's estimate below"]
+    return run_study_graph(study.out, yaml.safe_dump(json.loads(json.dumps(study.to_dict())), sort_keys=False),
+                           study_jobs(study, threads), engine, report_only=("table",) if report_only else None,
+                           plan_lines=plan, table=study.out / "transfer.md")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,11 +90,12 @@ def _score_cell(entry: Mapping[str, Any]) -> str:
     return pm(s["mean"], s["std"]) if s else "–"
 
 
-def render(report: Mapping[str, Any], title: str) -> str:
-    """Markdown of one :func:`transfer_report`: scores, differences to random with verdicts, to dense, answers."""
+def render(report: Mapping[str, Any], title: str, heading: str = "##") -> str:
+    """Markdown of one :func:`transfer_report` under a ``heading`` (``##``): scores, differences to random with
+    verdicts, to dense, answers."""
     targets, sources, rows = report["targets"], report["sources"], report["rows"]
     head = "| | " + " | ".join(targets) + " |\n|---|" + "---|" * len(targets)
-    lines = [f"## {title}: sparsity {report['sparsity']:.2f}", "",
+    lines = [f"{heading} {title}: sparsity {report['sparsity']:.2f}", "",
              "Dev task score (mean ± std over seeds) of each ticket rewound to the pre-trained weights and fine-tuned "
              "on the target; `dense` is the unpruned model, `random` a random mask with the same heads and neurons.",
              "", "| source \\ target | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
@@ -112,3 +113,16 @@ def render(report: Mapping[str, Any], title: str) -> str:
     lines += ["", "Does a source's ticket transfer universally (better than random on every target but its own)?", ""]
     lines += [f"- **{a['source']}**: {a['answer']}" for a in report["universal"]]
     return "\n".join(lines) + "\n"
+
+
+def tables(doc: Mapping[str, Any], heading: str = "##") -> str:
+    """Every sparsity's table of a study's ``transfer.json``, each under a ``heading``."""
+    title = f"Ticket transfer ({doc['study']}, {doc['model']})"
+    return "".join(render(r, title, heading) + "\n" for r in doc["tables"])
+
+
+def markdown(doc: Mapping[str, Any]) -> str:
+    """The study's ``transfer.md``: its tables and where they come from."""
+    command = f"python -m experiments.transfer experiments/{doc['study']}.yaml"
+    return (f"# Ticket transfer: {doc['study']}\n\n{tables(doc)}Rendered from `transfer.json` by "
+            f"`experiments/transfer_table.py` (study: `{command}`).\n")

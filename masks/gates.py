@@ -24,6 +24,7 @@ from torch import nn
 
 from basics.errors import UserError
 from masks.arch import EncoderShape, attn_out_modules, ffn_down_modules, shape_of
+from masks.hooks import HookedGates
 from masks.mask import Mask
 
 _KINDS = ("heads", "ffn")
@@ -56,7 +57,7 @@ def _calls(modules: list[nn.Module]) -> list[tuple[nn.Module, list[int]]]:
     return list(out.values())
 
 
-class Gates:
+class Gates(HookedGates):
     """Multiplicative gates on every head and FFN neuron of an encoder (via forward pre-hooks).
 
     heads: float ``[L, H]``, ffn: float ``[L, I]``; ones by default (1 = keep, 0 = pruned).
@@ -157,22 +158,6 @@ class Gates:
         self.refresh()
         return self
 
-    def remove(self) -> None:
-        """Detach all hooks; the encoder is ungated afterwards. Safe to call twice."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    @property
-    def attached(self) -> bool:
-        return bool(self._handles)
-
-    def __enter__(self) -> "Gates":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
-
     # --- the hook ------------------------------------------------------------------------
     def _reset_calls(self) -> None:
         for hook in self._hooks:
@@ -196,7 +181,6 @@ class Gates:
                 self._converted[key] = vec.to(device=x.device, dtype=x.dtype)
             vec = self._converted[key]
         return (x * vec, *args[1:])
-
 
     def _probed_factor(self, kind: str, layer: int, x: torch.Tensor) -> torch.Tensor:
         """``g + p - 1`` per token, ``[B, T, H*d]`` or ``[B, T, I]``; the probe ``p`` (ones, ``[B, T, N]``) is kept."""

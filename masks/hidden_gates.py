@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from masks.hooks import HookedGates
 from masks.residual import stream_writers
 
 
@@ -67,7 +68,7 @@ class _LinearHook:
         return output * self.gates.gate.to(dtype=output.dtype, device=output.device)
 
 
-class HiddenGates:
+class HiddenGates(HookedGates):
     """Gates ``gate`` ``[hidden]`` on the residual stream of a base encoder (see the module docstring).
 
     Ones by default (a no-op). :meth:`keep` sets a 0/1 gate; ``gate.requires_grad_()`` for scoring.
@@ -97,14 +98,3 @@ class HiddenGates:
                     0, index.long().to(self.gate.device), True)
                 self.gate.copy_(keep.to(self.gate.dtype))
         return self
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def __enter__(self) -> "HiddenGates":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()

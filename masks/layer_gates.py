@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from masks.arch import layer_modules
+from masks.hooks import HookedGates
 
 
 class _LayerHook:
@@ -30,7 +31,7 @@ class _LayerHook:
         return (mixed, *output[1:]) if isinstance(output, tuple) else mixed
 
 
-class LayerGates:
+class LayerGates(HookedGates):
     """Gates ``gate`` ``[L]`` (1 = keep the layer, 0 = skip it) on a base encoder's layers."""
 
     def __init__(self, encoder: nn.Module) -> None:
@@ -46,14 +47,3 @@ class LayerGates:
             for index in layers or []:
                 self.gate[index] = 1.0
         return self
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def __enter__(self) -> "LayerGates":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()

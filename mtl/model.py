@@ -154,11 +154,15 @@ class MultiTaskModel(nn.Module):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self._token_types:
             kwargs["token_type_ids"] = token_type_ids
-        out = self.encoder(**kwargs)
+        return self.head_logits(task, self.encoder(**kwargs), attention_mask)
+
+    def head_logits(self, task: str, out, attention_mask: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """The logits of ``task``'s head on the encoder output ``out``: (B, num_labels) from the pooled vector
+        (``pooled`` when given, else pooled here), or for span tasks (B, T, 2) (``PAD_LOGIT`` at padding)."""
         if self.tasks[task].head == "span":
             logits = self.heads[task](out.last_hidden_state)
             return logits.masked_fill(attention_mask.unsqueeze(-1) == 0, PAD_LOGIT)
-        return self.heads[task](self.pool(out, attention_mask))
+        return self.heads[task](self.pool(out, attention_mask) if pooled is None else pooled)
 
     def loss(self, task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Task loss from logits: cross-entropy on class indices, MSE on a float target, or for span tasks the mean of

@@ -1,8 +1,10 @@
 """Export a saved model (dense, masked or compacted) with its task heads to ONNX, check it, quantize it to int8.
 
-The graph (:class:`HeadsGraph`) runs the encoder once and every task head on the pooled vector:
-inputs ``input_ids``, ``attention_mask`` [, ``token_type_ids``] ``(batch, sequence)`` int64 (both axes
-dynamic), outputs ``logits_<task>`` ``(batch, num_labels)``. It is traced with ``torch.onnx.export``
+The graph (:class:`HeadsGraph`) runs the encoder once and every task head: inputs ``input_ids``,
+``attention_mask`` [, ``token_type_ids``] ``(batch, sequence)`` int64 (both axes dynamic), outputs
+``logits_<task>`` ``(batch, num_labels)`` from the pooled vector, or for span (question answering) tasks
+``(batch, sequence, 2)``: every token's start and end logit (``PAD_LOGIT`` at padding), which ``mtl-predict``
+turns into answers by the same rules as for the PyTorch model. It is traced with ``torch.onnx.export``
 (the ``torch.export`` based exporter: the Python control flow of the attention-mask code is captured
 for any shape, which the TorchScript tracer is not). Compacted encoders export as they are: their layers
 keep different numbers of heads and neurons, and a layer without heads or FFN neurons is a
@@ -41,10 +43,12 @@ CHECK_TEXTS = (("A man is playing a guitar on the stage.", "Someone performs mus
                ("The company said profits fell sharply in the third quarter, analysts expected more.", "Profits rose."),
                ("Short one.", "Another sentence that is quite a bit longer than the first of the pair."))
 OPSET = 18
+SPAN_SETTINGS = ("doc_stride", "max_answer_length", "null_threshold")  # copied from the source's model.json
 
 
 class HeadsGraph(nn.Module):
-    """The encoder once, then every task head: ``(input_ids, attention_mask[, token_type_ids])`` -> logits per task."""
+    """The encoder once, then every task head: ``(input_ids, attention_mask[, token_type_ids])`` -> logits per task
+    (:meth:`mtl.model.MultiTaskModel.head_logits`)."""
 
     def __init__(self, model: MultiTaskModel) -> None:
         super().__init__()
@@ -56,8 +60,12 @@ class HeadsGraph(nn.Module):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        pooled = self.model.pool(self.model.encoder(**kwargs), attention_mask)  # (B, hidden)
-        return tuple(self.model.heads[t](pooled) for t in self.task_names)  # each (B, num_labels)
+        out = self.model.encoder(**kwargs)
+        pooled = None
+        if any(self.model.tasks[t].head != "span" for t in self.task_names):
+            pooled = self.model.pool(out, attention_mask)  # (B, hidden), once for every pooled head
+        # each (B, num_labels), or (B, T, 2) for a span task
+        return tuple(self.model.head_logits(t, out, attention_mask, pooled) for t in self.task_names)
 
 
 @dataclass(frozen=True)
@@ -132,10 +140,6 @@ def export_graph(model: MultiTaskModel, tokenizer, path: Path, opset: int = OPSE
     if model.task_gating is not None:
         raise UserError("this model is gated by per-task masks: each task runs a different encoder, so there is no "
                         "single graph; merge the masks (construct_mtl_mask.py --mode union) or export a compacted model")
-    spans = [name for name, task in model.tasks.items() if task.head == "span"]
-    if spans:
-        raise UserError(f"task {spans[0]} has a span head (question answering): ONNX export covers heads on the pooled "
-                        "sentence vector only; predict it with mtl-predict on the PyTorch model")
     names = graph_inputs(model, tokenizer)
     example = check_batch(tokenizer, names)
     batch = torch.export.Dim("batch")
@@ -231,6 +235,7 @@ def export_model(run_or_model_dir: Path, out_dir: Path, *, int8: bool = True, op
         tokenizer.save_pretrained(staging)
         export_info = {"format": ONNX_FORMAT, "source": str(source), "model": info.get("model", ""),
                        "max_seq_length": int(info.get("max_seq_length", 128)), "pooling": model.pooling,
+                       **{k: info[k] for k in SPAN_SETTINGS if k in info},
                        "tasks": [task_to_json(t) for t in model.tasks.values()], "inputs": names,
                        "outputs": {t: f"logits_{t}" for t in model.tasks}, "opset": opset,
                        "files": {"fp32": FP32_FILE, **({"int8": INT8_FILE} if int8 else {})},
@@ -255,13 +260,19 @@ def export_card(source: Path, info: dict) -> str:
     card_path = source / CARD_FILE
     card = card_path.read_text(encoding="utf-8").rstrip() if card_path.is_file() else f"# {source.name}"
     int8 = info["files"].get("int8")
+    spans = {t["name"] for t in info["tasks"] if t.get("head") == "span"}
     lines = ["", "## ONNX export", "",
              f"Exported from `{source}` with `mtl-export` (opset {info['opset']}): `{FP32_FILE}` (fp32"
              + (f") and `{int8}` (int8 dynamic quantization of every MatMul/Gemm)." if int8 else ")."),
              f"Inputs {', '.join(info['inputs'])} (batch, sequence); outputs "
-             f"{', '.join(info['outputs'].values())} (batch, labels).",
+             + "; ".join(f"{name} {'(batch, sequence, 2: start and end)' if task in spans else '(batch, labels)'}"
+                         for task, name in info["outputs"].items()) + ".",
              f"Max |logit difference| vs PyTorch: fp32 {info['max_logit_difference']:.2g}"
              + (f", int8 {info['int8_max_logit_difference']:.2g}" if int8 else "") + ".",
-             "", "```bash", f"mtl-predict --model THIS_DIR/{int8 or FP32_FILE} --task {next(iter(info['outputs']))} "
-             "--input data.tsv --output predictions.tsv", "```", ""]
+             "", "```bash"]
+    pooled = [t for t in info["outputs"] if t not in spans]
+    for task in pooled[:1] + [t for t in info["outputs"] if t in spans]:  # one example of each kind of input
+        files = "--input dev.json --output predictions.json" if task in spans else "--input data.tsv --output predictions.tsv"
+        lines.append(f"mtl-predict --model THIS_DIR/{int8 or FP32_FILE} --task {task} {files}")
+    lines += ["```", ""]
     return card + "\n" + "\n".join(lines)

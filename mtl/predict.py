@@ -32,7 +32,7 @@ from mtl.data import collate, eval_batches, tokenize
 from mtl.distributed import pick_device
 from mtl.model import MultiTaskModel, load_multitask_model, read_model_info
 from mtl.onnx_runtime import OnnxPredictor, is_onnx_model
-from mtl.span_answers import SpanDecoding, extract_answers
+from mtl.span_answers import QuestionPrediction, SpanDecoding, extract_predictions
 from mtl.trainer import autocast_dtype
 from tasks.registry import default_registry
 from tasks.squad import QAExample
@@ -200,9 +200,10 @@ class SpanSettings:
 
 
 def predict_spans(predictor: Predictor, task: TaskDef, examples: Sequence[QAExample], settings: SpanSettings,
-                  batch_size: int = 128, progress: Callable[[int], None] | None = None) -> dict[str, str]:
-    """Question id -> answer text (``""``: no answer) of a span task, computed as the trainer evaluates: the same
-    windows (:func:`mtl.data.tokenize`), batches sorted by length, and answer rules (:mod:`mtl.span_answers`).
+                  batch_size: int = 128, progress: Callable[[int], None] | None = None) -> dict[str, QuestionPrediction]:
+    """Question id -> prediction (the answer text, ``""`` for none; the n-best; the null odds) of a span task,
+    computed as the trainer evaluates: the same windows (:func:`mtl.data.tokenize`), batches sorted by length, and
+    answer rules (:mod:`mtl.span_answers`).
 
     ``progress(n)`` is called after each batch of ``n`` windows."""
     if batch_size < 1:
@@ -218,7 +219,7 @@ def predict_spans(predictor: Predictor, task: TaskDef, examples: Sequence[QAExam
             logits[i] = out[row, : int(data.lengths[i])]
         if progress is not None:
             progress(len(indices))
-    return extract_answers(data.spans, logits, settings.decoding(task))
+    return extract_predictions(data.spans, logits, settings.decoding(task))
 
 
 def progress_bar(total: int | None, enabled: bool, desc: str = "predict"):

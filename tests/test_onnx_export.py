@@ -124,6 +124,46 @@ def test_predict_through_onnx_runtime_gives_the_pytorch_predictions(trained, cap
     assert agree >= 36  # int8: 90 % of the dev rows at least (a tiny random-ish model has small margins)
 
 
+def test_span_task_exports_and_predicts_the_pytorch_answers(tmp_path, capsys):
+    """A SQuAD v2.0 + sentence-task model: the span head's (batch, sequence, 2) logits through ONNX Runtime equal
+    PyTorch's, and mtl-predict on the export gives the same answers, null odds and scores."""
+    from commands import train
+    from tests.squad_files import write_squad_dir
+    from tests.tiny_run import save_tiny_model, write_tiny_tasks
+
+    data = write_squad_dir(tmp_path / "data")
+    tasks = write_tiny_tasks(tmp_path / "tiny", n_train=32, n_dev=16)
+    run = tmp_path / "run"
+    assert train.main(["--tasks", "squad_v2,tinysent", "--task-def", str(tasks), "--output-dir", str(run),
+                       "--model", str(save_tiny_model(tmp_path / "model")), "--glue-dir", str(data),
+                       "--cache-dir", str(tmp_path / "cache"), "--max-seq-length", "32", "--doc-stride", "8",
+                       "--batch-size", "8", "--epochs", "1", "--precision", "fp32", "--num-threads", "1",
+                       "--no-progress", "--lr", "3e-3"]) == 0
+    assert export_main(["--model", str(run), "--out", str(tmp_path / "onnx")]) == 0
+    info = json.loads((tmp_path / "onnx" / "model.json").read_text())
+    assert info["outputs"] == {"squad_v2": "logits_squad_v2", "tinysent": "logits_tinysent"}
+    assert info["doc_stride"] == 8  # the span settings travel with the export
+    assert "(batch, sequence, 2: start and end)" in (tmp_path / "onnx" / "README.md").read_text()
+    from mtl.model import load_multitask_model
+
+    model, _ = load_multitask_model(run / "model")
+    assert_onnx_equals_pytorch(model, tmp_path / "onnx", vocab=len(SPECIAL + WORDS))
+    dev = data / "SQuAD" / "dev-v2.0.json"
+    got = {}
+    for name, source in (("torch", run), ("onnx", tmp_path / "onnx")):
+        out = tmp_path / f"predicted-{name}"
+        out.mkdir()
+        code = predict_main(["--model", str(source), "--task", "squad_v2", "--input", str(dev), "--output",
+                             str(out / "p.json"), "--null-odds-output", str(out / "odds.json"), "--eval-output",
+                             str(out / "eval.json"), "--no-progress", "--num-threads", "1"])
+        assert code == 0, capsys.readouterr().err
+        got[name] = [json.loads((out / f).read_text()) for f in ("p.json", "odds.json", "eval.json")]
+    (answers, odds, scores), (onnx_answers, onnx_odds, onnx_scores) = got["torch"], got["onnx"]
+    assert onnx_answers == answers and scores.keys() == onnx_scores.keys()
+    assert all(abs(odds[q] - onnx_odds[q]) <= 1e-3 for q in odds)
+    assert all(scores[k] == pytest.approx(onnx_scores[k], abs=1e-3) for k in scores)
+
+
 def test_per_task_masked_model_is_refused_in_one_line(tmp_path, capsys):
     from tests.conftest import tiny_bert
 

@@ -12,7 +12,7 @@ import torch
 from basics.errors import UserError
 from mtl.data import tokenize
 from mtl.model import PAD_LOGIT, MultiTaskModel
-from mtl.span_answers import SpanDecoding, question_answer
+from mtl.span_answers import NO_SPAN_ODDS, SpanDecoding, question_answer, question_prediction
 from mtl.span_features import NO_CONTEXT
 from tasks.registry import default_registry
 from tasks.squad import read_squad_file, read_squad_split
@@ -183,6 +183,32 @@ def test_no_answer_threshold_by_hand():
     # the null score of a question is its lowest over windows
     other = _logits([0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0])
     assert question_answer([(logits, OFFSETS), (other, OFFSETS)], CONTEXT, v2) == "cd ef"  # null 0 < 4
+
+
+def test_nbest_and_null_odds_by_hand():
+    logits = _logits([3, 0, 0, 0, 2, 0, 0, 0], [3, 0, 0, 0, 0, 2, 0, 0])  # null 6; "cd ef" 4; then 2-point spans
+    # every pair of context tokens (start <= end) is a candidate: "cd ef" 4; "ab cd ef", "cd", "cd ef gh", "ef" 2;
+    # the 5 others 0
+    v1 = question_prediction([(logits, OFFSETS)], CONTEXT, SpanDecoding())
+    assert v1.answer == "cd ef" and v1.null_odds is None and len(v1.nbest) == 10
+    assert (v1.nbest[0].text, v1.nbest[0].start, v1.nbest[0].end, v1.nbest[0].score) == ("cd ef", 3, 8, 4.0)
+    assert sorted(e.text for e in v1.nbest[1:5]) == ["ab cd ef", "cd", "cd ef gh", "ef"]
+    assert sum(e.probability for e in v1.nbest) == pytest.approx(1.0)
+    assert v1.nbest[0].probability == pytest.approx(np.exp(4) / (np.exp(4) + 4 * np.exp(2) + 5))
+    v2 = question_prediction([(logits, OFFSETS)], CONTEXT, SpanDecoding(no_answer=True))
+    assert v2.answer == "" and v2.null_odds == pytest.approx(2.0)  # 6 - 4
+    assert (v2.nbest[0].text, v2.nbest[0].score, v2.nbest[0].start) == ("", 6.0, -1)  # the null entry, best first
+    assert v2.nbest[1].text == "cd ef" and len(v2.nbest) == 11
+    assert v2.nbest[0].probability == pytest.approx(np.exp(6) / (np.exp(6) + np.exp(4) + 4 * np.exp(2) + 5))
+    # n_best best starts x n_best best ends: with 1, the [CLS] start and end (3 each), outside the context: none
+    assert [e.text for e in question_prediction([(logits, OFFSETS)], CONTEXT, SpanDecoding(n_best=1)).nbest] == []
+    # the answer is "" exactly when the odds exceed the threshold
+    assert question_prediction([(logits, OFFSETS)], CONTEXT, SpanDecoding(no_answer=True, null_threshold=2.0)).answer == "cd ef"
+    # no admissible span at all (every context token's logits can't pair): odds NO_SPAN_ODDS, answer ""
+    short = SpanDecoding(no_answer=True, n_best=1)
+    only_question = _logits([0, 9, 0, 0, 0, 0, 0, 0], [0, 0, 0, 9, 0, 0, 0, 0])  # best start outside the context
+    empty = question_prediction([(only_question, OFFSETS)], CONTEXT, short)
+    assert empty.answer == "" and empty.null_odds == NO_SPAN_ODDS and [e.text for e in empty.nbest] == [""]
 
 
 # ---------------------------------------------------------------- the head

@@ -37,9 +37,9 @@ def v1_run(setup):
     return out
 
 
-def _predict(run: Path, task: str, source: Path, out: Path, capsys) -> tuple[dict, dict]:
+def _predict(run: Path, task: str, source: Path, out: Path, capsys, *more: str) -> tuple[dict, dict]:
     code = predict.main(["--model", str(run), "--task", task, "--input", str(source), "--output", str(out / "p.json"),
-                         "--eval-output", str(out / "eval.json"), "--no-progress", "--num-threads", "1"])
+                         "--eval-output", str(out / "eval.json"), "--no-progress", "--num-threads", "1", *more])
     assert code == 0, capsys.readouterr().err
     return json.loads((out / "p.json").read_text()), json.loads((out / "eval.json").read_text())
 
@@ -121,12 +121,25 @@ def test_multitask_v2_with_another_task(setup, tmp_path, capsys):
     assert set(metrics) == {"squad_v2", "tinysent"} and set(metrics["squad_v2"]) == {"exact", "f1"}
     assert load_mask(out / "masks" / "winning-0.50.safetensors").meta.tasks == ("squad_v2", "tinysent")
     dev = root / "data" / "SQuAD" / "dev-v2.0.json"
-    answers, scores = _predict(out, "squad_v2", dev, tmp_path, capsys)
+    answers, scores = _predict(out, "squad_v2", dev, tmp_path, capsys,
+                               "--nbest-output", str(tmp_path / "nbest.json"), "--null-odds-output", str(tmp_path / "odds.json"))
+    odds = json.loads((tmp_path / "odds.json").read_text())
+    nbest = json.loads((tmp_path / "nbest.json").read_text())
+    assert set(odds) == set(nbest) == set(answers)
+    for qid, answer in answers.items():  # the default null threshold 0: "" exactly when the odds are positive
+        assert (answer == "") == (odds[qid] > 0), qid
+        assert sum(e["probability"] for e in nbest[qid]) == pytest.approx(1.0)
+        assert answer in {e["text"] for e in nbest[qid]}
+        assert any(e["text"] == "" for e in nbest[qid])  # the null entry
+    # the official v2.0 script: the scores of the answers, and the best thresholds given the null odds as its
+    # --na-prob-file
     reference = v2_evaluate(_golds(dev), answers)
-    assert scores.keys() == reference.keys() and {"HasAns_f1", "NoAns_f1"} <= set(scores)
+    reference.update({k: v for k, v in v2_evaluate(_golds(dev), answers, odds).items() if k.startswith("best_")})
+    assert scores.keys() == reference.keys() and {"HasAns_f1", "NoAns_f1", "best_f1", "best_f1_thresh"} <= set(scores)
     for key, value in reference.items():
         assert scores[key] == pytest.approx(value), key
     assert metrics["squad_v2"]["f1"] == pytest.approx(scores["f1"])
+    assert scores["best_f1"] >= scores["f1"] - 1e-9  # the threshold search can only do better on the same file
 
 
 def test_user_errors_are_one_line(setup, v1_run, tmp_path, capsys):
@@ -138,3 +151,7 @@ def test_user_errors_are_one_line(setup, v1_run, tmp_path, capsys):
                          "--output", str(tmp_path / "p.tsv"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "*.json" in err and len(err.strip().splitlines()) == 1
+    code = predict.main(["--model", str(v1_run), "--task", "squad", "--input", str(root / "data" / "SQuAD" / "dev-v1.1.json"),
+                         "--null-odds-output", str(tmp_path / "odds.json"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no unanswerable questions" in err and len(err.strip().splitlines()) == 1

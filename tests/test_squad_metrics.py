@@ -10,7 +10,7 @@ import string
 
 import pytest
 
-from tasks.squad_metrics import exact_match, normalize_answer, squad_evaluate, token_f1
+from tasks.squad_metrics import best_thresholds, exact_match, normalize_answer, squad_evaluate, token_f1
 
 # ---------------------------------------------------------------- the official scripts' functions
 
@@ -67,18 +67,60 @@ def v2_f1(a_gold, a_pred):  # evaluate-v2.0.py compute_f1
     return (2 * precision * recall) / (precision + recall)
 
 
-def v2_evaluate(answers, predictions):
+def apply_no_ans_threshold(scores, na_probs, qid_to_has_ans, na_prob_thresh):  # evaluate-v2.0.py
+    new_scores = {}
+    for qid, s in scores.items():
+        pred_na = na_probs[qid] > na_prob_thresh
+        if pred_na:
+            new_scores[qid] = float(not qid_to_has_ans[qid])
+        else:
+            new_scores[qid] = s
+    return new_scores
+
+
+def find_best_thresh(preds, scores, na_probs, qid_to_has_ans):  # evaluate-v2.0.py
+    num_no_ans = sum(1 for k in qid_to_has_ans if not qid_to_has_ans[k])
+    cur_score = num_no_ans
+    best_score = cur_score
+    best_thresh = 0.0
+    qid_list = sorted(na_probs, key=lambda k: na_probs[k])
+    for qid in qid_list:
+        if qid not in scores:
+            continue
+        if qid_to_has_ans[qid]:
+            diff = scores[qid]
+        else:
+            if preds[qid]:
+                diff = -1
+            else:
+                diff = 0
+        cur_score += diff
+        if cur_score > best_score:
+            best_score = cur_score
+            best_thresh = na_probs[qid]
+    return 100.0 * best_score / len(scores), best_thresh
+
+
+def v2_evaluate(answers, predictions, na_probs=None, na_prob_thresh=1.0):
     exact, f1 = {}, {}
     for qid, raw in answers.items():
         golds = [a for a in raw if official_normalize(a)] or [""]
         exact[qid] = max(int(official_normalize(a) == official_normalize(predictions[qid])) for a in golds)
         f1[qid] = max(v2_f1(a, predictions[qid]) for a in golds)
+    raw_exact, raw_f1 = exact, f1
+    has_ans = {q: bool(a) for q, a in answers.items()}
+    if na_probs is not None:
+        exact = apply_no_ans_threshold(raw_exact, na_probs, has_ans, na_prob_thresh)
+        f1 = apply_no_ans_threshold(raw_f1, na_probs, has_ans, na_prob_thresh)
     out = {"exact": 100.0 * sum(exact.values()) / len(exact), "f1": 100.0 * sum(f1.values()) / len(f1),
            "total": len(exact)}
     for prefix, ids in (("HasAns", [q for q, a in answers.items() if a]), ("NoAns", [q for q, a in answers.items() if not a])):
         if ids:
             out.update({f"{prefix}_exact": 100.0 * sum(exact[q] for q in ids) / len(ids),
                         f"{prefix}_f1": 100.0 * sum(f1[q] for q in ids) / len(ids), f"{prefix}_total": len(ids)})
+    if na_probs is not None:  # find_all_best_thresh
+        out["best_exact"], out["best_exact_thresh"] = find_best_thresh(predictions, raw_exact, na_probs, has_ans)
+        out["best_f1"], out["best_f1_thresh"] = find_best_thresh(predictions, raw_f1, na_probs, has_ans)
     return out
 
 
@@ -136,6 +178,26 @@ def test_v1_and_v2_differ_only_where_the_scripts_do():
     assert squad_evaluate({"q": ""}, {"q": ["the"]}, version=1)["f1"] == 0.0
 
 
+def test_best_threshold_by_hand():
+    answers = {"a": ["Paris"], "b": ["Rome"], "n1": [], "n2": []}
+    preds = {"a": "Paris", "b": "Milan", "n1": "", "n2": "London"}
+    odds = {"a": -3.0, "b": 1.0, "n1": 5.0, "n2": 0.5}
+    # rising odds: a (+1), n2 (-1: it answers), b (+0), n1 (0). Start at 2 (every question ""): 3 after a, the best
+    best = best_thresholds(preds, answers, odds)
+    assert best == {"best_exact": 75.0, "best_exact_thresh": -3.0, "best_f1": 75.0, "best_f1_thresh": -3.0}
+    # with the odds, the scores count questions above the threshold as "": b and n1 above 0.9 -> a 1, b 0, n1 1, n2 0
+    scores = squad_evaluate(preds, answers, version=2, na_probs=odds, na_prob_thresh=0.9)
+    assert scores["exact"] == 50.0 and scores["NoAns_exact"] == 50.0 and scores["best_exact"] == 75.0
+    # a threshold above every odd changes nothing
+    plain = squad_evaluate(preds, answers, version=2)
+    high = squad_evaluate(preds, answers, version=2, na_probs=odds, na_prob_thresh=10.0)
+    assert {k: high[k] for k in plain} == plain
+    with pytest.raises(ValueError, match="no no-answer probability"):
+        squad_evaluate(preds, answers, version=2, na_probs={"a": 0.0})
+    with pytest.raises(ValueError, match="v2.0"):
+        squad_evaluate(preds, {"a": ["Paris"]}, version=1, na_probs=odds)
+
+
 def test_missing_prediction_and_bad_version_are_errors():
     with pytest.raises(ValueError, match="no prediction"):
         squad_evaluate({}, {"q": ["a"]})
@@ -168,3 +230,9 @@ def test_equals_the_official_scripts(seed):
     assert set(ours) == set(ref)
     for key, value in ref.items():
         assert ours[key] == pytest.approx(value), key
+    odds = {q: rng.uniform(-4, 4) for q in answers_v2}
+    for thresh in (1.0, -0.5):
+        ours, ref = squad_evaluate(preds, answers_v2, 2, odds, thresh), v2_evaluate(answers_v2, preds, odds, thresh)
+        assert set(ours) == set(ref)
+        for key, value in ref.items():
+            assert ours[key] == pytest.approx(value), key

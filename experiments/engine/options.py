@@ -23,12 +23,20 @@ from typing import Any
 
 from basics.cli import OneLineParser, run_main
 from basics.errors import UserError
+from basics.io import atomic_write_text
 from basics.registry import Registry
 from experiments.engine.backends import Backend, InlineBackend, LocalBackend, RayBackend
 from experiments.engine.cost import CostModel, duration
-from experiments.engine.jobs import JobGraph
+from experiments.engine.jobs import Job, JobGraph
 from experiments.engine.results_dir import ResultsDir
-from experiments.engine.scheduler import Report, Scheduler, StudyFailed, raise_user_errors, write_report
+from experiments.engine.scheduler import (
+    Report,
+    Scheduler,
+    StudyFailed,
+    raise_if_failed,
+    raise_user_errors,
+    write_report,
+)
 
 BACKENDS: Registry[str] = Registry("backend")
 BACKENDS.register("local", "one worker process per run on this machine (the default)")
@@ -162,6 +170,49 @@ def run_jobs(graph: JobGraph, options: EngineOptions, out: Path, say=None) -> Re
     write_report(report, log_dir / f"engine-{socket.gethostname()}-{os.getpid()}.json")  # every call's
     raise_user_errors(report)
     return report
+
+
+def run_study_graph(out: Path, study_yaml: str, jobs: Sequence[Job], options: EngineOptions, *,
+                    report_only: Sequence[str] | None = None, plan_lines: Sequence[str] = (),
+                    table: Path | None = None) -> int:
+    """The tail of a study driven by one YAML file (``experiments.subarch``, ``experiments.transfer``): write
+    ``OUT/study.yaml``; with ``--results-dir``, restore the steps' outputs from it (a step that finds them skips)
+    and publish ``study.yaml`` there (not on a dry run, which leaves the results folder as it is); with
+    ``report_only``, keep only the named steps, without their dependencies; print ``plan_lines`` before a dry
+    run's plan; run the graph, raise :class:`StudyFailed` if a job did not finish, and print the ``table``."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "study.yaml", study_yaml)
+    results = results_dir(options, out)
+    if results is not None:  # steps find their outputs and skip; runs are restored by the scheduler
+        results.restore_files(p for job in jobs for p in job.outputs)
+        if not options.dry_run:
+            results.publish_files([out / "study.yaml"])
+    if report_only is not None:
+        jobs = [Job(j.name, action=j.action, args=j.args, outputs=j.outputs) for j in jobs if j.name in report_only]
+    if options.dry_run:
+        for line in plan_lines:
+            print(line)
+    report = run_jobs(JobGraph(list(jobs)), options, out)
+    if report is None:
+        return 0
+    raise_if_failed(report)
+    if table is not None:
+        print(f"table: {table}")
+    return 0
+
+
+def print_study_report(run: Callable[[], Report | Any | None], render: Callable[[Any], str]) -> int:
+    """Run a study and print its rendered report (nothing after ``--dry-run``, whose plan is printed); a job
+    that did not finish: how to retry, exit 1."""
+    try:
+        report = run()
+    except StudyFailed as exc:
+        print(f"{exc}; run the same command again to retry them (finished runs are kept)", file=sys.stderr)
+        return 1
+    if report is not None:
+        text = render(report)
+        print(text, end="" if text.endswith("\n") else "\n")
+    return 0
 
 
 def yaml_study_main(argv: Sequence[str] | None, prog: str, description: str, example: str, report_only_help: str,
