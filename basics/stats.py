@@ -76,3 +76,19 @@ def paired_difference(a: Mapping, b: Mapping, confidence: float = CONFIDENCE) ->
         return PairedDifference(mean, None, None, 1, tuple(seeds), tuple(diffs))
     half = t_quantile(len(diffs) - 1, confidence) * statistics.stdev(diffs) / math.sqrt(len(diffs))
     return PairedDifference(mean, mean - half, mean + half, len(diffs), tuple(seeds), tuple(diffs))
+
+
+def seeds_needed(differences: Sequence[float], half_width: float, confidence: float = CONFIDENCE,
+                 limit: int = 1000) -> int | None:
+    """The fewest seeds ``n >= 2`` whose paired t-interval has a half-width of at most ``half_width``, taking the
+    sample standard deviation of ``differences`` (a pilot's paired differences) as the true one:
+    ``t(n-1) · sd / sqrt(n) <= half_width``. None with fewer than 2 differences, or when more than ``limit``."""
+    if half_width <= 0:
+        raise ValueError(f"half_width must be > 0, got {half_width}")
+    if len(differences) < 2:
+        return None
+    sd = statistics.stdev(differences)
+    for n in range(2, limit + 1):
+        if t_quantile(n - 1, confidence) * sd / math.sqrt(n) <= half_width:
+            return n
+    return None

@@ -517,7 +517,7 @@ def files() -> dict[Path, Callable[[], str]]:
         md, render = _report_file(path, lambda r: ablation.markdown(ablation.derive(r)))
         out[md] = render
     table = RESULTS / "cpu_study" / "table.json"
-    out[table.with_suffix(".md")] = lambda: glue_table.format_markdown(read_json(table), read_json(table).get("title"))
+    out[table.with_suffix(".md")] = lambda: glue_table.format_report(read_json(table), read_json(table).get("title"))
     return out
 
 

@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 from experiments import glue_table
-from experiments.glue_table import build_table, collect_runs, format_markdown
+from experiments.glue_table import build_table, collect_runs, format_markdown, format_seed_table
 from experiments.report_stats import format_versus
 from mtl.rundir import MaskInfo
 from tasks.baseline import Baseline
@@ -201,6 +201,13 @@ def test_paired_differences_to_dense_and_learnt_marks(study):
     assert "59.0 ± 1.4 †" in single and "(1/2 learnt)" in single
     line = next(x for x in md.splitlines() if x.startswith("| Tickets-Share (union)"))
     assert format_versus(diff) in line and "RTE 60.0 ± 2.0 (n=100)" in md
+    # the seed table sizes the next runs from this spread (basics.stats.seeds_needed, checked by hand in
+    # test_statistics): union - dense is +6.0 on both seeds, no spread, so 2 seeds
+    assert want[0] == pytest.approx(want[1])
+    seed_table = format_seed_table(table, half_width=0.9)
+    assert "seeds for ±0.9" in seed_table
+    assert next(x for x in seed_table.splitlines() if x.startswith("| Tickets-Share (union)")).endswith("| 2 |")
+    assert next(x for x in seed_table.splitlines() if x.startswith("| MT-DNN (dense)")).endswith("| – |")
 
 
 def test_from_table_re_summarises_a_committed_table(study, tmp_path, capsys):

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from basics.stats import paired_difference, signed, t_quantile
+from basics.stats import paired_difference, seeds_needed, signed, t_quantile
 from tasks.baseline import Baseline, constant_baseline, is_learnt
 from tasks.metrics import METRICS
 from tasks.score import selection_score, task_score
@@ -34,6 +34,17 @@ def test_paired_difference_matches_a_hand_computed_t_interval():
     assert (d.low, d.high) == (pytest.approx(mean - half), pytest.approx(mean + half))
     assert not d.excludes_zero and d.format() == "−0.13 [−1.58, +1.32]"
     assert t_quantile(1) == pytest.approx(12.7062, abs=1e-4) and t_quantile(30) == pytest.approx(2.0423, abs=1e-4)
+
+
+def test_seeds_needed_by_hand():
+    # differences 1 and -1: sd sqrt(2); n = 12 is the first with t(n-1) sqrt(2) / sqrt(n) <= 0.9
+    assert seeds_needed([1.0, -1.0], 0.9) == 12
+    assert t_quantile(11) * math.sqrt(2) / math.sqrt(12) <= 0.9 < t_quantile(10) * math.sqrt(2) / math.sqrt(11)
+    assert seeds_needed([0.5, 0.5, 0.5], 0.1) == 2  # no spread: the fewest seeds with an interval
+    assert seeds_needed([3.0], 0.9) is None  # one seed: no spread to size from
+    assert seeds_needed([10.0, -10.0], 0.01, limit=50) is None
+    with pytest.raises(ValueError, match="half_width"):
+        seeds_needed([1.0, 2.0], 0.0)
 
 
 def test_paired_difference_edge_cases():
