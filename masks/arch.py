@@ -425,3 +425,12 @@ def max_input_length(config: Any) -> int | None:
         return None
     value = getattr(config, spec.positions, None)
     return int(value) - spec.position_offset if isinstance(value, int) and value > 0 else None
+
+
+def check_tensor_shapes(what: str, owner: object, want: Mapping[str, tuple[int, ...]], shape: EncoderShape) -> None:
+    """UserError unless every tensor attribute ``name`` of ``owner`` has the shape ``want[name]`` that an encoder of
+    ``shape`` needs (``what``: how the message names the owner, e.g. ``importance``)."""
+    for name, dims in want.items():
+        have = tuple(getattr(owner, name).shape)
+        if have != dims:
+            raise UserError(f"{what}: {name} has shape {have}, but the model ({shape.describe()}) needs {dims}")

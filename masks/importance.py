@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from basics.errors import UserError
-from masks.arch import EncoderShape, shape_of
+from masks.arch import EncoderShape, check_tensor_shapes, shape_of
 from masks.estimators import ESTIMATORS, NORMALIZATIONS
 from masks.gates import Gates, attach_gates, find_gates
 from masks.mask import _atomic_save, read_safetensors
@@ -72,13 +72,7 @@ class Importance:
         """UserError unless the scores fit an encoder of ``shape``."""
         L, H, I = shape.num_layers, shape.num_heads, shape.intermediate
         want = {"heads": (L, H), "ffn": (L, I), "heads_raw": (L, H), "ffn_raw": (L, I), "ffn_layer_raw": (L, 1)}
-        for name, dims in want.items():
-            have = tuple(getattr(self, name).shape)
-            if have != dims:
-                raise UserError(
-                    f"importance {name} has shape {have} but model "
-                    f"L={L},H={H},I={I} needs {dims}"
-                )
+        check_tensor_shapes("importance", self, want, shape)
 
 
 def normalize(raw: torch.Tensor, mode: str) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from basics.errors import UserError
-from masks.arch import EncoderShape, shape_of
+from masks.arch import EncoderShape, check_tensor_shapes, shape_of
 from masks.hidden_gates import HiddenGates
 from masks.importance import ImportanceConfig, compute_importance
 from masks.layer_gates import LayerGates
@@ -54,10 +54,7 @@ class SubarchScores:
     def check_shape(self, shape: EncoderShape) -> None:
         want = {"layers": (shape.num_layers,), "heads": (shape.num_layers, shape.num_heads),
                 "ffn": (shape.num_layers, shape.intermediate), "hidden": (shape.hidden,)}
-        for name, dims in want.items():
-            if tuple(getattr(self, name).shape) != dims:
-                raise UserError(f"sub-architecture scores: {name} has shape {tuple(getattr(self, name).shape)}, "
-                                f"the model ({shape.describe()}) needs {dims}")
+        check_tensor_shapes("sub-architecture scores", self, want, shape)
 
 
 def last_hidden(encoder: nn.Module, batch: Batch) -> torch.Tensor:

@@ -260,7 +260,8 @@ def test_save_load_round_trip_and_errors(tmp_path):
         torch.testing.assert_close(getattr(back, name), getattr(imp, name), atol=0, rtol=0)
     assert back.meta == imp.meta and back.meta["tasks"] == "rte"
     assert [p.name for p in tmp_path.iterdir()] == ["importance.safetensors"]  # no temp files left
-    with pytest.raises(UserError, match="needs"):
+    with pytest.raises(UserError, match=r"^importance: heads has shape \(2, 4\), but the model \(L=3,H=4,d=8,"
+                                        r"hidden=32,I=37\) needs \(3, 4\)$"):
         load_importance(path, expect_shape=EncoderShape(3, 4, 8, 32, 37))
     with pytest.raises(UserError, match="not found"):
         load_importance(tmp_path / "missing.safetensors")
