@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from basics.io import atomic_write_json, atomic_write_text
+from experiments.baselines import baselines_for
 from experiments.engine.jobs import Job
 from experiments.engine.options import EngineOptions, run_study_graph, yaml_study_main
 from experiments.study_config import train_config
@@ -127,7 +128,11 @@ def collect(study: TransferStudy, sparsity: float) -> dict[str, dict[str, dict[i
 
 def table_step(study: TransferStudy) -> None:
     own = {s: study.source_task(s) for s in study.sources()}
-    reports = [transfer_report(collect(study, s), study.sources(), study.tasks, own, s) for s in study.sparsities]
+    baselines = {}  # the targets' dev files, as their runs read them (no baseline where they cannot be read)
+    for target in study.tasks:
+        baselines.update(baselines_for(transfer_config(study, target, "dense", study.seeds[0], None), [target]))
+    reports = [transfer_report(collect(study, s), study.sources(), study.tasks, own, s, baselines)
+               for s in study.sparsities]
     doc = {"study": study.name, "model": study.model, "seeds": study.seeds, "ticket_seed": study.ticket_seed,
            "objectives": study.objectives, "task_sources": study.task_sources, "tables": reports}
     atomic_write_json(study.out / "transfer.json", doc)

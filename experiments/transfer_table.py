@@ -11,15 +11,20 @@ source ticket. For every (source, target):
 
 Per source, :func:`universal` answers "does it transfer universally?" over its *other* targets (a task ticket
 on its own task is in-domain, not transfer): ``yes`` when every other target's verdict is ``transfers``.
+
+With the targets' constant-prediction baselines (:mod:`tasks.baseline`), a score below the baseline plus one
+dev-set standard error is marked not learnt (†), and a target on which the dense model itself is not learnt
+is left out of the "universally" question: no ticket can show transfer where the task is not learnt at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from basics.stats import mean_std
-from experiments.report_stats import format_versus, pm, versus
+from experiments.report_stats import NOT_LEARNT, format_versus, learnt_mark, pm, versus
+from tasks.baseline import Baseline, is_learnt
 
 TRANSFERS = "transfers"
 WORSE = "worse than random"
@@ -39,22 +44,28 @@ def verdict(diff: Mapping[str, Any] | None) -> str:
     return UNDECIDED
 
 
-def universal(source: str, own_task: str | None, verdicts: Mapping[str, str]) -> dict[str, Any]:
-    """Whether ``source`` transfers to every target but its own; the answer and the targets of each verdict."""
+def universal(source: str, own_task: str | None, verdicts: Mapping[str, str],
+              unlearnt: Collection[str] = ()) -> dict[str, Any]:
+    """Whether ``source`` transfers to every target but its own (and but those in ``unlearnt``: targets on which
+    the dense model is not learnt); the answer and the targets of each verdict."""
     others = {t: v for t, v in verdicts.items() if t != own_task}
-    transfers = [t for t, v in others.items() if v == TRANSFERS]
-    worse = [t for t, v in others.items() if v == WORSE]
-    if not others:
-        answer = "no other target"
-    elif len(transfers) == len(others):
+    skipped = [t for t in others if t in unlearnt]
+    judged = {t: v for t, v in others.items() if t not in unlearnt}
+    transfers = [t for t, v in judged.items() if v == TRANSFERS]
+    worse = [t for t, v in judged.items() if v == WORSE]
+    if not judged:
+        answer = "no other target" if not skipped else "no other target on which dense is learnt"
+    elif len(transfers) == len(judged):
         answer = "yes: better than random on every other target"
     elif transfers:
-        answer = f"no: better than random on {len(transfers)} of {len(others)} other targets ({', '.join(transfers)})"
+        answer = f"no: better than random on {len(transfers)} of {len(judged)} other targets ({', '.join(transfers)})"
     else:
-        answer = f"no: better than random on none of {len(others)} other targets"
-    return {"source": source, "own_task": own_task, "universal": bool(others) and len(transfers) == len(others),
-            "answer": answer, "transfers": transfers, "worse": worse,
-            "undecided": [t for t, v in others.items() if v in (UNDECIDED, ONE_SEED)]}
+        answer = f"no: better than random on none of {len(judged)} other targets"
+    if skipped and judged:
+        answer += f"; not judged: {', '.join(skipped)} (dense not learnt)"
+    return {"source": source, "own_task": own_task, "universal": bool(judged) and len(transfers) == len(judged),
+            "answer": answer, "transfers": transfers, "worse": worse, "not_judged": skipped,
+            "undecided": [t for t, v in judged.items() if v in (UNDECIDED, ONE_SEED)]}
 
 
 def cell(values: Mapping[Any, float] | None) -> dict[str, Any] | None:
@@ -65,29 +76,35 @@ def cell(values: Mapping[Any, float] | None) -> dict[str, Any] | None:
 
 
 def transfer_report(scores: Mapping[str, Mapping[str, Mapping[Any, float]]], sources: Sequence[str],
-                    targets: Sequence[str], own_task: Mapping[str, str | None], sparsity: float) -> dict[str, Any]:
+                    targets: Sequence[str], own_task: Mapping[str, str | None], sparsity: float,
+                    baselines: Mapping[str, Baseline] | None = None) -> dict[str, Any]:
     """The JSON of one sparsity's table (module docstring)."""
+    baselines = {t: b for t, b in (baselines or {}).items() if t in targets}
     rows: dict[str, Any] = {}
     for row in (*CONTROLS, *sources):
         rows[row] = {}
         for target in targets:
             values = (scores.get(row) or {}).get(target) or {}
             entry: dict[str, Any] = {"score": cell(values)}
+            if entry["score"] is not None and target in baselines:
+                entry["learnt"] = is_learnt(entry["score"]["mean"], baselines[target])
             if row != "dense":
                 entry["vs_dense"] = versus(values, (scores.get("dense") or {}).get(target) or {})
             if row not in CONTROLS:
                 entry["vs_random"] = versus(values, (scores.get("random") or {}).get(target) or {})
                 entry["verdict"] = verdict(entry["vs_random"]) if values else None
             rows[row][target] = entry
-    answers = [universal(s, own_task.get(s), {t: rows[s][t]["verdict"] for t in targets if rows[s][t]["verdict"]})
-               for s in sources]
+    unlearnt = [t for t in targets if rows["dense"][t].get("learnt") is False]
+    answers = [universal(s, own_task.get(s), {t: rows[s][t]["verdict"] for t in targets if rows[s][t]["verdict"]},
+                         unlearnt) for s in sources]
     return {"sparsity": sparsity, "targets": list(targets), "sources": list(sources), "rows": rows,
+            "baselines": {t: b.to_dict() for t, b in baselines.items()}, "dense_not_learnt": unlearnt,
             "universal": answers}
 
 
-def _score_cell(entry: Mapping[str, Any]) -> str:
+def _score_cell(entry: Mapping[str, Any], baseline: Baseline | None) -> str:
     s = entry.get("score")
-    return pm(s["mean"], s["std"]) if s else "–"
+    return pm(s["mean"], s["std"]) + learnt_mark(s["mean"], baseline) if s else "–"
 
 
 def render(report: Mapping[str, Any], title: str, heading: str = "##") -> str:
@@ -99,8 +116,15 @@ def render(report: Mapping[str, Any], title: str, heading: str = "##") -> str:
              "Dev task score (mean ± std over seeds) of each ticket rewound to the pre-trained weights and fine-tuned "
              "on the target; `dense` is the unpruned model, `random` a random mask with the same heads and neurons.",
              "", "| source \\ target | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
+    baselines = {t: Baseline.from_dict(b) for t, b in (report.get("baselines") or {}).items()}
     for row in (*CONTROLS, *sources):
-        lines.append(f"| {row} | " + " | ".join(_score_cell(rows[row][t]) for t in targets) + " |")
+        lines.append(f"| {row} | " + " | ".join(_score_cell(rows[row][t], baselines.get(t)) for t in targets) + " |")
+    if baselines:
+        lines += ["", f"{NOT_LEARNT}: below the target's constant-prediction baseline plus one dev-set standard error, "
+                  "not learnt (`tasks/baseline.py`): " + "; ".join(
+                      f"{t} {b.score:.2f} + {b.standard_error:.2f}" for t, b in baselines.items()) + "."
+                  + (f" Dense is not learnt on {', '.join(report['dense_not_learnt'])}: left out of the "
+                     "\"universally\" question below." if report.get("dense_not_learnt") else "")]
     lines += ["", "Paired difference to random over seeds, mean [95 % t-interval], and the verdict:", "",
               head.replace("| |", "| source \\ target |", 1)]
     for s in sources:

@@ -15,6 +15,7 @@ from experiments import transfer
 from experiments.transfer_config import load_study, study_from_dict
 from experiments.transfer_table import ONE_SEED, TRANSFERS, UNDECIDED, WORSE, render, transfer_report, universal
 from masks.mask import load_mask_file
+from tasks.baseline import Baseline
 from tests.conftest import REPO
 from tests.tiny_run import WORDS, save_tiny_model, write_tiny_tasks
 
@@ -50,6 +51,26 @@ def test_table_and_verdicts_against_hand_computed_numbers():
     text = render(report, "T")
     assert "| obj | 66.00 ± 1.00 | 51.00 ± 2.00 |" in text
     assert "+5.00 [+2.52, +7.48] transfers" in text and "**obj**: no: better than random on 1 of 2" in text
+
+
+def test_not_learnt_marks_and_targets_left_out_of_the_universal_question():
+    scores = {"dense": {"a": {1: 70.0, 2: 72.0}, "b": {1: 50.0, 2: 51.0}},
+              "random": {"a": {1: 60.0, 2: 61.0}, "b": {1: 40.0, 2: 41.0}},
+              "obj": {"a": {1: 65.0, 2: 66.5}, "b": {1: 49.0, 2: 50.0}}}
+    # a: baseline 52 ± 3 (learnt above 55); b: 50 ± 3 (above 53): dense is not learnt on b (50.5)
+    baselines = {"a": Baseline("a", {"accuracy": 52.0}, 52.0, 3.0, "x", {"dev": 100}),
+                 "b": Baseline("b", {"accuracy": 50.0}, 50.0, 3.0, "y", {"dev": 100})}
+    report = transfer_report(scores, ["obj"], ["a", "b"], {"obj": None}, 0.4, baselines)
+    assert report["dense_not_learnt"] == ["b"]
+    assert report["rows"]["dense"]["a"]["learnt"] and not report["rows"]["obj"]["b"]["learnt"]
+    answer = report["universal"][0]
+    # obj on b: +9, +9 vs random (sd 0): "transfers", but b is not judged; on a: +5, +5.5 -> transfers
+    assert report["rows"]["obj"]["b"]["verdict"] == TRANSFERS and answer["not_judged"] == ["b"]
+    assert answer["universal"] and answer["answer"] == ("yes: better than random on every other target; "
+                                                         "not judged: b (dense not learnt)")
+    text = render(report, "T")
+    assert "| dense | 71.00 ± 1.41 | 50.50 ± 0.71 † |" in text and "Dense is not learnt on b" in text
+    assert universal("x", None, {"b": TRANSFERS}, unlearnt=["b"])["answer"] == "no other target on which dense is learnt"
 
 
 # ---- the study end to end -----------------------------------------------------------------------------------
