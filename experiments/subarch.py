@@ -15,6 +15,9 @@ The study (:mod:`experiments.subarch_config`, e.g. ``experiments/subarch.yaml``)
 4. ``models/extracted``, ``models/distilled`` (distillation pre-training on the corpus), ``models/ticket``
    (a compacted union of winning tickets with the same encoder parameter count);
 5. ``finetune/ROW/TASK/lr…-wu…-seed…``: ``train.py --model DIR`` runs over the sweep (seeds × lr × warm-up);
+   with ``finetune.sweep_seeds``, the sweep runs on those seeds and ``finetune/ROW/TASK/chosen-seed…`` runs the
+   other seeds at the setting chosen from them (a deferred job of the engine: its config is chosen when the
+   sweep has finished);
 6. ``latency``: the table's speed measurement; ``table``: the Bort-style table (``table.md``).
 
 Every step skips what is already done, so running the command again resumes the study (an interrupted
@@ -28,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from basics.errors import UserError
 from experiments.engine.jobs import Job
 from experiments.engine.options import EngineOptions, run_study_graph, yaml_study_main
 from experiments.study_config import train_config
@@ -35,7 +39,7 @@ from experiments.subarch_config import SubarchStudy, load_study, study_to_dict
 from experiments.subarch_files import StudyFiles
 from experiments.subarch_models import distilled_step, extracted_step, latency_step, ticket_step
 from experiments.subarch_search import candidate_step, score_step, select_step
-from experiments.subarch_table import table_step
+from experiments.subarch_table import chosen_setting, sweep, table_step
 from masks.cost import EncoderSize, ops_per_token, param_counts
 from masks.subarch import SubArch
 from mtl.config import TrainConfig
@@ -60,6 +64,16 @@ def finetune_config(study: SubarchStudy, row: str, task: str, lr: float, warmup:
     if study.glue_dir:
         forced["glue_dir"] = study.glue_dir
     return train_config([(f"finetune.train / finetune.per_task.{task}", block)], forced, f"finetune {row} {task}")
+
+
+def chosen_config(study: SubarchStudy, row: str, task: str, seed: int) -> TrainConfig:
+    """``seed``'s run of ``row`` on ``task`` at the (lr, warm-up) the sweep seeds chose (``finetune.select_on``), in
+    ``finetune/ROW/TASK/chosen-seedK`` (module level: the engine calls it once the sweep has finished)."""
+    pick = chosen_setting(sweep(study, row, task), study.finetune.select_on)
+    if pick is None:
+        raise UserError(f"no finished sweep run of {row} on {task} to choose a learning rate and warm-up from")
+    config = finetune_config(study, row, task, pick["lr"], pick["warmup"], seed)
+    return config.replace(output_dir=str(StudyFiles(study.out).chosen_run(row, task, seed)))
 
 
 def reference_config(study: SubarchStudy, name: str) -> TrainConfig:
@@ -92,9 +106,11 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None) -
     jobs.append(Job("select", deps=tuple(searched), action=select_step, args=(study, [a.name for a in archs]),
                     outputs=(files.search_json, files.search_md, files.frontier_png, files.chosen)))
     runs = {(row, t, lr, wu, s): finetune_config(study, row, t, lr, wu, s)
-            for row in rows for t in f.tasks for lr in f.lrs for wu in f.warmups for s in f.seeds}
+            for row in rows for t in f.tasks for lr in f.lrs for wu in f.warmups for s in f.swept()}
+    chosen = {(row, t, s): files.chosen_run(row, t, s) for row in rows for t in f.tasks for s in f.chosen_only()}
     for row in (r for r in rows if r in MODEL_ROWS):
         needed = [str(Path(c.output.output_dir) / "metrics.json") for (r, *_), c in runs.items() if r == row]
+        needed += [str(path / "metrics.json") for (r, *_), path in chosen.items() if r == row]
         needed.append(str(files.latency))
         outputs = {"distilled": (files.distill_dir / "log.jsonl", files.distill_dir / "distill.json",
                                  files.distill_dir / "curve.png"),
@@ -104,6 +120,13 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None) -
     for (row, task, lr, wu, seed), config in runs.items():
         deps = () if row == "teacher" else (f"models/{row}",)
         jobs.append(Job(f"finetune/{row}/{task}/lr{lr:g}-wu{wu:g}-seed{seed}", deps=deps, config=config,
+                        labels={"task": task, "kind": row, "seed": seed}, info={"label": row, "seed": seed}))
+    for (row, task, seed), path in chosen.items():
+        swept = tuple(f"finetune/{row}/{task}/lr{lr:g}-wu{wu:g}-seed{s}" for lr in f.lrs for wu in f.warmups
+                      for s in f.swept())
+        placeholder = finetune_config(study, row, task, f.lrs[0], f.warmups[0], seed).replace(output_dir=str(path))
+        jobs.append(Job(f"finetune/{row}/{task}/chosen-seed{seed}", deps=swept, config=placeholder,
+                        resolve=chosen_config, resolve_args=(study, row, task, seed),
                         labels={"task": task, "kind": row, "seed": seed}, info={"label": row, "seed": seed}))
     model_jobs = tuple(f"models/{r}" for r in rows if r in MODEL_ROWS)
     jobs.append(Job("latency", deps=("select", *model_jobs), action=latency_step, args=(study, rows, threads),

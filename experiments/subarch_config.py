@@ -19,7 +19,9 @@ A study YAML (``experiments/subarch.yaml``) has these sections; every key has a 
     select:    {cost: ops, error: distill, weights: {params: 1, cost: 1, error: 1}, max_encoder_share: null,
                 min_speedup: null, arch: null}
     distill:   {steps: 20000, ...}      # pre-training of the chosen architecture (mtl.distill.DistillConfig)
-    finetune:  {tasks: [...], seeds: [1, 2, 3], lrs: [...], warmups: [...], select_on: holdout, train: {...},
+    finetune:  {tasks: [...], seeds: [1, 2, 3], lrs: [...], warmups: [...], select_on: holdout,
+                sweep_seeds: null,      # null: every seed runs every setting; [1]: the others only the chosen one
+                train: {...},
                 per_task: {sst2: {...}}, rows: [teacher, distilled, extracted, ticket]}
     ticket:    {importance: {rte: FILE, ...}, mask: null}
     latency:   {seq_len: 128, batch_sizes: [1, 32], rounds: 9}   # the table's speed-up measurement
@@ -174,6 +176,9 @@ class FinetuneSpec:
     lrs: list[float] = field(default_factory=lambda: [5e-5, 1e-4])
     warmups: list[float] = field(default_factory=lambda: [0.06, 0.1])
     select_on: str = "holdout"
+    # seeds the lr x warm-up sweep runs on (default: every seed); the other seeds run only the setting chosen on
+    # these (``finetune/ROW/TASK/chosen-seedK``): (settings - 1) x (other seeds) fewer runs per row and task
+    sweep_seeds: list[int] | None = None
     train: dict[str, Any] = field(default_factory=dict)  # train.py options of every fine-tuning run
     per_task: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {sst2: {max_train_samples: 10000}}
     rows: list[str] = field(default_factory=lambda: list(ROWS.names()))
@@ -185,6 +190,19 @@ class FinetuneSpec:
             raise UserError(f"finetune.select_on must be one of {', '.join(SELECT_ON)}")
         if not (self.tasks and self.seeds and self.lrs and self.warmups and self.rows):
             raise UserError("finetune needs tasks, seeds, lrs, warmups and rows")
+        if self.sweep_seeds is not None:
+            outside = [s for s in self.sweep_seeds if s not in self.seeds]
+            if not self.sweep_seeds or outside:
+                raise UserError(f"finetune.sweep_seeds must be some of finetune.seeds {self.seeds}; got "
+                                f"{self.sweep_seeds}")
+
+    def swept(self) -> list[int]:
+        """The seeds every (lr, warm-up) setting runs on."""
+        return list(self.sweep_seeds) if self.sweep_seeds is not None else list(self.seeds)
+
+    def chosen_only(self) -> list[int]:
+        """The seeds that run only the chosen setting."""
+        return [s for s in self.seeds if s not in self.swept()]
 
 
 @dataclass

@@ -75,6 +75,10 @@ class StudyFiles:
     def finetune_run(self, row: str, task: str, lr: float, warmup: float, seed: int) -> Path:
         return self.out / "finetune" / row / task / f"lr{lr:g}-wu{warmup:g}-seed{seed}"
 
+    def chosen_run(self, row: str, task: str, seed: int) -> Path:
+        """A seed that runs only the setting the sweep chose (``finetune.sweep_seeds``)."""
+        return self.out / "finetune" / row / task / f"chosen-seed{seed}"
+
     @property
     def latency(self) -> Path:
         return self.out / "latency.json"

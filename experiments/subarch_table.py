@@ -9,7 +9,9 @@ score (mean of the task's metrics, percent) as mean ± std over seeds, then the 
 
 Fine-tuning is a sweep (learning rate × warm-up × seeds): for every row and task the setting with the best
 mean score on the held-out slice of the training set (``finetune.select_on: holdout``; or on dev) is the one
-reported, so dev numbers are not chosen on dev. Every setting's scores are in ``table.json``.
+reported, so dev numbers are not chosen on dev. Every setting's scores are in ``table.json``. With
+``finetune.sweep_seeds``, the setting is chosen on those seeds' runs alone, and the other seeds' runs of the
+chosen setting (``chosen-seedK``) are added to it afterwards, so they never change the choice.
 """
 
 from __future__ import annotations
@@ -34,26 +36,41 @@ def _mean_std(values: list[float]) -> dict[str, Any]:
             "n": len(values), "values": values}
 
 
+def _setting(lr: float, warmup: float, runs: list[tuple[int, RunDir]], task: str) -> dict[str, Any] | None:
+    """One setting's entry from its finished ``(seed, run)`` pairs; None when none has finished."""
+    dev, held, seeds = [], [], []
+    for seed, run in runs:
+        if not run.finished:
+            continue
+        result = run.result()
+        dev.append(task_score(result.metrics[task]))
+        if result.holdout_metrics and task in result.holdout_metrics:
+            held.append(task_score(result.holdout_metrics[task]))
+        seeds.append(seed)
+    if not dev:
+        return None
+    return {"lr": lr, "warmup": warmup, "seeds": seeds, "dev": _mean_std(dev), "holdout": _mean_std(held) if held else None}
+
+
 def sweep(study: SubarchStudy, row: str, task: str) -> list[dict[str, Any]]:
-    """Every (lr, warm-up) setting of ``row`` on ``task`` with its finished seeds' dev and held-out scores."""
+    """Every (lr, warm-up) setting of ``row`` on ``task`` with its finished swept seeds' dev and held-out scores."""
     files, f = StudyFiles(study.out), study.finetune
-    out = []
-    for lr in f.lrs:
-        for warmup in f.warmups:
-            dev, held, seeds = [], [], []
-            for seed in f.seeds:
-                run = RunDir(files.finetune_run(row, task, lr, warmup, seed))
-                if not run.finished:
-                    continue
-                result = run.result()
-                dev.append(task_score(result.metrics[task]))
-                if result.holdout_metrics and task in result.holdout_metrics:
-                    held.append(task_score(result.holdout_metrics[task]))
-                seeds.append(seed)
-            if dev:
-                out.append({"lr": lr, "warmup": warmup, "seeds": seeds, "dev": _mean_std(dev),
-                            "holdout": _mean_std(held) if held else None})
-    return out
+    settings = [_setting(lr, wu, [(s, RunDir(files.finetune_run(row, task, lr, wu, s))) for s in f.swept()], task)
+                for lr in f.lrs for wu in f.warmups]
+    return [s for s in settings if s is not None]
+
+
+def with_chosen_seeds(study: SubarchStudy, row: str, task: str, pick: dict[str, Any]) -> dict[str, Any]:
+    """``pick`` with the runs of the seeds that ran only the chosen setting (``finetune.sweep_seeds``) added."""
+    files, f = StudyFiles(study.out), study.finetune
+    if not f.chosen_only():
+        return pick
+    runs = [(s, RunDir(files.finetune_run(row, task, pick["lr"], pick["warmup"], s))) for s in f.swept()]
+    for seed in f.chosen_only():
+        run = RunDir(files.chosen_run(row, task, seed))
+        if run.finished and (run.config().optim.lr, run.config().optim.warmup_ratio) == (pick["lr"], pick["warmup"]):
+            runs.append((seed, run))
+    return _setting(pick["lr"], pick["warmup"], runs, task) or pick
 
 
 def chosen_setting(settings: list[dict[str, Any]], select_on: str) -> dict[str, Any] | None:
@@ -89,6 +106,8 @@ def build_table(study: SubarchStudy, rows: Sequence[str]) -> dict[str, Any]:
         for task in tasks:
             settings = sweep(study, row, task)
             pick = chosen_setting(settings, study.finetune.select_on)
+            if pick is not None:
+                pick = with_chosen_seeds(study, row, task, pick)
             cells[task] = {"chosen": pick, "settings": settings}
             if pick is not None:
                 for seed, value in zip(pick["seeds"], pick["dev"]["values"], strict=True):

@@ -128,6 +128,83 @@ def test_backend_choice_and_missing_ray(tmp_path, monkeypatch):
         make_backend(EngineOptions(backend="ray"), tmp_path)
 
 
+# ---------------------------------------------------------------- deferred runs: a config chosen by a sweep
+
+LRS = (3e-3, 1e-4)
+PLACEHOLDER_LR = 5e-4
+
+
+def sweep_config(root: Path, out: Path, lr: float, seed: int) -> TrainConfig:
+    return TrainConfig.of(tasks=["tinysent"], model=str(root / "model"), task_def=[str(root / "data" / "tasks.yaml")],
+                          cache_dir=str(root / "cache"), precision="fp32", num_threads=1, batch_size=8, epochs=1,
+                          eval_batch_size=16, max_seq_length=32, save_model=False, progress=False, lr=lr, seed=seed,
+                          max_train_samples=48, deterministic=True, output_dir=str(out / f"lr{lr:g}-seed{seed}"))
+
+
+def chosen_config(root: str, out: str, seed: int) -> TrainConfig:
+    """The seed's run at the learning rate whose seed-1 run scored best on dev, in ``chosen-seedK`` (module level:
+    a deferred job's resolve)."""
+    scores = {lr: RunDir(Path(out) / f"lr{lr:g}-seed1").metrics()["tinysent"]["accuracy"] for lr in LRS}
+    best = max(LRS, key=lambda lr: (scores[lr], -lr))
+    return sweep_config(Path(root), Path(out), best, seed).replace(output_dir=str(Path(out) / f"chosen-seed{seed}"))
+
+
+def moved_config(root: str, out: str) -> TrainConfig:
+    return sweep_config(Path(root), Path(out), LRS[0], 5)
+
+
+def nothing_to_choose() -> TrainConfig:
+    raise UserError("no finished sweep run to choose from")
+
+
+def deferred_graph(root: Path, out: Path) -> JobGraph:
+    sweep = [Job(f"sweep/lr{lr:g}", config=sweep_config(root, out, lr, 1)) for lr in LRS]
+    placeholder = sweep_config(root, out, PLACEHOLDER_LR, 2).replace(output_dir=str(out / "chosen-seed2"))
+    chosen = Job("chosen/seed2", deps=tuple(j.name for j in sweep), config=placeholder,
+                 resolve=chosen_config, resolve_args=(str(root), str(out), 2))
+    return JobGraph([*sweep, chosen])
+
+
+def test_a_deferred_run_trains_the_config_its_dependencies_chose(tmp_path, monkeypatch):
+    tiny_setup(tmp_path)
+    out, results = tmp_path / "out", tmp_path / "results"
+    say = []
+    report = Scheduler(deferred_graph(tmp_path, out), InlineBackend(tmp_path / "logs"), log_dir=tmp_path / "logs",
+                       results=ResultsDir(results, out), say=say.append).run()
+    assert report.ok and report.records["chosen/seed2"].status == "ran"
+    scores = {lr: RunDir(out / f"lr{lr:g}-seed1").metrics()["tinysent"]["accuracy"] for lr in LRS}
+    best = max(LRS, key=lambda lr: (scores[lr], -lr))
+    chosen = RunDir(out / "chosen-seed2")
+    assert chosen.finished and chosen.config().optim.lr == best != PLACEHOLDER_LR  # trained at the chosen rate
+    assert (results / "chosen-seed2" / "results.json").is_file()  # published like any run
+    assert any("chosen/seed2" in line for line in say)
+
+    def no_training(config, on_step=None):
+        raise AssertionError(f"trained {config.output.output_dir} again")
+
+    monkeypatch.setattr(mtl.run, "run_training", no_training)
+    again = Scheduler(deferred_graph(tmp_path, out), InlineBackend(tmp_path / "logs"), log_dir=tmp_path / "logs",
+                      say=lambda line: None).run()
+    assert again.ok and {r.status for r in again.records.values()} == {"finished-before"}
+    fresh = tmp_path / "fresh"  # a new machine: every run, the deferred one too, comes from the results folder
+    restored = Scheduler(deferred_graph(tmp_path, fresh), InlineBackend(tmp_path / "logs"), log_dir=tmp_path / "logs",
+                         results=ResultsDir(results, fresh), say=lambda line: None).run()
+    assert restored.ok and {r.status for r in restored.records.values()} == {"restored"}
+    assert RunDir(fresh / "chosen-seed2").finished
+    # a resolve that finds nothing to choose from: that job fails as a user mistake; the others are unaffected
+    graph = JobGraph([Job("sweep", config=sweep_config(tmp_path, out, LRS[0], 1)),
+                      Job("chosen", deps=("sweep",), config=sweep_config(tmp_path, out, LRS[0], 3),
+                          resolve=nothing_to_choose)])
+    bad = Scheduler(graph, InlineBackend(tmp_path / "logs"), log_dir=tmp_path / "logs", say=lambda line: None).run()
+    assert bad.records["chosen"].status == "failed" and bad.user_errors == ["chosen: no finished sweep run to choose from"]
+    with pytest.raises(ValueError, match="needs the jobs its config depends on"):
+        Job("lonely", config=sweep_config(tmp_path, out, LRS[0], 4), resolve=nothing_to_choose)
+    moving = Job("moving", deps=("sweep",), config=sweep_config(tmp_path, out, LRS[0], 6), resolve=moved_config,
+                 resolve_args=(str(tmp_path), str(out)))
+    with pytest.raises(ValueError, match="a deferred run's directory is fixed"):
+        moving.resolved()
+
+
 # ---------------------------------------------------------------- a tiny phase-transition study
 
 

@@ -19,6 +19,8 @@ from experiments.subarch_config import load_study, study_from_dict
 from masks.arch import EncoderShape
 from masks.importance import Importance, save_importance
 from masks.subarch import SubArch
+from mtl.rundir import RunDir
+from tasks.score import task_score
 from tests.conftest import REPO
 from tests.test_distill import save_tiny_model
 from tests.tiny_run import WORDS, write_tiny_tasks
@@ -126,6 +128,27 @@ def test_a_tiny_study_end_to_end_and_its_search_resumes(tmp_path, monkeypatch, c
     assert run(tmp_path, "--report-only") == 0 and calls == []
     assert run(tmp_path) == 0
     assert calls == ["D1-A2-H16-I16"]  # the missing candidate alone
+
+
+def test_sweep_seeds_run_the_other_seeds_at_the_chosen_setting_only(tmp_path, capsys):
+    study = tiny_study(tmp_path)
+    study["finetune"].update(seeds=[1, 2], sweep_seeds=[1], rows=["teacher"])
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study), encoding="utf-8")
+    assert run(tmp_path, "--dry-run") == 0
+    assert ("finetune/teacher/tinysent/chosen-seed2: to train" in capsys.readouterr().out)
+    assert run(tmp_path) == 0, capsys.readouterr().err
+    runs = tmp_path / "out" / "finetune" / "teacher" / "tinysent"
+    assert sorted(p.name for p in runs.iterdir()) == ["chosen-seed2", "lr0.001-wu0.1-seed1", "lr1e-05-wu0.1-seed1"]
+    cell = json.loads((tmp_path / "out" / "table.json").read_text())["rows"][0]["tasks"]["tinysent"]
+    best = max(cell["settings"], key=lambda s: s["holdout"]["mean"])  # chosen on seed 1's held-out score alone
+    assert all(s["seeds"] == [1] for s in cell["settings"])
+    chosen = cell["chosen"]
+    assert (chosen["lr"], chosen["warmup"], chosen["seeds"]) == (best["lr"], best["warmup"], [1, 2])
+    assert RunDir(runs / "chosen-seed2").config().optim.lr == best["lr"]
+    assert chosen["dev"]["n"] == 2 and chosen["dev"]["values"][1] == pytest.approx(
+        task_score(RunDir(runs / "chosen-seed2").metrics()["tinysent"]))
+    with pytest.raises(UserError, match=r"finetune.sweep_seeds must be some of finetune.seeds \[1, 2\]"):
+        study_from_dict({"finetune": {"seeds": [1, 2], "sweep_seeds": [3]}})
 
 
 def test_dry_run_prints_the_plan_and_the_search_cost(tmp_path, capsys):

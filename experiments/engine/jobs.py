@@ -1,7 +1,10 @@
 """Jobs and the graph they form.
 
 A **training job** carries a :class:`mtl.config.TrainConfig`: a worker trains it unless its run directory
-holds it finished (:func:`mtl.run.ensure_run`). A **step** is a function of the study (cut a random
+holds it finished (:func:`mtl.run.ensure_run`). A **deferred** training job's config depends on what its
+dependencies found (e.g. the learning rate a sweep chose): it carries a placeholder config with its run
+directory (fixed: only the options are chosen) and ``resolve(*resolve_args)``, which the scheduler calls for
+the real config once every dependency has finished. A **step** is a function of the study (cut a random
 ticket, select a super ticket, merge masks, prune a model, write a report): ``where="scheduler"`` runs
 it in the scheduler's process (cheap, idempotent steps), ``where="worker"`` in a worker like a training
 run (heavy steps). A job starts when every job it depends on has finished.
@@ -37,16 +40,37 @@ class Job:
     outputs: tuple[Path, ...] = ()  # files a step writes (copied to the results folder)
     labels: Mapping[str, Any] = field(default_factory=dict)  # task, kind, sparsity, seed: for progress lines
     after_failures: bool = False  # a step that runs once its dependencies are settled, even if some failed
+    resolve: Callable[..., TrainConfig] | None = None  # a deferred training job: the config, once deps finished
+    resolve_args: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.config is None) == (self.action is None):
             raise ValueError(f"job {self.name}: give either a training config or an action")
+        if self.resolve is not None and not self.deps:
+            raise ValueError(f"job {self.name}: a deferred training job needs the jobs its config depends on")
         if self.where not in PLACES:
             raise ValueError(f"job {self.name}: where must be one of {PLACES}")
 
     @property
     def is_training(self) -> bool:
         return self.config is not None
+
+    @property
+    def deferred(self) -> bool:
+        """A training job whose config is known only once its dependencies have finished."""
+        return self.resolve is not None
+
+    def resolved(self) -> "Job":
+        """The job with its real config (itself when not deferred); call it once every dependency finished."""
+        if self.resolve is None:
+            return self
+        config = self.resolve(*self.resolve_args)
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"job {self.name}: resolve gave {type(config).__name__}, not a TrainConfig")
+        if Path(config.output.output_dir) != Path(self.config.output.output_dir):
+            raise ValueError(f"job {self.name}: resolve moved the run from {self.config.output.output_dir} to "
+                             f"{config.output.output_dir}; a deferred run's directory is fixed")
+        return dataclasses.replace(self, config=config, resolve=None, resolve_args=())
 
     @property
     def in_worker(self) -> bool:

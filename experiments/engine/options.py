@@ -137,7 +137,8 @@ def plan_text(graph: JobGraph, options: EngineOptions, results: ResultsDir | Non
                     unknown += 1
                 else:
                     todo_seconds += estimate
-                text = f"~{duration(estimate)}"
+                text = f"~{duration(estimate)}" + (" (its config is chosen when its dependencies finish)"
+                                                   if job.deferred else "")
                 state = "to train" if state != "resumable" else "resumable"
             else:
                 text = ""

@@ -7,7 +7,8 @@ Guarantees (each tested in ``tests/test_engine.py``):
 - a finished run is never trained again: it is read back, from its run directory or, with a results
   folder, from the copy there (restored into the run directory first);
 - before anything is trained, every finished run must be the run the study asks for now
-  (:meth:`mtl.rundir.RunDir.check_matches`): a changed config is a one-line error;
+  (:meth:`mtl.rundir.RunDir.check_matches`): a changed config is a one-line error (a deferred run's config
+  is known, and checked, once its dependencies have finished);
 - a run interrupted in any way (a killed worker, a killed scheduler) continues from its checkpoint on
   the next call;
 - two schedulers on one folder never train the same run: a run is trained only under its lock
@@ -101,15 +102,26 @@ class Scheduler:
         Returns the jobs already done."""
         done = set()
         for job in self.graph.training():
-            if not job.finished() and self.results is not None and self.results.restore_run(job.run):
-                report.records[job.name] = Record(job.name, "restored")
-            if job.finished():
-                job.run.check_matches(job.config)  # a UserError: a changed config never mixes in
+            if job.deferred:  # its config is known, and checked, once its dependencies have finished
+                if not job.finished() and self.results is not None and self.results.restore_run(job.run):
+                    report.records[job.name] = Record(job.name, "restored")
+                continue
+            if self._restore_and_check(job, report):
                 done.add(job.name)
-                report.records.setdefault(job.name, Record(job.name, "finished-before"))
-                if self.results is not None:
-                    self.results.publish_run(job.run)  # e.g. runs finished before the folder was given
         return done
+
+    def _restore_and_check(self, job: Job, report: Report) -> bool:
+        """Restore ``job``'s run from the results folder if it is there; True when the run is finished (then
+        checked against the config: a UserError when it differs)."""
+        if not job.finished() and self.results is not None and self.results.restore_run(job.run):
+            report.records[job.name] = Record(job.name, "restored")
+        if not job.finished():
+            return False
+        job.run.check_matches(job.config)  # a UserError: a changed config never mixes in
+        report.records.setdefault(job.name, Record(job.name, "finished-before"))
+        if self.results is not None:
+            self.results.publish_run(job.run)  # e.g. runs finished before the folder was given
+        return True
 
     def priority(self, done: set[str]) -> list[Job]:
         """The jobs left, in the order they are started when ready: runs with a checkpoint first (their
@@ -151,6 +163,19 @@ class Scheduler:
                         continue
                     if any(d not in done and not (job.after_failures and d in failed) for d in job.deps):
                         continue
+                    if job.deferred:
+                        resolved = self._resolve(job, report, failed)
+                        pending[pending.index(job)] = resolved
+                        if resolved is job:  # it could not be resolved: failed
+                            pending.remove(job)
+                            progressed = True
+                            continue
+                        job = resolved
+                        if self._restore_and_check(job, report):
+                            pending.remove(job)
+                            self._finish(job, Outcome(job.name, ok=True), report, done, failed, board)
+                            progressed = True
+                            continue
                     if job.is_training and job.finished():  # finished meanwhile (another scheduler)
                         pending.remove(job)
                         self._finish(job, Outcome(job.name, ok=True), report, done, failed, board)
@@ -203,6 +228,21 @@ class Scheduler:
         return report
 
     # ---------------------------------------------------------------- helpers
+
+    def _resolve(self, job: Job, report: Report, failed: set[str]) -> Job:
+        """The deferred ``job`` with its real config; itself, recorded as failed, when that raises."""
+        try:
+            return job.resolved()
+        except UserError as exc:  # e.g. nothing to choose from: said once, at the end, as a user mistake
+            failed.add(job.name)
+            report.records[job.name] = Record(job.name, "failed", error=str(exc))
+            report.user_errors.append(f"{job.name}: {exc}")
+            return job
+        except Exception as exc:  # noqa: BLE001 - a bug in the study's resolve: this job fails, not the study
+            failed.add(job.name)
+            report.records[job.name] = Record(job.name, "failed", error=f"{type(exc).__name__}: {exc}")
+            self.say(f"[failed] {job.name}: its config could not be resolved: {type(exc).__name__}: {exc}")
+            return job
 
     def _lock(self, job: Job) -> RunLock:
         folder = job.run.path if job.is_training else self.log_dir / "locks" / job.name.replace("/", "_")
