@@ -411,6 +411,23 @@ def _engine_summary() -> str:
             f"{r['overhead']['median']:.2f} s per run")
 
 
+def _transfer_summary() -> str:
+    doc = _json("transfer_cpu/transfer.json")
+    table = doc["tables"][0]
+    rows = table["rows"]
+    learnt = [t for t in table["targets"] if t not in table["dense_not_learnt"]]
+    objective = next(s for s in table["sources"] if s in doc["objectives"])
+    parts = [f"{objective} ticket − random: " + ", ".join(
+        f"{TASK_NAMES[t]} {format_versus(rows[objective][t]['vs_random'])}" for t in learnt)]
+    parts.append(f"{objective} ticket − dense: " + ", ".join(
+        f"{TASK_NAMES[t]} {format_versus(rows[objective][t]['vs_dense'])}" for t in learnt))
+    universal = [a["source"] for a in table["universal"] if a["universal"]]
+    parts.append(f"sources that transfer universally: {', '.join(universal) or 'none'}")
+    if table["dense_not_learnt"]:
+        parts.append(f"not judged (dense not learnt): {', '.join(TASK_NAMES[t] for t in table['dense_not_learnt'])}")
+    return f"sparsity {table['sparsity']:.2f}; " + "; ".join(parts)
+
+
 def bench_train() -> str:
     """The trainer-throughput table of ``bench_train_rte.json``: every trainer with its ratio to both Trainer rows."""
     r = _json("bench_train_rte.json")
@@ -459,6 +476,8 @@ def results_summary() -> str:
         ("unstructured tickets (IMP / OMP / random), MRPC and RTE, 2 seeds", _lottery_summary(),
          "`lottery/*/lottery.json`"),
         ("iterative structured pruning, 2 seeds", _iterative_summary(), "`iterative_pruning/*/iterative_pruning.json`"),
+        ("ticket transfer: self-distillation and task tickets on RTE, MRPC, STS-B, CoLA (MiniLM, 3 seeds, paired 95 % "
+         "CI)", _transfer_summary(), "`transfer_cpu/transfer.json`"),
     ]
     lines = ["| what | result (computed from the file) | file (under `experiments/results/`) |", "|---|---|---|"]
     lines += [f"| {what} | {result} | {file} |" for what, result, file in rows]
@@ -486,6 +505,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "results-summary": results_summary,
     "bench-train": bench_train,
     "ablation-stsb-gap": lambda: ablation.render(RESULTS / "stsb_gap" / "ablation.json"),
+    "transfer-cpu": lambda: transfer_table.tables(_json("transfer_cpu/transfer.json"), "###"),
 }
 
 
