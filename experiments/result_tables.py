@@ -494,7 +494,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "ticket-unions": ticket_unions,
     "phase-summary": phase_summary,
     **{f"phase-{t}": phase_table(t) for t in (*PT_TASKS, "sst2")},
-    **{f"cpu-full-phase-{t}": phase_table(t, "cpu_full") for t in ("rte",)},  # add each task as its tickets finish
+    **{f"cpu-full-phase-{t}": phase_table(t, "cpu_full") for t in ("rte", "mrpc")},  # add each task as its tickets finish
     **{f"lottery-{f}": lottery_table(f) for f in ("mrpc", "rte", "mrpc-pretrained", "rte-pretrained")},
     **{f"iterative-{f}": iterative_table(f) for f in ("rte", "mrpc", "mrpc-t98")},
     "analysis-seeds": analysis_seeds,
