@@ -103,18 +103,21 @@ class Scheduler:
         done = set()
         for job in self.graph.training():
             if job.deferred:  # its config is known, and checked, once its dependencies have finished
-                if not job.finished() and self.results is not None and self.results.restore_run(job.run):
-                    report.records[job.name] = Record(job.name, "restored")
+                self._restore(job, report)
                 continue
             if self._restore_and_check(job, report):
                 done.add(job.name)
         return done
 
-    def _restore_and_check(self, job: Job, report: Report) -> bool:
-        """Restore ``job``'s run from the results folder if it is there; True when the run is finished (then
-        checked against the config: a UserError when it differs)."""
+    def _restore(self, job: Job, report: Report) -> None:
+        """Restore ``job``'s run from the results folder when it is unfinished here and finished there."""
         if not job.finished() and self.results is not None and self.results.restore_run(job.run):
             report.records[job.name] = Record(job.name, "restored")
+
+    def _restore_and_check(self, job: Job, report: Report) -> bool:
+        """:meth:`_restore`; True when the run is finished (then checked against the config: a UserError when it
+        differs)."""
+        self._restore(job, report)
         if not job.finished():
             return False
         job.run.check_matches(job.config)  # a UserError: a changed config never mixes in
