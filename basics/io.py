@@ -57,6 +57,21 @@ def remove_temporaries(directory: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def canonical_safetensors(blob: bytes) -> bytes:
+    """The safetensors file ``blob`` with its header written canonically (keys sorted, metadata included; padded
+    with spaces to 8 bytes as the writer does): the same tensors and metadata give the same bytes. The writer keeps
+    the metadata in a hash map, so two writes of one mask otherwise differ byte-wise, and git sees a change."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + n:]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

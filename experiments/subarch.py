@@ -29,6 +29,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 from basics.errors import UserError
@@ -43,15 +44,24 @@ from experiments.subarch_table import chosen_setting, sweep, table_step
 from masks.cost import EncoderSize, ops_per_token, param_counts
 from masks.subarch import SubArch
 from mtl.config import TrainConfig
+from mtl.distill import DistillConfig
 from mtl.teacher import teacher_shape
+from mtl.trainer import autocast_dtype
 
 MODEL_ROWS = ("extracted", "distilled", "ticket")
 MODEL_STEPS = {"extracted": extracted_step, "distilled": distilled_step, "ticket": ticket_step}
 # One distillation step (teacher forward + student forward and backward, eager attention) on one core, per
-# sequence of the batch and per million operations per token of teacher + 3 x student, on GLUE sentences
-# (about 15 tokens on average; ops counted at 32): 0.0020-0.0021 s measured here for MiniLM into D6-A12-H384-I1536
-# and D3-A8-H256-I768, batch 32, one thread, nice 5, the shared 2-core machine busy with a study.
-DISTILL_SECONDS_PER_SEQ_MOPS = 0.002
+# sequence of the batch and per million operations per token of teacher + 3 x student, on GLUE sentences (about
+# 15 tokens on average; ops counted at 32), by precision: the largest of the four sub-architectures measured in
+# experiments/results/bench_distill.md (MiniLM teacher, one thread, the other core idle; fp32 0.00087-0.00107,
+# bf16 0.00051-0.00077), rounded up.
+DISTILL_SECONDS_PER_SEQ_MOPS = {"fp32": 0.0011, "bf16": 0.0008}
+
+
+def distill_rate(config: DistillConfig) -> float:
+    """:data:`DISTILL_SECONDS_PER_SEQ_MOPS` for ``config``'s precision on this machine's CPU (``auto``: bf16
+    where the CPU has native bf16 kernels)."""
+    return DISTILL_SECONDS_PER_SEQ_MOPS["bf16" if autocast_dtype(config.precision, torch.device("cpu")) else "fp32"]
 
 
 def finetune_config(study: SubarchStudy, row: str, task: str, lr: float, warmup: float, seed: int) -> TrainConfig:
@@ -139,20 +149,20 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None) -
 
 def step_estimate(study: SubarchStudy, archs: list[SubArch], shape) -> list[str]:
     """Lines estimating the steps the engine has no cost model for: the search's and the pre-training's
-    distillation, from :data:`DISTILL_SECONDS_PER_SEQ_MOPS` (one core)."""
+    distillation, from :data:`DISTILL_SECONDS_PER_SEQ_MOPS` (one core, by precision)."""
     files = StudyFiles(study.out)
     base = EncoderSize(shape.hidden, shape.head_dim, (shape.num_heads,) * shape.num_layers,
                        (shape.intermediate,) * shape.num_layers, 30522, 512, 2, shape.hidden, True)
     seq = 32  # the convention of DISTILL_SECONDS_PER_SEQ_MOPS
     teacher_ops = ops_per_token(base, seq) / 1e6
 
-    def seconds(arch: SubArch, steps: int, batch: int) -> float:
+    def seconds(arch: SubArch, config: DistillConfig) -> float:
         student = ops_per_token(base.uniform(arch.depth, arch.heads, arch.hidden, arch.ffn), seq) / 1e6
-        return steps * batch * (teacher_ops + 3 * student) * DISTILL_SECONDS_PER_SEQ_MOPS
+        return config.steps * config.batch_size * (teacher_ops + 3 * student) * distill_rate(config)
 
     todo = [a for a in archs if not files.candidate_json(a.name).is_file()]
     d = study.search.distill
-    search = sum(seconds(a, d.steps, d.batch_size) for a in todo) + len(todo) * 60  # + latency, loading
+    search = sum(seconds(a, d) for a in todo) + len(todo) * 60  # + latency, loading
     teacher_layers = param_counts(base)["layers"]
 
     def share(a: SubArch) -> float:
@@ -161,10 +171,9 @@ def step_estimate(study: SubarchStudy, archs: list[SubArch], shape) -> list[str]
     limit = study.select.max_encoder_share
     allowed = [a for a in archs if limit is None or share(a) <= limit + 1e-12] or archs
     largest = max(allowed, key=lambda a: ops_per_token(base.uniform(a.depth, a.heads, a.hidden, a.ffn), seq))
-    pretrain = 0.0 if (files.model("distilled") / "subarch.json").is_file() else seconds(
-        largest, study.distill.steps, study.distill.batch_size)
+    pretrain = 0.0 if (files.model("distilled") / "subarch.json").is_file() else seconds(largest, study.distill)
     return [f"search: {len(todo)} of {len(archs)} candidates to measure, about {search / 3600:.1f} core-hours "
-            f"({d.steps} distillation steps of batch {d.batch_size} each, plus timing)",
+            f"({d.steps} distillation steps of batch {d.batch_size} each, precision {d.precision}, plus timing)",
             f"distillation pre-training: {study.distill.steps} steps of batch {study.distill.batch_size}, at most "
             f"about {pretrain / 3600:.1f} core-hours (for {largest.name}, the costliest candidate the selection "
             "allows; the chosen one may be cheaper)",

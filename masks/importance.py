@@ -25,7 +25,7 @@ from basics.errors import UserError
 from masks.arch import EncoderShape, check_tensor_shapes, shape_of
 from masks.estimators import ESTIMATORS, NORMALIZATIONS
 from masks.gates import Gates, attach_gates, find_gates
-from masks.mask import _atomic_save, read_safetensors
+from masks.mask import read_safetensors, write_safetensors
 
 IMPORTANCE_FORMAT = "mtl-tickets/importance"
 _TENSORS = ("heads", "ffn", "heads_raw", "ffn_raw", "ffn_layer_raw")
@@ -255,7 +255,7 @@ def compute_importance(
 def save_importance(imp: Importance, path: str | os.PathLike) -> None:
     """Write ``importance.safetensors``: float32 heads, ffn, heads_raw, ffn_raw, ffn_layer_raw + meta. Atomic."""
     tensors = {name: getattr(imp, name).detach().float().cpu() for name in _TENSORS}
-    _atomic_save(tensors, path, {**imp.meta, "format": IMPORTANCE_FORMAT})
+    write_safetensors(tensors, path, {**imp.meta, "format": IMPORTANCE_FORMAT})
 
 
 def load_importance(path: str | os.PathLike, expect_shape: EncoderShape | None = None) -> Importance:

@@ -10,16 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 
 from basics.errors import UserError
+from basics.io import atomic_write_bytes, canonical_safetensors
 from masks.arch import EncoderShape
 from masks.meta import MaskMeta
 
@@ -203,18 +203,11 @@ def _jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 # --- files -------------------------------------------------------------------------------
-def _atomic_save(tensors: dict[str, torch.Tensor], path: str | os.PathLike, meta: dict[str, str]) -> None:
-    """Write a safetensors file via a temp file in the same directory + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, meta: dict[str, str]) -> None:
+    """Write a safetensors file atomically (temp file in the same directory + rename), byte-deterministic: the same
+    tensors and metadata always give the same bytes (:func:`basics.io.canonical_safetensors`)."""
+    blob = save({k: v.contiguous() for k, v in tensors.items()}, metadata=meta)
+    atomic_write_bytes(Path(path), canonical_safetensors(blob))
 
 
 def tensor_digest(path: str | os.PathLike) -> str:
@@ -263,7 +256,7 @@ def save_mask(mask: Mask, path: str | os.PathLike) -> None:
     """
     meta = {**_file_meta(mask), "format": MASK_FORMAT, "mode": SINGLE_MODE}
     tensors = {"heads": mask.heads.to(torch.uint8), "ffn": mask.ffn.to(torch.uint8)}
-    _atomic_save(tensors, path, meta)
+    write_safetensors(tensors, path, meta)
 
 
 def _mask_from(tensors: dict[str, torch.Tensor], hkey: str, fkey: str, meta: dict[str, str], path: Path) -> Mask:
@@ -334,7 +327,7 @@ def save_task_masks(masks: dict[str, Mask], path: str | os.PathLike, meta: dict[
     file_meta.setdefault("model", first.meta.model)
     file_meta.setdefault("sparsity", "")
     file_meta.update(format=MASK_FORMAT, mode=PER_TASK_MODE, tasks=",".join(masks))
-    _atomic_save(tensors, path, file_meta)
+    write_safetensors(tensors, path, file_meta)
 
 
 def _load_task_masks(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path) -> dict[str, Mask]:

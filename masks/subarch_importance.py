@@ -33,7 +33,7 @@ from masks.arch import EncoderShape, check_tensor_shapes, shape_of
 from masks.hidden_gates import HiddenGates
 from masks.importance import ImportanceConfig, compute_importance
 from masks.layer_gates import LayerGates
-from masks.mask import _atomic_save, read_safetensors
+from masks.mask import read_safetensors, write_safetensors
 
 SCORES_FORMAT = "mtl-tickets/subarch-scores"
 _TENSORS = ("layers", "heads", "ffn", "hidden")
@@ -147,7 +147,7 @@ def score_subarch(encoder: nn.Module, batches: Iterable[Batch], max_batches: int
 def save_scores(scores: SubarchScores, path: str | os.PathLike) -> None:
     """Write the scores (float32) and their metadata to one safetensors file, atomically."""
     tensors = {name: getattr(scores, name).detach().float().cpu() for name in _TENSORS}
-    _atomic_save(tensors, path, {**scores.meta, "format": SCORES_FORMAT})
+    write_safetensors(tensors, path, {**scores.meta, "format": SCORES_FORMAT})
 
 
 def load_scores(path: str | os.PathLike, expect_shape: EncoderShape | None = None) -> SubarchScores:

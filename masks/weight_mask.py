@@ -28,14 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from torch.nn.utils import parametrize
 
 from basics.errors import UserError
-from basics.io import atomic_write
 from masks.arch import DEFAULT_WEIGHT_ROLES, LAYER_ROLES, WEIGHT_ROLES, check_unshared, layer_modules
-from masks.mask import MASK_FORMAT, read_safetensors, tensor_digest, zero_one_to_bool
+from masks.mask import MASK_FORMAT, read_safetensors, tensor_digest, write_safetensors, zero_one_to_bool
 from masks.meta import format_fraction
 
 WEIGHT_MASK_FORMAT = "mtl-tickets/weight-mask"
@@ -227,7 +225,7 @@ def save_weight_mask(mask: WeightMask, path: str | os.PathLike) -> None:
             "kept": str(mask.kept), "total": str(mask.total), "sparsity": format_fraction(round(mask.sparsity, 6)),
             "order": ",".join(mask.masks)}  # safetensors sorts its tensors by name; this keeps the mask's order
     tensors = {n: m.to(torch.uint8).contiguous() for n, m in mask.masks.items()}
-    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    write_safetensors(tensors, path, meta)
 
 
 def load_weight_mask(path: str | os.PathLike, encoder: nn.Module | None = None) -> WeightMask:

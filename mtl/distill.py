@@ -60,7 +60,7 @@ class DistillConfig:
     mlm_probability: float = 0.15
     hidden_weight: float = 1.0  # hidden: weight of the hidden-state term
     attention_weight: float = 1.0  # hidden: weight of the attention term
-    precision: str = "fp32"  # fp32 | bf16 | auto (mtl.precision)
+    precision: str = "auto"  # auto | fp32 | bf16 (mtl.precision); auto: bf16 where native, as training does
     seed: int = 1
     log_every: int = 10
     eval_every: int = 0  # held-out loss every N steps (0: before and after only)

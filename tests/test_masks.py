@@ -1,9 +1,13 @@
 """Masks: algebra, parameter counts, overlap, aggregation, files."""
 
+import json
+
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load, save, save_file
+
+from basics.io import canonical_safetensors
 
 from basics.errors import UserError
 from masks.aggregate import AggregateMode, aggregate, overlap_table, parse_mode
@@ -100,6 +104,41 @@ def test_save_load_round_trip(tmp_path):
         assert f.get_tensor("heads").dtype == torch.uint8
         assert f.metadata()["mode"] == "single"
     assert [p.name for p in path.parent.iterdir()] == ["mask.safetensors"]  # atomic: no temp left
+
+
+def _reorder_header(blob: bytes, reverse: bool) -> bytes:
+    """``blob`` with its header's keys (metadata included) written in another order, as the writer's hash map may."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    flip = (lambda d: dict(reversed(list(d.items())))) if reverse else (lambda d: d)
+    header = flip({k: flip(v) if k == "__metadata__" else v for k, v in header.items()})
+    text = json.dumps(header).encode() + b"   "
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + n:]
+
+
+def test_canonical_safetensors_same_content_same_bytes():
+    tensors = {"b": torch.arange(6, dtype=torch.float32).reshape(2, 3), "a": torch.ones(3, dtype=torch.uint8)}
+    meta = {f"key{i}": f"value{i}" for i in range(20)}
+    blob = save(tensors, metadata=meta)
+    variants = [_reorder_header(blob, False), _reorder_header(blob, True)]
+    assert variants[0] != variants[1]
+    canon = {canonical_safetensors(v) for v in [blob, *variants]}
+    assert len(canon) == 1
+    (one,) = canon
+    assert canonical_safetensors(one) == one  # idempotent
+    assert int.from_bytes(one[:8], "little") % 8 == 0
+    back = load(one)  # the reference reader: the same tensors and metadata
+    assert set(back) == {"a", "b"} and all(torch.equal(back[k], tensors[k]) for k in tensors)
+    header = json.loads(one[8:8 + int.from_bytes(one[:8], "little")])
+    assert header["__metadata__"] == meta and list(header["__metadata__"]) == sorted(meta)
+
+
+def test_saved_mask_bytes_do_not_depend_on_metadata_order(tmp_path):
+    keys = dict(kind="winning", sparsity="0.30", tasks="rte", model="tiny", shape=SHAPE.describe(), seed="3")
+    save_mask(mask(**A, **keys), tmp_path / "a.safetensors")
+    save_mask(mask(**A, **dict(reversed(list(keys.items())))), tmp_path / "b.safetensors")
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
 
 
 def test_save_fills_required_metadata(tmp_path):
