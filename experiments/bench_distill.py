@@ -1,4 +1,5 @@
-"""Distillation speed: seconds per step of :class:`mtl.distill.Distiller` in fp32 and bf16 autocast.
+"""Distillation speed: seconds per step of :class:`mtl.distill.Distiller` in fp32 and bf16 autocast, with and
+without the teacher cache (``--cache``: :mod:`mtl.teacher_cache`, as the sub-architecture search uses it).
 
     GLUE_DIR=../shared/glue python -m experiments.bench_distill --archs D3-A8-H256-I768,D6-A12-H384-I1536 \
         --steps 30 --threads 1 --json experiments/results/bench_distill.json
@@ -34,6 +35,7 @@ from masks.subarch_importance import load_scores
 from mtl.corpus import TokenizedCorpus, glue_sentences, split_heldout, subsample
 from mtl.distill import DistillConfig, Distiller, read_log
 from mtl.teacher import load_teacher, make_student
+from mtl.teacher_cache import write_teacher_cache
 
 DEFAULT_SCORES = "experiments/results/subarch/demo/scores.safetensors"
 COST_SEQ = 32  # operations per token are counted at this length in the cost model
@@ -42,6 +44,15 @@ COST_SEQ = 32  # operations per token are counted at this length in the cost mod
 def cost_mops(teacher: EncoderSize, student: EncoderSize) -> float:
     """Millions of operations per token of teacher + 3 x student (the cost model's unit)."""
     return (ops_per_token(teacher, COST_SEQ) + 3 * ops_per_token(student, COST_SEQ)) / 1e6
+
+
+def variants(args: argparse.Namespace) -> list[tuple[str, bool]]:
+    """``(precision, teacher cache)`` pairs, in the report's column order."""
+    return [(p, cached) for p in args.precisions.split(",") for cached in ((False, True) if args.cache else (False,))]
+
+
+def variant_name(precision: str, cached: bool) -> str:
+    return precision + (" + teacher cache" if cached else "")
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -54,41 +65,52 @@ def measure(args: argparse.Namespace) -> dict:
     corpus = TokenizedCorpus.of(tok, subsample(train, args.steps * args.batch_size, 1), 128)
     held = TokenizedCorpus.of(tok, heldout, 128)
     teacher_size = EncoderSize.of(teacher.encoder)
-    rows = []
-    for name in args.archs.split(","):
-        arch = SubArch.parse(name)
-        row = {"arch": name, "cost_mops": None, "precisions": {}}
-        for precision in args.precisions.split(","):
-            student = make_student(teacher, select(scores, arch, "importance"))
-            row["cost_mops"] = cost_mops(teacher_size, EncoderSize.of(student.encoder))
-            config = DistillConfig(steps=args.steps, batch_size=args.batch_size, precision=precision,
-                                   log_every=args.steps, checkpoint_every=0)
-            with tempfile.TemporaryDirectory() as tmp:
-                wall = time.perf_counter()
-                summary = Distiller(teacher, student, corpus, held, config, Path(tmp)).run()
-                wall = time.perf_counter() - wall
-                seconds = [r["seconds"] for r in read_log(Path(tmp)) if "seconds" in r][-1]
-            per_step = seconds / args.steps
-            row["precisions"][precision] = {
-                "seconds_per_step": per_step, "wall_seconds": wall,
-                "seconds_per_seq_mops": per_step / (args.batch_size * row["cost_mops"]),
-                "heldout_before": summary["heldout_before"]["loss"], "heldout_after": summary["heldout"]["loss"]}
-            print(f"{name} {precision}: {per_step:.3f} s/step, held-out loss {summary['heldout_before']['loss']:.4f}"
-                  f" -> {summary['heldout']['loss']:.4f}", flush=True)
-        rows.append(row)
+    rows, caches = [], {}
+    with tempfile.TemporaryDirectory() as cache_root:
+        for name in args.archs.split(","):
+            arch = SubArch.parse(name)
+            row = {"arch": name, "cost_mops": None, "variants": {}}
+            for precision, cached in variants(args):
+                student = make_student(teacher, select(scores, arch, "importance"))
+                row["cost_mops"] = cost_mops(teacher_size, EncoderSize.of(student.encoder))
+                config = DistillConfig(steps=args.steps, batch_size=args.batch_size, precision=precision,
+                                       log_every=args.steps, checkpoint_every=0)
+                cache = None
+                if cached:
+                    if precision not in caches:  # built once per precision, shared by every sub-architecture
+                        built = time.perf_counter()
+                        cache = write_teacher_cache(teacher, corpus, held, config, Path(cache_root) / precision)
+                        caches[precision] = {"seconds": time.perf_counter() - built, "cache": cache,
+                                             "bytes": sum(f.stat().st_size for f in (Path(cache_root) / precision).iterdir())}
+                    cache = caches[precision]["cache"]
+                with tempfile.TemporaryDirectory() as tmp:
+                    wall = time.perf_counter()
+                    summary = Distiller(teacher, student, corpus, held, config, Path(tmp), teacher_cache=cache).run()
+                    wall = time.perf_counter() - wall
+                    seconds = [r["seconds"] for r in read_log(Path(tmp)) if "seconds" in r][-1]
+                per_step = seconds / args.steps
+                key = variant_name(precision, cached)
+                row["variants"][key] = {
+                    "seconds_per_step": per_step, "wall_seconds": wall,
+                    "seconds_per_seq_mops": per_step / (args.batch_size * row["cost_mops"]),
+                    "heldout_before": summary["heldout_before"]["loss"], "heldout_after": summary["heldout"]["loss"]}
+                print(f"{name} {key}: {per_step:.3f} s/step, held-out loss {summary['heldout_before']['loss']:.4f}"
+                      f" -> {summary['heldout']['loss']:.4f}", flush=True)
+            rows.append(row)
     return {"command": "python -m experiments.bench_distill " + " ".join(sys.argv[1:]),
             "teacher": args.teacher, "steps": args.steps, "batch_size": args.batch_size, "threads": args.threads,
-            "heldout_texts": len(held), "note": args.note, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+            "heldout_texts": len(held), "note": args.note, "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine(),
+            "teacher_cache": {p: {"build_seconds": c["seconds"], "bytes": c["bytes"]} for p, c in caches.items()},
             "rows": rows}
 
 
 def markdown(report: dict) -> str:
-    precisions = list(report["rows"][0]["precisions"])
-    head = ["sub-architecture", "cost (Mops)", *(f"s/step {p}" for p in precisions),
-            *(f"s/(seq·Mops) {p}" for p in precisions), *(f"held-out after {p}" for p in precisions)]
-    if len(precisions) == 2:
-        head.insert(2 + len(precisions), f"{precisions[1]} speed-up")
-    lines = ["# Distillation speed: fp32 and bf16 autocast", "", "Command:", "", "    " + report["command"], "",
+    names = list(report["rows"][0]["variants"])
+    head = ["sub-architecture", "cost (Mops)", *(f"s/step {n}" for n in names), *(f"{n} vs {names[0]}" for n in names[1:]),
+            *(f"s/(seq·Mops) {n}" for n in names), *(f"held-out after {n}" for n in names)]
+    lines = ["# Distillation speed: fp32, bf16 autocast, and the teacher cache", "", "Command:", "",
+             "    " + report["command"], "",
              f"Teacher {report['teacher']}; {report['steps']} steps of batch {report['batch_size']} of GLUE training "
              f"sentences per row; {report['threads']} torch thread(s); torch {report['torch']}. Timed: the training "
              f"loop only. Held-out loss on {report['heldout_texts']} sentences. s/(seq·Mops): seconds per sequence "
@@ -96,14 +118,16 @@ def markdown(report: dict) -> str:
              "experiments/subarch.py's cost model." + (f" {report['note']}" if report.get("note") else ""), "",
              "| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for row in report["rows"]:
-        p = row["precisions"]
-        cells = [row["arch"], f"{row['cost_mops']:.1f}", *(f"{p[k]['seconds_per_step']:.3f}" for k in precisions)]
-        if len(precisions) == 2:
-            a, b = precisions
-            cells.append(f"{p[a]['seconds_per_step'] / p[b]['seconds_per_step']:.2f}x")
-        cells += [f"{p[k]['seconds_per_seq_mops']:.5f}" for k in precisions]
-        cells += [f"{p[k]['heldout_after']:.4f}" for k in precisions]
+        v = row["variants"]
+        cells = [row["arch"], f"{row['cost_mops']:.1f}", *(f"{v[n]['seconds_per_step']:.3f}" for n in names)]
+        cells += [f"{v[names[0]]['seconds_per_step'] / v[n]['seconds_per_step']:.2f}x" for n in names[1:]]
+        cells += [f"{v[n]['seconds_per_seq_mops']:.5f}" for n in names]
+        cells += [f"{v[n]['heldout_after']:.4f}" for n in names]
         lines.append("| " + " | ".join(cells) + " |")
+    for precision, cache in report.get("teacher_cache", {}).items():
+        lines.append("")
+        lines.append(f"Teacher cache ({precision}): built once in {cache['build_seconds']:.0f} s, "
+                     f"{cache['bytes'] / 2**20:.0f} MiB for {report['steps']} training batches and the held-out batches.")
     return "\n".join(lines) + "\n"
 
 
@@ -113,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archs", default="D3-A8-H256-I768,D6-A12-H384-I1536", help="comma-separated D-A-H-I names")
     parser.add_argument("--scores", default=DEFAULT_SCORES, help="teacher scores (masks.subarch_importance)")
     parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--cache", action="store_true", help="also each precision with the teacher cache (mtl.teacher_cache)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--heldout", type=int, default=256, help="held-out sentences for the loss before and after")

@@ -39,7 +39,7 @@ from experiments.study_config import train_config
 from experiments.subarch_config import SubarchStudy, load_study, study_to_dict
 from experiments.subarch_files import StudyFiles
 from experiments.subarch_models import distilled_step, extracted_step, latency_step, ticket_step
-from experiments.subarch_search import candidate_step, score_step, select_step
+from experiments.subarch_search import candidate_step, score_step, select_step, teacher_cache_step
 from experiments.subarch_table import chosen_setting, sweep, table_step
 from masks.cost import EncoderSize, ops_per_token, param_counts
 from masks.subarch import SubArch
@@ -50,18 +50,23 @@ from mtl.trainer import autocast_dtype
 
 MODEL_ROWS = ("extracted", "distilled", "ticket")
 MODEL_STEPS = {"extracted": extracted_step, "distilled": distilled_step, "ticket": ticket_step}
-# One distillation step (teacher forward + student forward and backward, eager attention) on one core, per
-# sequence of the batch and per million operations per token of teacher + 3 x student, on GLUE sentences (about
-# 15 tokens on average; ops counted at 32), by precision: the largest of the four sub-architectures measured in
-# experiments/results/bench_distill.md (MiniLM teacher, one thread, the other core idle; fp32 0.00087-0.00107,
-# bf16 0.00051-0.00077), rounded up.
-DISTILL_SECONDS_PER_SEQ_MOPS = {"fp32": 0.0011, "bf16": 0.0008}
+# Seconds of one distillation step on one core, per sequence of the batch: a + b x (millions of operations per
+# token of the teacher, unless its outputs are cached, + 3 x the student's; ops counted at 32 tokens), on GLUE
+# sentences (about 15 tokens on average), by precision: a least-squares fit of the eight rows (four
+# sub-architectures, with and without the teacher cache) of experiments/results/bench_distill.md (MiniLM teacher,
+# one thread, the other core idle; each row within -15 % / +31 % of the fit), rounded up.
+DISTILL_RATE = {"fp32": (0.0055, 0.00085), "bf16": (0.0066, 0.00045)}
 
 
-def distill_rate(config: DistillConfig) -> float:
-    """:data:`DISTILL_SECONDS_PER_SEQ_MOPS` for ``config``'s precision on this machine's CPU (``auto``: bf16
-    where the CPU has native bf16 kernels)."""
-    return DISTILL_SECONDS_PER_SEQ_MOPS["bf16" if autocast_dtype(config.precision, torch.device("cpu")) else "fp32"]
+def distill_rate(config: DistillConfig) -> tuple[float, float]:
+    """:data:`DISTILL_RATE` for ``config``'s precision on this machine's CPU (``auto``: bf16 where native)."""
+    return DISTILL_RATE["bf16" if autocast_dtype(config.precision, torch.device("cpu")) else "fp32"]
+
+
+def distill_seconds(config: DistillConfig, teacher_mops: float, student_mops: float, cached: bool) -> float:
+    """Estimated one-core seconds of ``config.steps`` distillation steps (:func:`distill_rate`)."""
+    a, b = distill_rate(config)
+    return config.steps * config.batch_size * (a + b * ((0.0 if cached else teacher_mops) + 3 * student_mops))
 
 
 def finetune_config(study: SubarchStudy, row: str, task: str, lr: float, warmup: float, seed: int) -> TrainConfig:
@@ -102,9 +107,13 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None) -
     jobs = [Job("scores", action=score_step, args=(study, threads), where="worker",
                 outputs=(files.scores, files.scores_json))]
     searched: list[str] = []
+    cache = ("teacher_cache",) if study.search.teacher_cache else ()
+    if cache:  # its files are large and rebuilt on demand: not results
+        jobs.append(Job("teacher_cache", action=teacher_cache_step, args=(study, [a.name for a in archs], threads),
+                        where="worker"))
     for arch in archs:
         name = arch.name
-        jobs.append(Job(f"candidates/{name}", deps=("scores",), action=candidate_step, args=(study, name, threads),
+        jobs.append(Job(f"candidates/{name}", deps=("scores", *cache), action=candidate_step, args=(study, name, threads),
                         where="worker", labels={"kind": "candidate", "task": name},
                         outputs=(files.candidate_json(name), files.candidate_dir(name) / "log.jsonl",
                                  files.candidate_dir(name) / "distill.json")))
@@ -149,20 +158,24 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None) -
 
 def step_estimate(study: SubarchStudy, archs: list[SubArch], shape) -> list[str]:
     """Lines estimating the steps the engine has no cost model for: the search's and the pre-training's
-    distillation, from :data:`DISTILL_SECONDS_PER_SEQ_MOPS` (one core, by precision)."""
+    distillation, from :data:`DISTILL_RATE` (one core, by precision)."""
     files = StudyFiles(study.out)
     base = EncoderSize(shape.hidden, shape.head_dim, (shape.num_heads,) * shape.num_layers,
                        (shape.intermediate,) * shape.num_layers, 30522, 512, 2, shape.hidden, True)
-    seq = 32  # the convention of DISTILL_SECONDS_PER_SEQ_MOPS
+    seq = 32  # the convention of DISTILL_RATE
     teacher_ops = ops_per_token(base, seq) / 1e6
 
-    def seconds(arch: SubArch, config: DistillConfig) -> float:
+    def seconds(arch: SubArch, config: DistillConfig, cached: bool) -> float:
         student = ops_per_token(base.uniform(arch.depth, arch.heads, arch.hidden, arch.ffn), seq) / 1e6
-        return config.steps * config.batch_size * (teacher_ops + 3 * student) * distill_rate(config)
+        return distill_seconds(config, teacher_ops, student, cached)
 
     todo = [a for a in archs if not files.candidate_json(a.name).is_file()]
     d = study.search.distill
-    search = sum(seconds(a, d) for a in todo) + len(todo) * 60  # + latency, loading
+    cached = study.search.teacher_cache and d.objective != "mlm"  # auto: assumed hidden (a teacher without MLM head)
+    search = sum(seconds(a, d, cached) for a in todo) + len(todo) * 60  # + latency, loading, held-out loss
+    if cached and todo:  # building the cache: the teacher's forward pass once on every sequence, held-out ones too
+        a, b = distill_rate(d)
+        search += (d.steps * d.batch_size + study.corpus.heldout) * (a + b * teacher_ops)
     teacher_layers = param_counts(base)["layers"]
 
     def share(a: SubArch) -> float:
@@ -171,9 +184,10 @@ def step_estimate(study: SubarchStudy, archs: list[SubArch], shape) -> list[str]
     limit = study.select.max_encoder_share
     allowed = [a for a in archs if limit is None or share(a) <= limit + 1e-12] or archs
     largest = max(allowed, key=lambda a: ops_per_token(base.uniform(a.depth, a.heads, a.hidden, a.ffn), seq))
-    pretrain = 0.0 if (files.model("distilled") / "subarch.json").is_file() else seconds(largest, study.distill)
+    pretrain = 0.0 if (files.model("distilled") / "subarch.json").is_file() else seconds(largest, study.distill, False)
     return [f"search: {len(todo)} of {len(archs)} candidates to measure, about {search / 3600:.1f} core-hours "
-            f"({d.steps} distillation steps of batch {d.batch_size} each, precision {d.precision}, plus timing)",
+            f"({d.steps} distillation steps of batch {d.batch_size} each, precision {d.precision}"
+            f"{', teacher outputs cached' if cached else ''}, plus timing)",
             f"distillation pre-training: {study.distill.steps} steps of batch {study.distill.batch_size}, at most "
             f"about {pretrain / 3600:.1f} core-hours (for {largest.name}, the costliest candidate the selection "
             "allows; the chosen one may be cheaper)",

@@ -14,6 +14,7 @@ A study YAML (``experiments/subarch.yaml``) has these sections; every key has a 
       sample: null                      # draw this many candidates of the grid (seeded)
       layers: importance                # or even (masks.subarch.LAYER_CHOICES)
       distill: {steps: 300}             # the error surrogate's limited distillation (mtl.distill.DistillConfig)
+      teacher_cache: true               # run the teacher once on the candidates' batches (mtl.teacher_cache)
       latency: {seq_len: 128, batch_sizes: [1, 32], rounds: 5}
       reference_task: null              # e.g. {task: rte, train: {epochs: 1}}: dev error after a short fine-tune
     select:    {cost: ops, error: distill, weights: {params: 1, cost: 1, error: 1}, max_encoder_share: null,
@@ -124,6 +125,7 @@ class SearchSpec:
     seed: int = 0
     layers: str = "importance"
     distill: DistillConfig = field(default_factory=lambda: DistillConfig(steps=300, checkpoint_every=0, log_every=25))
+    teacher_cache: bool = True  # the teacher's outputs on the candidates' batches, computed once (hidden objective)
     latency: LatencySpec = field(default_factory=LatencySpec)
     reference_task: dict[str, Any] | None = None  # {task: NAME, train: {train.py options}}
 

@@ -1,6 +1,7 @@
 """Where a sub-architecture study writes (:class:`StudyFiles`), and the text it reads (:func:`study_texts`).
 
     OUT/scores.safetensors, scores.json          teacher scores (layers, heads, neurons, hidden dims)
+    OUT/teacher_cache/                           the teacher's outputs on the candidates' batches (large; not results)
     OUT/candidates/NAME.json                     one searched candidate: sizes, costs, latency, error
     OUT/candidates/NAME/log.jsonl, distill.json  its limited distillation (NAME/model: saved for a reference task)
     OUT/search.json, search.md, frontier.png     frontier, ranking, the choice; OUT/chosen.json
@@ -35,6 +36,10 @@ class StudyFiles:
     @property
     def scores_json(self) -> Path:
         return self.out / "scores.json"
+
+    @property
+    def teacher_cache(self) -> Path:
+        return self.out / "teacher_cache"
 
     def candidate_json(self, name: str) -> Path:
         return self.out / "candidates" / f"{name}.json"

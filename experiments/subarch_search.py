@@ -6,6 +6,9 @@ stops (or is killed) resumes with the candidates it has not measured yet.
 
 - :func:`score_step`: the teacher's layer, head, neuron and hidden-dimension scores
   (:func:`masks.subarch_importance.score_subarch`) on ``scoring.batches`` batches of the corpus;
+- :func:`teacher_cache_step`: the teacher's outputs on the candidates' distillation and held-out batches, computed
+  once (:mod:`mtl.teacher_cache`; ``search.teacher_cache``), which every candidate then reads instead of running
+  the teacher: the same losses, about half the search's operations on MiniLM's grid;
 - :func:`candidate_step`: one candidate: its units (:func:`masks.subarch.select`), its parameters and
   operations per token (:mod:`masks.cost`), its measured latency against the teacher's (paired, at each
   batch size), and its error surrogate: the distillation loss on the held-out text after
@@ -18,6 +21,7 @@ stops (or is killed) resumes with the candidates it has not measured yet.
 from __future__ import annotations
 
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,7 @@ from mtl.corpus import BatchStream, TokenizedCorpus, subsample
 from mtl.distill import Distiller
 from mtl.rundir import RunDir
 from mtl.teacher import load_teacher, make_student, save_student
+from mtl.teacher_cache import open_teacher_cache, write_teacher_cache
 from tasks.score import task_score
 
 
@@ -86,6 +91,41 @@ def encoder_costs(size: EncoderSize, seq_len: int) -> dict[str, Any]:
                      "head_dim": size.head_dim}}
 
 
+def search_corpora(study: SubarchStudy, tokenizer) -> tuple[TokenizedCorpus, TokenizedCorpus]:
+    """The texts every candidate is distilled on (``search.distill.steps`` batches' worth) and the held-out texts,
+    tokenized: the same for every candidate, so the teacher's outputs on them can be cached."""
+    train, heldout = study_texts(study)
+    d, length = study.search.distill, study.corpus.max_seq_length
+    needed = subsample(train, d.steps * d.batch_size, study.corpus.seed)
+    return TokenizedCorpus.of(tokenizer, needed, length), TokenizedCorpus.of(tokenizer, heldout, length)
+
+
+def uses_teacher_cache(study: SubarchStudy, teacher) -> bool:
+    """Whether the candidates read the teacher cache: asked for, and the objective is ``hidden`` (the ``mlm``
+    objective's teacher logits depend on each step's random masking)."""
+    objective = study.search.distill.objective
+    return study.search.teacher_cache and (objective == "hidden" or (objective == "auto" and teacher.mlm_head is None))
+
+
+def teacher_cache_step(study: SubarchStudy, names: list[str], threads: int | None = 1) -> None:
+    """Run the teacher once on the candidates' batches (:mod:`mtl.teacher_cache`), unless every candidate is measured."""
+    files = StudyFiles(study.out)
+    if all(files.candidate_json(n).is_file() for n in names):
+        print("teacher cache: every candidate is measured; not needed", flush=True)
+        return
+    with torch_threads(threads):
+        teacher = load_teacher(study.teacher)
+        if not uses_teacher_cache(study, teacher):
+            print("teacher cache: not used (search.teacher_cache false, or the mlm objective)", flush=True)
+            return
+        train, heldout = search_corpora(study, teacher.tokenizer)
+        start = time.perf_counter()
+        write_teacher_cache(teacher, train, heldout, study.search.distill, files.teacher_cache,
+                            say=lambda line: print(line, flush=True))
+    size = sum(f.stat().st_size for f in files.teacher_cache.iterdir()) / 2**30
+    print(f"teacher cache: {files.teacher_cache} ({size:.1f} GiB, {time.perf_counter() - start:.0f} s)", flush=True)
+
+
 def candidate_step(study: SubarchStudy, name: str, threads: int | None = 1) -> None:
     files = StudyFiles(study.out)
     target = files.candidate_json(name)
@@ -99,11 +139,10 @@ def candidate_step(study: SubarchStudy, name: str, threads: int | None = 1) -> N
         student = make_student(teacher, selection, {"search": study.name})
         lat = search.latency
         latency = measure({"teacher": teacher.encoder, "candidate": student.encoder}, lat, threads)
-        train, heldout = study_texts(study)
-        needed = subsample(train, search.distill.steps * search.distill.batch_size, study.corpus.seed)
-        tok, length = teacher.tokenizer, study.corpus.max_seq_length
-        distilled = Distiller(teacher, student, TokenizedCorpus.of(tok, needed, length), TokenizedCorpus.of(tok, heldout, length),
-                              search.distill, files.candidate_dir(name), say=lambda line: print(line, flush=True)).run()
+        train, heldout = search_corpora(study, teacher.tokenizer)
+        cache = open_teacher_cache(files.teacher_cache) if uses_teacher_cache(study, teacher) else None
+        distilled = Distiller(teacher, student, train, heldout, search.distill, files.candidate_dir(name),
+                              say=lambda line: print(line, flush=True), teacher_cache=cache).run()
         if search.reference_task is not None:
             save_student(student, teacher.tokenizer, files.candidate_dir(name) / "model", {"candidate": name})
         teacher_costs = encoder_costs(EncoderSize.of(teacher.encoder), lat.seq_len)

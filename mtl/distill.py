@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -88,12 +88,21 @@ class DistillConfig:
         return cls(**values)
 
 
+class TeacherOutputSource(Protocol):
+    """The teacher's outputs on the distiller's batches, computed beforehand (:class:`mtl.teacher_cache.TeacherCache`)."""
+
+    def check(self, teacher: Teacher, train: TokenizedCorpus, heldout: TokenizedCorpus, config: DistillConfig,
+              device: str | torch.device) -> None: ...
+
+    def outputs(self, split: str, index: int, input_ids: torch.Tensor, device: str | torch.device) -> Any: ...
+
+
 class Distiller:
     """Distil ``teacher`` into ``student`` (see the module docstring)."""
 
     def __init__(self, teacher: Teacher, student: Student, train: TokenizedCorpus, heldout: TokenizedCorpus,
                  config: DistillConfig, out_dir: Path | None = None, say: Callable[[str], None] | None = None,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", teacher_cache: TeacherOutputSource | None = None) -> None:
         self.teacher, self.student, self.config = teacher, student, config
         self.train_data, self.heldout = train, heldout
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -103,6 +112,11 @@ class Distiller:
         if objective == "mlm" and (teacher.mlm_head is None or student.mlm_head is None):
             raise UserError("the mlm objective needs a teacher with an MLM head; use objective hidden (or auto)")
         self.objective = objective
+        if teacher_cache is not None:
+            if objective != "hidden":
+                raise UserError("a teacher cache serves the hidden objective only")
+            teacher_cache.check(teacher, train, heldout, config, device)
+        self.teacher_cache = teacher_cache
         self.layer_map = LayerMap.of(student.selection, shape_of(teacher.encoder).num_layers)
         self.special = torch.tensor(sorted(set(teacher.tokenizer.all_special_ids)), dtype=torch.long)
         self.autocast = autocast_dtype(config.precision, self.device)
@@ -123,8 +137,11 @@ class Distiller:
     def _trainable(self) -> torch.nn.ModuleList:
         return torch.nn.ModuleList([m for m in (self.student.encoder, self.student.mlm_head) if m is not None])
 
-    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> LossParts:
-        """The objective's loss on one batch (the teacher without gradients)."""
+    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator, cached: tuple[str, int] | None = None) -> LossParts:
+        """The objective's loss on one batch (the teacher without gradients). ``cached``: ``(split, index)`` of the
+        batch in the teacher cache, whose outputs then replace the teacher's forward pass."""
+        t_cached = (self.teacher_cache.outputs(*cached, batch["input_ids"], self.device)
+                    if cached is not None and self.teacher_cache is not None else None)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         mask = batch["attention_mask"]
         context = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
@@ -139,8 +156,11 @@ class Distiller:
                 s_logits = self.student.mlm_head(self.student.encoder(input_ids=ids, attention_mask=mask).last_hidden_state)
                 return mlm_kd_loss(s_logits, t_logits, labels, mask, self.config.temperature,
                                    self.config.mlm_weight, self.config.kd_weight)
-            with torch.no_grad():
-                t_out = self.teacher.encoder(**batch, output_hidden_states=True, output_attentions=True)
+            if t_cached is not None:
+                t_out = t_cached
+            else:
+                with torch.no_grad():
+                    t_out = self.teacher.encoder(**batch, output_hidden_states=True, output_attentions=True)
             s_out = self.student.encoder(**batch, output_hidden_states=True, output_attentions=True)
             return hidden_attention_loss(s_out, t_out, self.layer_map, mask, self.config.hidden_weight,
                                          self.config.attention_weight)
@@ -155,8 +175,8 @@ class Distiller:
         totals: dict[str, float] = {}
         count = 0
         try:
-            for batch in self.heldout.batches(self.config.eval_batch_size):
-                parts = self.loss(batch, generator)
+            for index, batch in enumerate(self.heldout.batches(self.config.eval_batch_size)):
+                parts = self.loss(batch, generator, ("heldout", index))
                 n = len(batch["input_ids"])
                 for key, value in {"loss": float(parts.loss.detach()), **parts.parts}.items():
                     totals[key] = totals.get(key, 0.0) + value * n
@@ -193,7 +213,8 @@ class Distiller:
         batches = iter(stream)
         start, window = time.time() - seconds, []
         while step < cfg.steps:
-            parts = self.loss(next(batches), generator)
+            index = stream.position
+            parts = self.loss(next(batches), generator, ("train", index))
             if not torch.isfinite(parts.loss):
                 raise UserError(f"distillation loss is {float(parts.loss.detach())} at step {step + 1}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)

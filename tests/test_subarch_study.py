@@ -113,6 +113,8 @@ def test_a_tiny_study_end_to_end_and_its_search_resumes(tmp_path, monkeypatch, c
     assert distill["steps"] == 6 and (out / "distill" / "curve.png").is_file()
     assert "Extracted + distilled" in (out / "table.md").read_text()
     measured = {p.name: p.stat().st_mtime_ns for p in (out / "candidates").glob("*.json")}
+    assert json.loads((out / "teacher_cache" / "cache.json").read_text())["batches"] == {"train": 3, "heldout": 1}
+    cached = json.loads((out / "candidates" / "D1-A2-H16-I16.json").read_text())["error"]
 
     calls = []
     original = mtl.distill.Distiller.run
@@ -124,10 +126,16 @@ def test_a_tiny_study_end_to_end_and_its_search_resumes(tmp_path, monkeypatch, c
     monkeypatch.setattr(mtl.distill.Distiller, "run", counting)
     assert run(tmp_path) == 0  # everything done: nothing is measured, distilled or trained again
     assert calls == [] and {p.name: p.stat().st_mtime_ns for p in (out / "candidates").glob("*.json")} == measured
+    assert "every candidate is measured; not needed" in capsys.readouterr().out
     (out / "candidates" / "D1-A2-H16-I16.json").unlink()  # as if the search had been killed before it
     assert run(tmp_path, "--report-only") == 0 and calls == []
+    study = yaml.safe_load((tmp_path / "study.yaml").read_text())
+    study["search"]["teacher_cache"] = False  # measured again with the live teacher: the same losses
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study), encoding="utf-8")
     assert run(tmp_path) == 0
     assert calls == ["D1-A2-H16-I16"]  # the missing candidate alone
+    live = json.loads((out / "candidates" / "D1-A2-H16-I16.json").read_text())["error"]
+    assert (live["heldout_before"], live["heldout"]) == (cached["heldout_before"], cached["heldout"])
 
 
 def test_sweep_seeds_run_the_other_seeds_at_the_chosen_setting_only(tmp_path, capsys):
