@@ -38,6 +38,7 @@ from experiments.baselines import baselines_for
 from experiments.engine.jobs import Job, JobGraph
 from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, print_study_report, run_jobs
 from experiments.engine.scheduler import raise_if_failed
+from experiments.glue_table import TASK_NAMES
 from experiments.plots import plot_phase_transition
 from experiments.report_stats import baseline_legend, baseline_of, by_seed, format_versus, learnt_mark, pm, versus
 from masks.importance import load_importance
@@ -47,7 +48,7 @@ from masks.tickets import cut_ticket
 from mtl.config import TrainConfig
 from mtl.run import ensure_run, prepare_output_dir, resolve_tasks
 from mtl.rundir import RunDir, RunResult
-from tasks.baseline import Baseline
+from tasks.baseline import Baseline, is_learnt
 from tasks.score import task_score
 
 TAG = "phase-transition"
@@ -283,6 +284,60 @@ def dense_differences(report: dict) -> dict[tuple[str, float], dict | None]:
     dense = next(r for r in rows if r["kind"] == "dense")
     reference = by_seed(dense["seeds"], dense["dev"])
     return {(r["kind"], r["sparsity"]): versus(by_seed(r["seeds"], r["dev"]), reference) for r in rows}
+
+
+def transition(report: dict, baseline: Baseline | None) -> dict:
+    """Whether the Super Tickets paper's phase transition appears in ``report``: the winning ticket's dev score
+    rises detectably above dense at some sparsity, then falls detectably below that peak at a higher one. Every
+    "detectably" is a paired 95 % t-interval over the seeds that excludes 0 (winning − dense; winning at the
+    higher sparsity − winning at the peak). Returns the verdict and what it rests on."""
+    rows = report["rows"]
+    dense = next(r for r in rows if r["kind"] == "dense")
+    winning = sorted((r for r in rows if r["kind"] == "winning"), key=lambda r: r["sparsity"])
+    diffs = dense_differences(report)
+    above = [r["sparsity"] for r in winning if (d := diffs[("winning", r["sparsity"])]) and d["low"] is not None and d["low"] > 0]
+    below = [r["sparsity"] for r in winning if (d := diffs[("winning", r["sparsity"])]) and d["high"] is not None and d["high"] < 0]
+    dense_learnt = None if baseline is None else bool(is_learnt(dense["dev_mean"], baseline))
+    peak = max((r for r in winning if r["sparsity"] in above), key=lambda r: (r["dev_mean"], -r["sparsity"]), default=None)
+    fall = None
+    if peak is not None:
+        for r in winning:
+            if r["sparsity"] > peak["sparsity"]:
+                d = versus(by_seed(r["seeds"], r["dev"]), by_seed(peak["seeds"], peak["dev"]))
+                if d and d["high"] is not None and d["high"] < 0:
+                    fall = {"sparsity": r["sparsity"], "vs_peak": d}
+                    break
+    if dense_learnt is False:
+        verdict = "cannot be judged: dense is not learnt"
+    elif peak is not None and fall is not None:
+        verdict = "appears"
+    elif peak is not None:
+        verdict = "rises above dense, no detectable fall after it"
+    else:
+        verdict = "does not appear: no winning ticket is detectably above dense"
+    return {"task": report["task"], "seeds": len(dense["seeds"]), "dense_learnt": dense_learnt,
+            "above": above, "below": below, "peak": None if peak is None else peak["sparsity"],
+            "peak_vs_dense": None if peak is None else diffs[("winning", peak["sparsity"])], "fall": fall,
+            "verdict": verdict}
+
+
+def transition_table(reports: list[dict], baselines: dict[str, Baseline]) -> list[str]:
+    """Markdown lines: one row per task's report with :func:`transition`'s verdict and what it rests on."""
+    lines = ["| task | seeds | dense learnt | winning detectably above dense at | peak − dense | "
+             "detectable fall after the peak | winning detectably below dense at | phase transition |",
+             "|---|---:|---|---|---|---|---|---|"]
+    spars = lambda xs: ", ".join(f"{x:.2f}" for x in xs) or "none"  # noqa: E731
+    for report in reports:
+        t = transition(report, baselines.get(report["task"]))
+        learnt = {None: "–", True: "yes", False: "no"}[t["dense_learnt"]]
+        fall = "–" if t["peak"] is None else (
+            "none" if t["fall"] is None else f"{t['fall']['sparsity']:.2f}: {format_versus(t['fall']['vs_peak'])}")
+        peak = "–" if t["peak"] is None else f"{t['peak']:.2f}: {format_versus(t['peak_vs_dense'])}"
+        lines.append(f"| {TASK_NAMES.get(report['task'], report['task'])} | {t['seeds']} | {learnt} | {spars(t['above'])} | {peak} | {fall} | "
+                     f"{spars(t['below'])} | {t['verdict']} |")
+    lines += ["", "Detectably: the paired 95 % t-interval over the seeds excludes 0 (winning − dense; for the fall, "
+              "winning at the higher sparsity − winning at the peak, the best winning ticket detectably above dense)."]
+    return lines
 
 
 def super_ticket_line(report: dict) -> str:

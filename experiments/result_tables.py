@@ -49,6 +49,7 @@ MARKER = re.compile(r"^(<!-- table: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)^(<!-- 
 OPEN = re.compile(r"^<!-- table: [\w.-]+ -->$", re.M)
 CLOSE = re.compile(r"^<!-- /table -->$", re.M)
 PT_TASKS = ("stsb", "rte", "mrpc", "cola")  # experiments/results/phase_transition/
+CPU_FULL_TICKETS = ("rte", "mrpc")  # experiments/results/cpu_full/tickets/: add each task as its tickets finish
 TASK_NAMES = glue_table.TASK_NAMES
 
 
@@ -494,7 +495,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "ticket-unions": ticket_unions,
     "phase-summary": phase_summary,
     **{f"phase-{t}": phase_table(t) for t in (*PT_TASKS, "sst2")},
-    **{f"cpu-full-phase-{t}": phase_table(t, "cpu_full") for t in ("rte", "mrpc")},  # add each task as its tickets finish
+    **{f"cpu-full-phase-{t}": phase_table(t, "cpu_full") for t in CPU_FULL_TICKETS},
+    "cpu-full-phase-summary": lambda: _lines(phase_transition.transition_table(
+        [_json(f"cpu_full/tickets/{t}/phase_transition.json") for t in CPU_FULL_TICKETS], baselines())),
     **{f"lottery-{f}": lottery_table(f) for f in ("mrpc", "rte", "mrpc-pretrained", "rte-pretrained")},
     **{f"iterative-{f}": iterative_table(f) for f in ("rte", "mrpc", "mrpc-t98")},
     "analysis-seeds": analysis_seeds,

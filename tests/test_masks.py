@@ -7,9 +7,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load, save, save_file
 
-from basics.io import canonical_safetensors
-
 from basics.errors import UserError
+from basics.io import canonical_safetensors
 from masks.aggregate import AggregateMode, aggregate, overlap_table, parse_mode
 from masks.arch import EncoderShape
 from masks.mask import Mask, load_mask, load_mask_file, save_mask, save_task_masks

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from experiments import phase_transition
 from experiments.phase_transition import markdown, selection, summarize
 from masks.arch import EncoderShape
 from masks.mask import Mask, load_mask, save_mask
@@ -100,3 +101,34 @@ def test_an_older_report_is_reread_with_dense_as_a_candidate(tmp_path):
     text = markdown(report, {"rte": BASELINE})
     assert "among the winning tickets only" in text and "with dense as a candidate the choice is dense" in text
     assert "| 0.30 | −1.50 [−7.85, +4.85]" in text  # differences computed from the per-seed scores
+
+
+def _report(dev: dict, task: str = "rte") -> dict:
+    """A hand-made report: ``dev`` maps ``"dense"`` / ``"winning-0.10"`` ... to per-seed dev scores (seeds 1..n)."""
+    rows = []
+    for name, values in dev.items():
+        kind, sparsity = ("dense", 0.0) if name == "dense" else ("winning", float(name.split("-")[1]))
+        rows.append({"kind": kind, "sparsity": sparsity, "seeds": list(range(1, len(values) + 1)), "dev": values,
+                     "dev_mean": sum(values) / len(values)})
+    return {"task": task, "rows": rows}
+
+
+def test_phase_transition_verdict_by_hand():
+    base = Baseline(task="rte", metrics={"accuracy": 50.0}, score=50.0, standard_error=1.0,
+                    constant="0", n={"dev": 100}, label_counts={})
+    rise_fall = _report({"dense": [60, 61, 62], "winning-0.10": [62, 63, 64.5], "winning-0.20": [64, 65, 66.2],
+                         "winning-0.30": [60, 62.5, 61.6], "winning-0.40": [55, 56, 57.1]})
+    t = phase_transition.transition(rise_fall, base)
+    assert t["above"] == [0.1, 0.2] and t["peak"] == 0.2 and t["below"] == [0.4] and t["dense_learnt"] is True
+    assert t["fall"]["sparsity"] == 0.3 and t["fall"]["vs_peak"]["high"] < 0 and t["verdict"] == "appears"
+    flat = _report({"dense": [60, 61, 62], "winning-0.10": [59, 62, 61.5], "winning-0.20": [58, 59, 60.2]})
+    t = phase_transition.transition(flat, base)
+    assert t["above"] == [] and t["peak"] is None and t["verdict"].startswith("does not appear")
+    no_fall = _report({"dense": [60, 61, 62], "winning-0.10": [62, 63, 64.1], "winning-0.20": [61, 64, 63]})
+    assert phase_transition.transition(no_fall, base)["verdict"] == "rises above dense, no detectable fall after it"
+    not_learnt = _report({"dense": [50, 50.5, 50.2], "winning-0.10": [55, 56, 57.1]})
+    assert phase_transition.transition(not_learnt, base)["verdict"] == "cannot be judged: dense is not learnt"
+    # without a baseline dense is not judged on learning: the rise alone is read
+    assert phase_transition.transition(not_learnt, None)["verdict"] == "rises above dense, no detectable fall after it"
+    lines = phase_transition.transition_table([rise_fall, flat], {"rte": base})
+    assert lines[2].startswith("| RTE | 3 | yes | 0.10, 0.20 | 0.20: +4.07") and lines[2].endswith("| 0.40 | appears |")

@@ -12,7 +12,7 @@ import torch
 from basics.errors import UserError
 from mtl.distill import Distiller, read_log
 from mtl.teacher import load_teacher, make_student
-from mtl.teacher_cache import TeacherCache, write_teacher_cache
+from mtl.teacher_cache import write_teacher_cache
 from tests.test_distill import chosen, config, corpora, save_tiny_mlm_model, save_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
