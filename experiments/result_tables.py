@@ -448,6 +448,19 @@ def bench_train() -> str:
     return _lines(lines)
 
 
+def _distill_summary() -> str:
+    rows = _json("bench_distill.json")["rows"]
+
+    def span(variant: str) -> str:
+        ratios = [r["variants"]["fp32"]["seconds_per_step"] / r["variants"][variant]["seconds_per_step"] for r in rows]
+        return f"{min(ratios):.2f}–{max(ratios):.2f}x"
+
+    loss = max(abs(r["variants"][v]["heldout_after"] - r["variants"]["fp32"]["heldout_after"])
+               for r in rows for v in r["variants"])
+    return (f"{span('bf16')} faster in bf16, {span('bf16 + teacher cache')} with the teacher cache too, over "
+            f"{len(rows)} sub-architectures; held-out loss within {loss:.4f} of fp32's")
+
+
 def results_summary() -> str:
     train = _json("bench_train_rte.json")
     masks = _json("bench_masks.json")
@@ -479,6 +492,8 @@ def results_summary() -> str:
         ("iterative structured pruning, 2 seeds", _iterative_summary(), "`iterative_pruning/*/iterative_pruning.json`"),
         ("ticket transfer: self-distillation and task tickets on RTE, MRPC, STS-B, CoLA (MiniLM, 3 seeds, paired 95 % "
          "CI)", _transfer_summary(), "`transfer_cpu/transfer.json`"),
+        ("distillation step of a sub-architecture from MiniLM (1 thread): bf16, and bf16 with the teacher cache, vs "
+         "fp32", _distill_summary(), "`bench_distill.json`"),
     ]
     lines = ["| what | result (computed from the file) | file (under `experiments/results/`) |", "|---|---|---|"]
     lines += [f"| {what} | {result} | {file} |" for what, result, file in rows]
