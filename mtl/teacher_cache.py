@@ -104,6 +104,8 @@ def write_teacher_cache(teacher: Teacher, train: TokenizedCorpus, heldout: Token
                     out = encoder(**{k: v.to(device) for k, v in batch.items()}, output_hidden_states=True,
                                   output_attentions=True)
                 lengths = batch["attention_mask"].sum(1).tolist()
+                if any(not batch["attention_mask"][b, :n].all() for b, n in enumerate(lengths)):
+                    raise ValueError("the teacher cache packs right-padded batches only")  # TokenizedCorpus pads right
                 tensors = {"input_ids": batch["input_ids"], "lengths": torch.tensor(lengths),
                            **{f"hidden.{i}": pack_hidden(h.cpu(), lengths) for i, h in enumerate(out.hidden_states)},
                            **{f"attention.{i}": pack_attention(a.cpu(), lengths) for i, a in enumerate(out.attentions)}}
