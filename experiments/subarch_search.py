@@ -37,7 +37,7 @@ from masks.cost import EncoderSize, measure_latency, ops_per_token, param_counts
 from masks.subarch import Selection, SubArch, select
 from masks.subarch_importance import describe, load_scores, save_scores, score_subarch
 from mtl.corpus import BatchStream, TokenizedCorpus, subsample
-from mtl.distill import Distiller
+from mtl.distill import Distiller, objective_for
 from mtl.rundir import RunDir
 from mtl.teacher import load_teacher, make_student, save_student
 from mtl.teacher_cache import open_teacher_cache, write_teacher_cache
@@ -103,8 +103,7 @@ def search_corpora(study: SubarchStudy, tokenizer) -> tuple[TokenizedCorpus, Tok
 def uses_teacher_cache(study: SubarchStudy, teacher) -> bool:
     """Whether the candidates read the teacher cache: asked for, and the objective is ``hidden`` (the ``mlm``
     objective's teacher logits depend on each step's random masking)."""
-    objective = study.search.distill.objective
-    return study.search.teacher_cache and (objective == "hidden" or (objective == "auto" and teacher.mlm_head is None))
+    return study.search.teacher_cache and objective_for(study.search.distill, teacher) == "hidden"
 
 
 def teacher_cache_step(study: SubarchStudy, names: list[str], threads: int | None = 1) -> None:

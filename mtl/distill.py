@@ -88,6 +88,13 @@ class DistillConfig:
         return cls(**values)
 
 
+def objective_for(config: DistillConfig, teacher: Teacher) -> str:
+    """The objective ``config`` asks of ``teacher``: ``auto`` is ``mlm`` when the teacher has an MLM head, else ``hidden``."""
+    if config.objective != "auto":
+        return config.objective
+    return "mlm" if teacher.mlm_head is not None else "hidden"
+
+
 class TeacherOutputSource(Protocol):
     """The teacher's outputs on the distiller's batches, computed beforehand (:class:`mtl.teacher_cache.TeacherCache`)."""
 
@@ -108,7 +115,7 @@ class Distiller:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.say = say or (lambda line: None)
         self.device = torch.device(device)
-        objective = config.objective if config.objective != "auto" else ("mlm" if teacher.mlm_head is not None else "hidden")
+        objective = objective_for(config, teacher)
         if objective == "mlm" and (teacher.mlm_head is None or student.mlm_head is None):
             raise UserError("the mlm objective needs a teacher with an MLM head; use objective hidden (or auto)")
         self.objective = objective

@@ -38,7 +38,7 @@ from basics.errors import UserError
 from basics.io import atomic_write_json
 from masks.mask import write_safetensors
 from mtl.corpus import BatchStream, TokenizedCorpus
-from mtl.distill import DistillConfig
+from mtl.distill import DistillConfig, objective_for
 from mtl.teacher import Teacher
 from mtl.trainer import autocast_dtype
 
@@ -83,14 +83,13 @@ def write_teacher_cache(teacher: Teacher, train: TokenizedCorpus, heldout: Token
     folder = Path(folder)
     device = torch.device(device)
     identity = cache_identity(teacher, train, heldout, config, device)
-    if (folder / "cache.json").is_file():
-        made = json.loads((folder / "cache.json").read_text(encoding="utf-8"))
-        if {k: v for k, v in made.items() if k != "batches"} == identity:
-            return TeacherCache(folder, identity)
+    existing = open_teacher_cache(folder)
+    if existing is not None and existing.identity == identity:
+        return existing
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    if config.objective == "mlm" or (config.objective == "auto" and teacher.mlm_head is not None):
+    if objective_for(config, teacher) != "hidden":
         raise UserError("the teacher cache holds hidden states and attentions: it serves the hidden objective only")
     encoder = teacher.encoder.eval().to(device)
     encoder.set_attn_implementation("eager")
