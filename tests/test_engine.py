@@ -20,7 +20,7 @@ from experiments import phase_transition as pt
 from experiments.engine.backends import InlineBackend, LocalBackend
 from experiments.engine.jobs import Job, JobGraph
 from experiments.engine.locks import RunLock
-from experiments.engine.options import EngineOptions, make_backend
+from experiments.engine.options import EngineOptions, make_backend, plan_text
 from experiments.engine.results_dir import ResultsDir
 from experiments.engine.scheduler import Scheduler
 from mtl.config import TrainConfig, save_config
@@ -307,6 +307,21 @@ def test_dry_run_prints_the_graph_with_its_cost(tiny, capsys):
     assert "dense-seed1: to train ~" in out and "masks/random-0.30-seed2: step (scheduler)" in out
     assert "phase_transition: step (scheduler) <- 8 job(s)" in out and "estimated cost of what is left" in out
     assert not (root / "dry" / "dense-seed1").exists()
+
+
+def test_dry_run_says_which_tasks_have_no_data_to_estimate(tmp_path, monkeypatch):
+    glue = tmp_path / "glue"
+    (glue / "RTE").mkdir(parents=True)
+    (glue / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n" + "0\ta\tb\tentailment\n" * 30)
+    runs = [Job(f"runs/{t}", config=TrainConfig.of(tasks=[t], epochs=1, glue_dir=str(glue),
+                                                      output_dir=str(tmp_path / t))) for t in ("rte", "mrpc", "cola")]
+    text = plan_text(JobGraph(runs), EngineOptions(jobs=1, dry_run=True), None)
+    assert "runs/rte: to train ~0m01s" in text and "runs/mrpc: to train ~?" in text
+    assert f"(2 run(s) without an estimate)\nno training data counted for cola, mrpc (not in {glue}" in text
+    monkeypatch.delenv("GLUE_DIR", raising=False)
+    hub = plan_text(JobGraph([Job("runs/x", config=TrainConfig.of(tasks=["rte"], output_dir=str(tmp_path / "x")))]),
+                    EngineOptions(jobs=1, dry_run=True), None)
+    assert "no training data counted for rte (read from the Hugging Face hub: not counted)" in hub
 
 
 def test_the_same_study_on_a_local_ray_cluster(tiny):

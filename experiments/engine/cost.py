@@ -25,18 +25,24 @@ DEFAULT_RATE = 30.0  # a task not measured above
 EVAL_OVERHEAD = 1.1  # evaluation and start-up, on top of training
 
 
-def _train_rows(task: str, config: TrainConfig, cache: dict[str, int]) -> int | None:
-    """Training examples of ``task`` in ``config``'s data (rows of its train file), or None if unknown."""
+def _train_rows(task: str, config: TrainConfig, cache: dict[str, int], missing: dict[str, str]) -> int | None:
+    """Training examples of ``task`` in ``config``'s data (rows of its train file), or None if unknown (then
+    ``missing[task]`` says why)."""
     if task not in cache:
+        why = "no task definition"
         try:
             registry = default_registry([Path(p).expanduser() for p in config.data.task_def])
             definition = registry.get(task)
-            path = split_path(definition, config.resolved_glue_dir(), "train")
+            glue_dir = config.resolved_glue_dir()
+            why = f"not in {glue_dir}" if glue_dir is not None else "read from the Hugging Face hub: not counted"
+            path = split_path(definition, glue_dir, "train")
+            why = f"not in {path}"
             with path.open("rb") as f:
                 rows = sum(1 for line in f if line.strip())
             cache[task] = rows - (1 if definition.header and definition.format != "jsonl" else 0)
-        except Exception:  # noqa: BLE001 - an estimate only: unknown stays unknown
+        except Exception:  # noqa: BLE001 - an estimate only: unknown stays unknown, and says why
             cache[task] = -1
+            missing[task] = why
     return cache[task] if cache[task] >= 0 else None
 
 
@@ -47,6 +53,7 @@ class CostModel:
         self.rates = dict(MEASURED_RATE)
         self.threads = max(1, threads_per_run)
         self._rows: dict[str, int] = {}
+        self.missing: dict[str, str] = {}  # task -> why its training data was not counted
 
     def learn(self, runs: Iterable[RunDir]) -> None:
         """Replace the table's rates by the throughput of finished single-task runs of this study."""
@@ -65,7 +72,7 @@ class CostModel:
     def examples(self, config: TrainConfig) -> dict[str, float]:
         out = {}
         for task in config.data.tasks:
-            rows = _train_rows(task, config, self._rows)
+            rows = _train_rows(task, config, self._rows, self.missing)
             if rows is None:
                 continue
             if config.data.max_train_samples is not None:

@@ -151,6 +151,12 @@ def plan_text(graph: JobGraph, options: EngineOptions, results: ResultsDir | Non
     core_hours = todo_seconds * threads / 3600
     lines.append(f"estimated cost of what is left: {core_hours:.1f} core-hours, about {duration(todo_seconds / jobs)} "
                  f"with {jobs} run(s) at a time" + (f" ({unknown} run(s) without an estimate)" if unknown else ""))
+    by_place: dict[str, list[str]] = {}
+    for task, place in sorted(cost.missing.items()):
+        by_place.setdefault(place, []).append(task)
+    for place, tasks in by_place.items():
+        lines.append(f"no training data counted for {', '.join(tasks)} ({place}): set GLUE_DIR or "
+                     "--glue-dir to a local copy for an estimate of their runs")
     return "\n".join(lines)
 
 
