@@ -347,6 +347,8 @@ def table_from_json(old: dict[str, Any], mask_reports: dict[str, dict] | None = 
     runs = {row["label"]: row["runs"] for row in old["rows"]}
     for row in table["rows"]:
         row["runs"] = runs[row["label"]]  # the run folders the values came from
+    if old.get("notes"):
+        table["notes"] = list(old["notes"])
     return table
 
 
@@ -455,6 +457,8 @@ def format_markdown(table: dict[str, Any], title: str | None = None) -> str:
     if any(row["average"] and not row["average"]["complete"] for row in table["rows"]):
         lines += ["\\* average over the row's tasks only (it lacks some of the table's tasks): not comparable "
                   "with the full rows.", ""]
+    for note in table.get("notes", []):
+        lines += [f"Note: {note}", ""]
     return "\n".join(lines[:-1]) + "\n"
 
 

@@ -14,7 +14,9 @@ the graph allows (``--jobs``, default one per core):
    per task with exactly that task's super-ticket counts. ``OUT/masks/``.
 3. Training over the study's seeds: ``MT-DNN (dense)`` (starts at once, beside the tickets),
    ``Tickets-Share (VARIANT)``, ``Random-Share (per-task)``, and optional single-task rows.
-   ``OUT/runs/NAME/`` with ``study_run.json`` (its table label).
+   ``OUT/runs/NAME/`` with ``study_run.json`` (its table label). A masked run whose mask keeps every
+   head and FFN neuron (e.g. the union when one task's super ticket is dense) is not trained when the
+   study trains the same run without a mask: it would repeat it exactly; the table says so.
 4. Report (even when some runs failed): ``OUT/table.{md,csv,json}`` (:mod:`experiments.glue_table`),
    ``OUT/plots/*.png``, ``OUT/summary.json``.
 
@@ -46,7 +48,7 @@ from experiments.plots import plot_mask, plot_overlap, plot_phase_transition
 from experiments.study_config import RANDOM_SHARE, StudyConfig, load_study
 from masks.construct import construct, load_ticket
 from masks.iterative import matched_mask
-from masks.mask import Mask, load_mask_file, save_task_masks
+from masks.mask import Mask, keeps_all_units, load_mask_file, save_task_masks
 from mtl.config import TrainConfig
 from mtl.rundir import RunDir
 
@@ -132,6 +134,39 @@ def _same_masks(a: Mask | dict[str, Mask], b: Mask | dict[str, Mask]) -> bool:
     return list(a) == list(b) and all(_same_masks(a[t], b[t]) for t in a)
 
 
+def repeats_unmasked(mask: str, unmasked: str) -> str | None:
+    """The ``skip`` of a masked run whose study also trains the same run without a mask (``unmasked``):
+    a mask that keeps every head and FFN neuron of every task gates nothing, so the run would repeat
+    that one exactly. None (train it) otherwise, or while the mask does not exist."""
+    path = Path(mask)
+    if not path.is_file() or not keeps_all_units(load_mask_file(path)):
+        return None
+    return f"its mask {path.name} keeps every head and FFN neuron of every task: it would repeat {unmasked} exactly"
+
+
+def unmasked_runs(study: StudyConfig) -> dict[str, PlannedRun]:
+    """``{masked run's name: the planned run with the same tasks and seed and no mask}`` (MT-DNN (dense) for a
+    shared-mask row, the single-task dense run for a single-task super-ticket row), where the plan has one."""
+    runs = plan_runs(study)
+    plain = {(tuple(r.tasks), r.seed): r for r in runs if r.mask is None}
+    return {r.name: plain[(tuple(r.tasks), r.seed)] for r in runs
+            if r.mask is not None and (tuple(r.tasks), r.seed) in plain}
+
+
+def skipped_notes(study: StudyConfig) -> list[str]:
+    """One sentence per row whose runs were not trained because their mask keeps every unit (the table's notes)."""
+    unmasked = unmasked_runs(study)
+    rows: dict[str, tuple[str, set[int]]] = {}
+    for run in plan_runs(study):
+        if run.name in unmasked and not RunDir(run.run_dir).finished and \
+                repeats_unmasked(str(run.mask), unmasked[run.name].name) is not None:
+            rows.setdefault(run.label, (unmasked[run.name].label, set()))[1].add(run.seed)
+    return [f"{label} is not in the table: its mask keeps every head and FFN neuron of every task (seeds "
+            f"{', '.join(map(str, sorted(seeds)))}), so each of its runs would repeat {plain}'s run of the same "
+            "seed exactly (an all-keep mask gates nothing); they were not trained."
+            for label, (plain, seeds) in rows.items()]
+
+
 def snapshot(path: Path) -> Mask | dict[str, Mask] | None:
     """The mask file at ``path`` as it is now (None if there is none)."""
     return load_mask_file(path) if path.is_file() else None
@@ -197,6 +232,9 @@ def make_table(study: StudyConfig) -> tuple[dict | None, list[Path]]:
     if not records:
         return None, []
     table = build_table(records)
+    notes = skipped_notes(study)
+    if notes:
+        table["notes"] = notes
     return table, write_table(table, study.out / "table.md", table_title(study))
 
 
@@ -287,7 +325,11 @@ def study_graph(study: StudyConfig) -> JobGraph:
             for seed in study.mtl.seeds_for(variant, study.seeds):
                 mask_jobs[(variant, seed)] = name
     runs = []
+    unmasked = unmasked_runs(study)
     for run in plan_runs(study):
+        skip = {}
+        if run.name in unmasked:
+            skip = {"skip": repeats_unmasked, "skip_args": (str(run.mask), f"runs/{unmasked[run.name].name}")}
         if run.variant.startswith("single-"):
             deps = (ticket_steps[run.tasks[0]],) if run.mask is not None else ()
         else:
@@ -295,7 +337,7 @@ def study_graph(study: StudyConfig) -> JobGraph:
         labels = {"task": ",".join(run.tasks) if len(run.tasks) < 3 else f"{len(run.tasks)} tasks",
                   "kind": run.variant, "seed": run.seed}
         runs.append(graph.add(Job(f"runs/{run.name}", deps=deps, config=run.config(study), info=run.info(study),
-                                  labels=labels)).name)
+                                  labels=labels, **skip)).name)
     graph.add(Job("report", deps=(*all_tickets, *dict.fromkeys(mask_jobs.values()), *runs), action=study_report_step,
                   args=(study,), outputs=report_files(study), after_failures=True))
     return graph

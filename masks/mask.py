@@ -143,6 +143,11 @@ class Mask:
     def num_ffn_kept(self) -> int:
         return int(self.ffn.sum())
 
+    @property
+    def keeps_all(self) -> bool:
+        """True if the mask keeps every head and every FFN neuron (gating with it changes nothing)."""
+        return bool(self.heads.all() and self.ffn.all())
+
     def param_counts(self, shape: EncoderShape | None = None) -> tuple[int, int]:
         """(kept, total) prunable encoder parameters.
 
@@ -342,6 +347,11 @@ def _load_task_masks(tensors: dict[str, torch.Tensor], meta: dict[str, str], pat
             raise UserError(f"{path}: metadata entry 'meta.{task}' is not valid JSON (corrupt mask file?)") from None
         out[task] = _mask_from(tensors, f"heads.{task}", f"ffn.{task}", task_meta, path)
     return out
+
+
+def keeps_all_units(masks: Mask | dict[str, Mask]) -> bool:
+    """True if a mask file's mask (or every task's mask of a per-task file) keeps every unit."""
+    return all(m.keeps_all for m in (masks.values() if isinstance(masks, dict) else [masks]))
 
 
 def load_mask_file(

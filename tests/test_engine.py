@@ -128,6 +128,48 @@ def test_backend_choice_and_missing_ray(tmp_path, monkeypatch):
         make_backend(EngineOptions(backend="ray"), tmp_path)
 
 
+# ---------------------------------------------------------------- skipped runs: a run that would repeat another
+
+
+def skip_if_file(path: str) -> str | None:
+    """A training job's skip (module level): the text of ``path`` if it exists (why not to train), else None."""
+    return Path(path).read_text() if Path(path).is_file() else None
+
+
+def broken_skip() -> str | None:
+    raise KeyError("no mask")
+
+
+def test_a_run_whose_skip_gives_a_reason_is_not_trained_and_counts_as_done(tmp_path, monkeypatch):
+    def trainer(config, on_step=None):
+        raise RuntimeError(f"trained {Path(config.output.output_dir).name}")
+
+    monkeypatch.setattr(mtl.run, "run_training", trainer)
+    config = lambda name: TrainConfig.of(tasks=["rte"], output_dir=str(tmp_path / name))  # noqa: E731
+    reason = tmp_path / "why.txt"
+    jobs = [Job("inputs", action=write_file, args=(str(reason), "its mask keeps every unit")),
+            Job("runs/same", deps=("inputs",), config=config("same"), skip=skip_if_file, skip_args=(str(reason),)),
+            Job("runs/other", deps=("inputs",), config=config("other"), skip=skip_if_file,
+                skip_args=(str(tmp_path / "absent.txt"),)),
+            Job("runs/broken", deps=("inputs",), config=config("broken"), skip=broken_skip),
+            step("report", tmp_path, deps=("runs/same",))]
+    said = []
+    report = Scheduler(JobGraph(jobs), InlineBackend(tmp_path / "logs"), log_dir=tmp_path / "logs", say=said.append).run()
+    status = {name: r.status for name, r in report.records.items()}
+    assert status == {"inputs": "ran", "runs/same": "skipped", "runs/other": "failed", "runs/broken": "failed",
+                      "report": "ran"}
+    assert report.records["runs/same"].error == "its mask keeps every unit"
+    assert "[skipped] runs/same: its mask keeps every unit" in said and not (tmp_path / "same").exists()
+    assert "trained other" in report.records["runs/other"].error  # no reason: it is trained
+    assert "could not tell whether to train it: KeyError" in "\n".join(said)
+    assert "1 skipped" in report.summary()
+    plan = plan_text(JobGraph(jobs), EngineOptions(jobs=1, dry_run=True), None)
+    assert "runs/same: skipped (as its inputs are now: its mask keeps every unit)" in plan
+    assert "runs/other: to train ~" in plan and "runs/broken: to train ~" in plan
+    with pytest.raises(ValueError, match="only a training job can be skipped"):
+        Job("a-step", action=fail, skip=broken_skip)
+
+
 # ---------------------------------------------------------------- deferred runs: a config chosen by a sweep
 
 LRS = (3e-3, 1e-4)

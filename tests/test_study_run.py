@@ -307,3 +307,31 @@ def test_dense_candidate_reaches_the_ticket_studies(dense_candidate, kind, tmp_p
     assert code == 0, err
     report = json.loads((tmp_path / "out" / "tickets" / "rte" / "phase_transition.json").read_text())
     assert report["super_ticket"]["kind"] == kind and report["super_ticket"]["dense_candidate"] is dense_candidate
+
+
+def test_runs_whose_mask_keeps_every_unit_repeat_the_dense_runs_and_are_not_trained(tmp_path, fakes, capsys,
+                                                                                    monkeypatch):
+    monkeypatch.setattr(fakes, "dense_score", 75.0, raising=False)  # both super tickets are dense: all-keep masks
+    path = write_study(tmp_path, mtl__variants=["dense", "union", "per-task", "random-share"],
+                       mtl__single_task=["dense", "super"])
+    code, out, err = run_cli(path, capsys)
+    assert code == 0, err
+    assert sorted(fakes.trained) == sorted(f"{kind}-seed{s}" for s in (1, 2) for kind in
+                                           ("mtl-dense", "single-dense-rte", "single-dense-mrpc"))
+    assert ("[skipped] runs/mtl-union-seed1: its mask union.safetensors keeps every head and FFN neuron of every "
+            "task: it would repeat runs/mtl-dense-seed1 exactly") in out
+    assert "[skipped] runs/single-super-rte-seed2: its mask super_ticket.safetensors" in out
+    assert "it would repeat runs/single-dense-rte-seed2 exactly" in out
+    table = json.loads((tmp_path / "out" / "table.json").read_text())
+    assert [r["label"] for r in table["rows"]] == ["Single-task (dense)", "MT-DNN (dense)"]
+    assert [n.split(" is not in the table")[0] for n in table["notes"]] == [
+        "Tickets-Share (union)", "Tickets-Share (per-task)", "Random-Share (per-task)", "Single-task (super ticket)"]
+    assert "would repeat MT-DNN (dense)'s run of the same seed exactly" in table["notes"][0]
+    assert "Note: Tickets-Share (union) is not in the table" in (tmp_path / "out" / "table.md").read_text()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert sum(j["status"] == "skipped" for j in summary["jobs"]) == 10  # 3 shared-mask rows and 2 tasks x 2 seeds
+    fakes.trained.clear()
+    code, out, err = run_cli(path, capsys, "--dry-run")
+    assert code == 0 and "runs/mtl-per-task-seed2: skipped (as its inputs are now: its mask" in out
+    code, out, err = run_cli(path, capsys)
+    assert code == 0 and fakes.trained == [] and "10 skipped" in out

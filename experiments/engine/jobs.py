@@ -4,7 +4,10 @@ A **training job** carries a :class:`mtl.config.TrainConfig`: a worker trains it
 holds it finished (:func:`mtl.run.ensure_run`). A **deferred** training job's config depends on what its
 dependencies found (e.g. the learning rate a sweep chose): it carries a placeholder config with its run
 directory (fixed: only the options are chosen) and ``resolve(*resolve_args)``, which the scheduler calls for
-the real config once every dependency has finished. A **step** is a function of the study (cut a random
+the real config once every dependency has finished. A training job may also carry ``skip(*skip_args)``,
+asked once every dependency has finished: a sentence (why the run would repeat one the study already has,
+e.g. a shared mask that keeps every unit) means the run is not trained and counts as done; None means it
+is trained. A **step** is a function of the study (cut a random
 ticket, select a super ticket, merge masks, prune a model, write a report): ``where="scheduler"`` runs
 it in the scheduler's process (cheap, idempotent steps), ``where="worker"`` in a worker like a training
 run (heavy steps). A job starts when every job it depends on has finished.
@@ -42,10 +45,14 @@ class Job:
     after_failures: bool = False  # a step that runs once its dependencies are settled, even if some failed
     resolve: Callable[..., TrainConfig] | None = None  # a deferred training job: the config, once deps finished
     resolve_args: tuple[Any, ...] = ()
+    skip: Callable[..., str | None] | None = None  # a training job: why not to train it (None: train it)
+    skip_args: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.config is None) == (self.action is None):
             raise ValueError(f"job {self.name}: give either a training config or an action")
+        if self.skip is not None and self.config is None:
+            raise ValueError(f"job {self.name}: only a training job can be skipped")
         if self.resolve is not None and not self.deps:
             raise ValueError(f"job {self.name}: a deferred training job needs the jobs its config depends on")
         if self.where not in PLACES:
@@ -71,6 +78,10 @@ class Job:
             raise ValueError(f"job {self.name}: resolve moved the run from {self.config.output.output_dir} to "
                              f"{config.output.output_dir}; a deferred run's directory is fixed")
         return dataclasses.replace(self, config=config, resolve=None, resolve_args=())
+
+    def skip_reason(self) -> str | None:
+        """Why this training run need not be trained (``skip(*skip_args)``), or None: train it."""
+        return self.skip(*self.skip_args) if self.skip is not None else None
 
     @property
     def in_worker(self) -> bool:

@@ -117,6 +117,15 @@ def results_dir(options: EngineOptions, study_out: Path) -> ResultsDir | None:
     return ResultsDir(options.results_dir, study_out) if options.results_dir is not None else None
 
 
+def _skip_now(job: Job) -> str | None:
+    """Whether ``job`` would be skipped given the files as they are now (a dry run's guess: the scheduler
+    asks again once the job's dependencies have run)."""
+    try:
+        return job.skip_reason()
+    except Exception:  # noqa: BLE001 - a guess only: its inputs may not exist yet
+        return None
+
+
 def plan_text(graph: JobGraph, options: EngineOptions, results: ResultsDir | None) -> str:
     """The graph as a table: every job, its state and estimated time; then the totals."""
     jobs, threads, devices = options.resolved()
@@ -131,7 +140,10 @@ def plan_text(graph: JobGraph, options: EngineOptions, results: ResultsDir | Non
         if job.is_training:
             state = "finished" if job.finished() else (
                 "in results folder" if results is not None and results.finished_copy(job.run) else job.run.state())
-            if state in ("new", "started", "resumable"):
+            reason = _skip_now(job) if state in ("new", "started", "resumable") else None
+            if reason:
+                state, text = "skipped", f"(as its inputs are now: {reason})"
+            elif state in ("new", "started", "resumable"):
                 estimate = cost.seconds(job)
                 if estimate is None:
                     unknown += 1

@@ -2,7 +2,8 @@
 
 Guarantees (each tested in ``tests/test_engine.py``):
 
-- a job starts when every job it depends on has finished; a failed job fails alone, and the jobs that
+- a job starts when every job it depends on has finished; a training job whose ``skip`` gives a reason
+  then is not trained (recorded as ``skipped``, with the reason) and counts as done; a failed job fails alone, and the jobs that
   depend on it are not run (the study then exits 1; the next call retries them);
 - a finished run is never trained again: it is read back, from its run directory or, with a results
   folder, from the copy there (restored into the run directory first);
@@ -41,7 +42,7 @@ class Record:
     """What happened to one job in this call."""
 
     name: str
-    status: str  # finished-before | restored | ran | failed | not-run
+    status: str  # finished-before | restored | ran | skipped | failed | not-run
     seconds: float = 0.0
     error: str | None = None
     overhead: float | None = None  # seconds from dispatch to the worker starting the job
@@ -61,7 +62,7 @@ class Report:
         return not self.user_errors and not self.count("failed") and not self.count("not-run")
 
     def summary(self) -> str:
-        parts = [f"{self.count(s)} {s}" for s in ("ran", "finished-before", "restored", "failed", "not-run")
+        parts = [f"{self.count(s)} {s}" for s in ("ran", "finished-before", "restored", "skipped", "failed", "not-run")
                  if self.count(s)]
         return ", ".join(parts) or "nothing to do"
 
@@ -179,6 +180,16 @@ class Scheduler:
                             self._finish(job, Outcome(job.name, ok=True), report, done, failed, board)
                             progressed = True
                             continue
+                    if job.is_training and not job.finished():
+                        reason = self._skip_reason(job, report, failed)
+                        if reason is not None:
+                            pending.remove(job)
+                            if reason:
+                                done.add(job.name)
+                                report.records[job.name] = Record(job.name, "skipped", error=reason)
+                                board.end(job, f"skipped: {reason}")
+                            progressed = True
+                            continue
                     if job.is_training and job.finished():  # finished meanwhile (another scheduler)
                         pending.remove(job)
                         self._finish(job, Outcome(job.name, ok=True), report, done, failed, board)
@@ -246,6 +257,20 @@ class Scheduler:
             report.records[job.name] = Record(job.name, "failed", error=f"{type(exc).__name__}: {exc}")
             self.say(f"[failed] {job.name}: its config could not be resolved: {type(exc).__name__}: {exc}")
             return job
+
+    def _skip_reason(self, job: Job, report: Report, failed: set[str]) -> str | None:
+        """``job.skip_reason()``; "" (and the job recorded as failed) when that raises."""
+        try:
+            return job.skip_reason()
+        except UserError as exc:
+            failed.add(job.name)
+            report.records[job.name] = Record(job.name, "failed", error=str(exc))
+            report.user_errors.append(f"{job.name}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a bug in the study's skip: this job fails, not the study
+            failed.add(job.name)
+            report.records[job.name] = Record(job.name, "failed", error=f"{type(exc).__name__}: {exc}")
+            self.say(f"[failed] {job.name}: could not tell whether to train it: {type(exc).__name__}: {exc}")
+        return ""
 
     def _lock(self, job: Job) -> RunLock:
         folder = job.run.path if job.is_training else self.log_dir / "locks" / job.name.replace("/", "_")
