@@ -33,7 +33,15 @@ from basics.cli import OneLineParser, run_main
 from basics.errors import UserError
 from basics.io import atomic_write_text
 from basics.stats import mean_std, signed
-from experiments import ablation, glue_table, iterative_pruning, lottery, phase_transition, transfer_table
+from experiments import (
+    ablation,
+    glue_table,
+    iterative_pruning,
+    lottery,
+    paper_comparison,
+    phase_transition,
+    transfer_table,
+)
 from experiments.baselines import BASELINES_FILE, committed_baselines
 from experiments.report_stats import NOT_LEARNT, baseline_legend, format_versus, learnt_mark, pm
 from experiments.single_task_quality import TARGETS
@@ -75,18 +83,22 @@ def _lines(lines: Sequence[str]) -> str:
 # ---------------------------------------------------------------- the GLUE study (cpu_study)
 
 
-def glue() -> str:
-    table = _json("cpu_study/table.json")
-    text = glue_table.format_markdown(table)
-    return text
+def glue(folder: str = "cpu_study") -> Callable[[], str]:
+    """The GLUE table of the study committed in ``experiments/results/FOLDER/table.json``."""
+    return lambda: glue_table.format_markdown(_json(f"{folder}/table.json"))
 
 
-def glue_seeds() -> str:
-    return glue_table.format_seed_table(_json("cpu_study/table.json"))
+def glue_seeds(folder: str = "cpu_study") -> Callable[[], str]:
+    return lambda: glue_table.format_seed_table(_json(f"{folder}/table.json"))
 
 
-def glue_task_differences() -> str:
-    return glue_table.format_task_differences(_json("cpu_study/table.json"))
+def glue_task_differences(folder: str = "cpu_study") -> Callable[[], str]:
+    return lambda: glue_table.format_task_differences(_json(f"{folder}/table.json"))
+
+
+def paper_table(folder: str, model: str = "MiniLM") -> Callable[[], str]:
+    """The study's table beside the Super Tickets paper's numbers (:mod:`experiments.paper_comparison`)."""
+    return lambda: paper_comparison.format_comparison(paper_comparison.comparison(_json(f"{folder}/table.json")), model)
 
 
 def cpu_tickets() -> str:
@@ -503,9 +515,9 @@ def results_summary() -> str:
 # ---------------------------------------------------------------- registry and pages
 
 TABLES: dict[str, Callable[[], str]] = {
-    "glue": glue,
-    "glue-seeds": glue_seeds,
-    "glue-task-differences": glue_task_differences,
+    "glue": glue(),
+    "glue-seeds": glue_seeds(),
+    "glue-task-differences": glue_task_differences(),
     "cpu-tickets": cpu_tickets,
     "ticket-unions": ticket_unions,
     "phase-summary": phase_summary,
