@@ -4,6 +4,7 @@ results folder on a fresh output folder, and run on a local Ray cluster."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -18,11 +19,12 @@ import mtl.run
 from basics.errors import UserError
 from experiments import phase_transition as pt
 from experiments.engine.backends import InlineBackend, LocalBackend
+from experiments.engine.cost import CostModel
 from experiments.engine.jobs import Job, JobGraph
 from experiments.engine.locks import RunLock
-from experiments.engine.options import EngineOptions, make_backend, plan_text
+from experiments.engine.options import EngineOptions, make_backend, parse_duration, plan_text
 from experiments.engine.results_dir import ResultsDir
-from experiments.engine.scheduler import Scheduler
+from experiments.engine.scheduler import Scheduler, StudyFailed, raise_if_failed
 from mtl.config import TrainConfig, save_config
 from mtl.rundir import RunDir
 from tests.conftest import REPO
@@ -168,6 +170,70 @@ def test_a_run_whose_skip_gives_a_reason_is_not_trained_and_counts_as_done(tmp_p
     assert "runs/other: to train ~" in plan and "runs/broken: to train ~" in plan
     with pytest.raises(ValueError, match="only a training job can be skipped"):
         Job("a-step", action=fail, skip=broken_skip)
+
+
+# ---------------------------------------------------------------- a time limit: start only what would finish
+
+
+class FixedCost(CostModel):
+    """Estimated seconds by job name (training jobs only)."""
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        super().__init__()
+        self.fixed = seconds
+
+    def seconds(self, job: Job) -> float | None:
+        return self.fixed.get(job.name) if job.is_training else None
+
+
+def test_a_time_limit_starts_only_the_runs_that_would_finish_within_it(tmp_path, monkeypatch):
+    trained = []
+
+    def trainer(config, on_step=None):
+        run = RunDir(config.output.output_dir)
+        run.path.mkdir(parents=True, exist_ok=True)
+        save_config(config, run.config_path)
+        run.results_path.write_text(json.dumps({"metrics": {"rte": {"accuracy": 60.0}}}))
+        run.metrics_path.write_text(json.dumps({"rte": {"accuracy": 60.0}}))
+        trained.append(run.path.name)
+        return mtl.run.RunOutcome(mtl.run.RunResult.from_dict({"metrics": {"rte": {"accuracy": 60.0}}}))
+
+    monkeypatch.setattr(mtl.run, "run_training", trainer)
+    config = lambda name: TrainConfig.of(tasks=["rte"], output_dir=str(tmp_path / name))  # noqa: E731
+    jobs = [Job("runs/long", config=config("long")), Job("runs/short", config=config("short")),
+            Job("runs/after-long", deps=("runs/long",), config=config("after-long")),
+            Job("runs/unknown", config=config("unknown")),
+            step("report", tmp_path, deps=("runs/short", "runs/after-long"), after_failures=True)]
+    cost = FixedCost({"runs/long": 3600.0, "runs/short": 1.0, "runs/after-long": 1.0})
+    said = []
+    report = Scheduler(JobGraph(jobs), InlineBackend(tmp_path / "logs"), log_dir=tmp_path / "logs", cost=cost,
+                       say=said.append, time_limit=600.0).run()
+    status = {name: r.status for name, r in report.records.items()}
+    assert status == {"runs/long": "not-run", "runs/short": "ran", "runs/after-long": "not-run",
+                      "runs/unknown": "ran", "report": "ran"}  # no estimate: started
+    assert sorted(trained) == ["short", "unknown"]
+    assert ("[left] runs/long: would not finish within the time limit (10m00s): needs ~1h00m, " in "\n".join(said))
+    assert report.records["runs/after-long"].error == "needs runs/long, which was left at the time limit"
+    with pytest.raises(StudyFailed, match="runs/long: would not finish within the time limit"):
+        raise_if_failed(report)
+    trained.clear()
+    again = Scheduler(JobGraph(jobs), InlineBackend(tmp_path / "logs"), log_dir=tmp_path / "logs", cost=cost,
+                      say=said.append, time_limit=2 * 3600.0).run()  # the next call, with time enough
+    assert again.ok and trained == ["long", "after-long"]
+
+
+@pytest.mark.parametrize("text, seconds", [("2h30m", 9000), ("90m", 5400), ("45s", 45), ("5400", 5400),
+                                           ("1h5m30s", 3930), ("0.5h", 1800)])
+def test_durations_of_the_time_limit(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "2d", "h", "-5m"])
+def test_a_bad_time_limit_is_refused(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
+        parse_duration(text)
+    with pytest.raises(UserError, match="--time-limit must be positive"):
+        EngineOptions(time_limit=0.0)
 
 
 # ---------------------------------------------------------------- deferred runs: a config chosen by a sweep

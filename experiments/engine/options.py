@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -61,9 +62,12 @@ class EngineOptions:
     results_dir: Path | None = None
     status_every: float = 60.0
     dry_run: bool = False
+    time_limit: float | None = None  # seconds: start no training run that would not finish within it
 
     def __post_init__(self) -> None:
         BACKENDS.check(self.backend)
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise UserError(f"--time-limit must be positive, got {self.time_limit:g} s")
         for name in ("jobs", "threads_per_run"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -94,12 +98,28 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
                        help="copy every finished run's small artifacts here (commit it); a study continues from it")
     group.add_argument("--status-every", type=float, default=60.0, help="seconds between progress reports")
     group.add_argument("--dry-run", action="store_true", help="print the job graph with its estimated cost; train nothing")
+    group.add_argument("--time-limit", type=parse_duration, default=None, metavar="DURATION",
+                       help="e.g. 2h30m, 90m or 5400 (seconds): start no training run that the cost model says would "
+                            "not finish within it, counted from the start (a batch job's wall-time limit, a session's "
+                            "end); what is left runs on the next call")
+
+
+DURATION = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s?)?$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``2h30m``, ``90m``, ``45s``, ``1h5m30s`` or a plain number of seconds."""
+    match = DURATION.match(text.strip())
+    if not text.strip() or match is None or not any(match.groupdict().values()):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 2h30m, 90m, 45s or 5400)")
+    h, m, s = (float(match[k] or 0) for k in ("h", "m", "s"))
+    return 3600 * h + 60 * m + s
 
 
 def engine_options(args: argparse.Namespace) -> EngineOptions:
     return EngineOptions(jobs=args.jobs, threads_per_run=args.threads_per_run, backend=args.backend,
                          ray_address=args.ray_address, gpus_per_run=args.gpus_per_run, results_dir=args.results_dir,
-                         status_every=args.status_every, dry_run=args.dry_run)
+                         status_every=args.status_every, dry_run=args.dry_run, time_limit=args.time_limit)
 
 
 def make_backend(options: EngineOptions, log_dir: Path) -> Backend:
@@ -183,7 +203,7 @@ def run_jobs(graph: JobGraph, options: EngineOptions, out: Path, say=None) -> Re
     log_dir = Path(out) / "logs"
     backend = make_backend(options, log_dir)
     scheduler = Scheduler(graph, backend, log_dir=log_dir, results=results, threads_per_run=threads,
-                          devices=devices, say=say, status_every=options.status_every)
+                          devices=devices, say=say, status_every=options.status_every, time_limit=options.time_limit)
     report = scheduler.run()
     write_report(report, log_dir / "engine.json")  # the last call's
     write_report(report, log_dir / f"engine-{socket.gethostname()}-{os.getpid()}.json")  # every call's

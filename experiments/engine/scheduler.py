@@ -15,7 +15,10 @@ Guarantees (each tested in ``tests/test_engine.py``):
 - two schedulers on one folder never train the same run: a run is trained only under its lock
   (:mod:`experiments.engine.locks`); a run locked by a live scheduler is waited for;
 - with a results folder, each finished run's small artifacts (and each step's outputs) are copied
-  there as soon as they exist.
+  there as soon as they exist;
+- with a time limit, no training run starts that the cost model says would not finish within it (with
+  :data:`TIME_MARGIN`; a resumable run is costed whole); such runs, and what depends on them, are left
+  (``not-run``) for the next call, and the jobs that fit still run.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from experiments.engine.results_dir import ResultsDir
 from experiments.engine.worker import Outcome, execute
 from mtl.trainer import format_metrics
 
+TIME_MARGIN = 1.1  # a run must fit the time left with this factor on its estimate
 
 @dataclass
 class Record:
@@ -79,7 +83,7 @@ class Scheduler:
     def __init__(self, graph: JobGraph, backend: Backend, *, log_dir: Path, results: ResultsDir | None = None,
                  threads_per_run: int | None = 1, devices: list[str] | None = None, cost: CostModel | None = None,
                  say: Callable[[str], None] | None = None, status_every: float = 60.0, stale_after: float = 600.0,
-                 poll: float = 0.5) -> None:
+                 poll: float = 0.5, time_limit: float | None = None) -> None:
         graph.validate()
         self.graph = graph
         self.backend = backend
@@ -92,6 +96,7 @@ class Scheduler:
         self.status_every = status_every
         self.stale_after = stale_after
         self.poll_every = poll
+        self.time_limit = time_limit
         self.locks: dict[str, RunLock] = {}
         self.device_of: dict[str, str] = {}
         self.dispatched: dict[str, float] = {}
@@ -142,6 +147,7 @@ class Scheduler:
         done = self.prepare(report)
         self.cost.learn(j.run for j in self.graph.training())
         failed: set[str] = set()
+        left: set[str] = set()  # training runs (and what needs them) that would not finish within the time limit
         pending = self.priority(done)
         running: dict[str, Job] = {}
         waiting_note: dict[str, str] = {}
@@ -162,8 +168,11 @@ class Scheduler:
                     if bad:
                         pending.remove(job)
                         failed.add(job.name)
-                        report.records[job.name] = Record(job.name, "not-run", error=f"needs {bad[0]}, which failed")
-                        self.say(f"[not run] {job.name}: needs {bad[0]}, which failed")
+                        why = "was left at the time limit" if bad[0] in left else "failed"
+                        if bad[0] in left:
+                            left.add(job.name)
+                        report.records[job.name] = Record(job.name, "not-run", error=f"needs {bad[0]}, which {why}")
+                        self.say(f"[not run] {job.name}: needs {bad[0]}, which {why}")
                         continue
                     if any(d not in done and not (job.after_failures and d in failed) for d in job.deps):
                         continue
@@ -203,6 +212,15 @@ class Scheduler:
                             stop = True
                             report.user_errors.append(f"{job.name}: {outcome.error}")
                         self._finish(job, outcome, report, done, failed, board)
+                        progressed = True
+                        continue
+                    late = self._too_late(job, start)
+                    if late:
+                        pending.remove(job)
+                        failed.add(job.name)
+                        left.add(job.name)
+                        report.records[job.name] = Record(job.name, "not-run", error=late)
+                        self.say(f"[left] {job.name}: {late}")
                         progressed = True
                         continue
                     if self.backend.free <= 0:
@@ -257,6 +275,18 @@ class Scheduler:
             report.records[job.name] = Record(job.name, "failed", error=f"{type(exc).__name__}: {exc}")
             self.say(f"[failed] {job.name}: its config could not be resolved: {type(exc).__name__}: {exc}")
             return job
+
+    def _too_late(self, job: Job, start: float) -> str | None:
+        """Why ``job`` (a training run) would not finish within the time limit, or None if it would (or no
+        limit, or no estimate)."""
+        if self.time_limit is None or not job.is_training:
+            return None
+        estimate = self.cost.seconds(job)
+        remaining = self.time_limit - (time.time() - start)
+        if estimate is None or estimate * TIME_MARGIN <= remaining:
+            return None
+        return (f"would not finish within the time limit ({duration(self.time_limit)}): needs ~{duration(estimate)}, "
+                f"{duration(max(0.0, remaining))} left; run the same command again to train it")
 
     def _skip_reason(self, job: Job, report: Report, failed: set[str]) -> str | None:
         """``job.skip_reason()``; "" (and the job recorded as failed) when that raises."""
