@@ -216,7 +216,7 @@ def summarize(runs: dict[str, list[dict]], base: TrainConfig, task: str, out: Pa
     candidates = super_ticket_candidates(rows, dense_candidate)
     if any(r[key] is None for r in candidates):
         raise UserError("--select-on holdout needs --holdout-fraction > 0")
-    best = max(candidates, key=lambda r: (r[key], r["sparsity"]))
+    best = max(candidates, key=lambda r: selection_key(r, key))
     template = load_mask(scoring_dir / "masks" / f"winning-{_winning_sparsities(rows)[0]:.2f}.safetensors")
     if best["kind"] == "dense":  # keep everything: the task's best model is the dense one
         super_mask = Mask.ones(template.meta.shape, kind="super_ticket", tasks=template.meta.tasks,
@@ -264,6 +264,16 @@ def super_ticket_candidates(rows: list[dict], dense_candidate: bool = True) -> l
     return [r for r in rows if r["kind"] == "winning" or (dense_candidate and r["kind"] == "dense")]
 
 
+TIE_DIGITS = 9  # scores equal to this many decimals are a tie (a mean of the same correct counts, summed in another order)
+
+
+def selection_key(row: dict, key: str) -> tuple[float, float]:
+    """How a super-ticket candidate ranks: its mean score on ``key``, then its sparsity (ties go to the sparser).
+    The score is rounded to :data:`TIE_DIGITS` decimals, so that two means of the same numbers of correct
+    predictions tie even when floating-point sums differ in the last bit."""
+    return round(row[key], TIE_DIGITS), row["sparsity"]
+
+
 def _candidate(row: dict) -> dict:
     return {"kind": row["kind"], "sparsity": row["sparsity"], "holdout_mean": row["holdout_mean"],
             "dev_mean": row["dev_mean"]}
@@ -274,7 +284,7 @@ def selection(report: dict, dense_candidate: bool = True) -> dict:
     older version, which knew no dense candidate, is re-read this way too)."""
     key = "holdout_mean" if report["select_on"] == "holdout" else "dev_mean"
     candidates = [r for r in super_ticket_candidates(report["rows"], dense_candidate) if r[key] is not None]
-    best = max(candidates, key=lambda r: (r[key], r["sparsity"]))
+    best = max(candidates, key=lambda r: selection_key(r, key))
     return {"kind": best["kind"], "sparsity": best["sparsity"], "score": best[key], "dev_mean": best["dev_mean"]}
 
 

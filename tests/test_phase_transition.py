@@ -132,3 +132,15 @@ def test_phase_transition_verdict_by_hand():
     assert phase_transition.transition(not_learnt, None)["verdict"] == "rises above dense, no detectable fall after it"
     lines = phase_transition.transition_table([rise_fall, flat], {"rte": base})
     assert lines[2].startswith("| RTE | 3 | yes | 0.10, 0.20 | 0.20: +4.07") and lines[2].endswith("| 0.40 | appears |")
+
+
+def test_a_tie_in_the_last_floating_point_bit_is_a_tie_and_goes_to_the_sparser():
+    # the same held-out accuracies summed in another order: 0.2 against 0.19999999999999998 as floats
+    dense = {"kind": "dense", "sparsity": 0.0, "holdout_mean": sum([0.1, 0.2, 0.3]) / 3, "dev_mean": 1.0}
+    winning = {"kind": "winning", "sparsity": 0.3, "holdout_mean": sum([0.3, 0.2, 0.1]) / 3, "dev_mean": 0.5}
+    assert dense["holdout_mean"] > winning["holdout_mean"]  # without the rounding, dense would win
+    report = {"select_on": "holdout", "rows": [dense, winning]}
+    assert (selection(report)["kind"], selection(report)["sparsity"]) == ("winning", 0.3)
+    # a real difference still decides
+    winning["holdout_mean"] = 0.2 - 1e-6
+    assert selection(report)["kind"] == "dense"
