@@ -57,7 +57,7 @@ MARKER = re.compile(r"^(<!-- table: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)^(<!-- 
 OPEN = re.compile(r"^<!-- table: [\w.-]+ -->$", re.M)
 CLOSE = re.compile(r"^<!-- /table -->$", re.M)
 PT_TASKS = ("stsb", "rte", "mrpc", "cola")  # experiments/results/phase_transition/
-CPU_FULL_TICKETS = ("rte", "mrpc", "stsb", "cola")  # experiments/results/cpu_full/tickets/: add each task as its tickets finish
+CPU_FULL_TICKETS = ("rte", "mrpc", "stsb", "cola", "sst2")  # experiments/results/cpu_full/tickets/: add each task as its tickets finish
 TASK_NAMES = glue_table.TASK_NAMES
 
 
