@@ -3,6 +3,7 @@ synthetic runs. Resume skips finished runs, restarts crashed ones, retries faile
 of a finished run and a bad study file are one-line errors; the table and plots come out."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -335,3 +336,27 @@ def test_runs_whose_mask_keeps_every_unit_repeat_the_dense_runs_and_are_not_trai
     assert code == 0 and "runs/mtl-per-task-seed2: skipped (as its inputs are now: its mask" in out
     code, out, err = run_cli(path, capsys)
     assert code == 0 and fakes.trained == [] and "10 skipped" in out
+
+
+def test_the_results_folder_alone_rebuilds_the_table(tmp_path, fakes, capsys):
+    # what a fresh clone has: the committed results folder, no run directory (no weights, no checkpoints)
+    path = write_study(tmp_path)
+    results = tmp_path / "results"
+    code, _, err = run_cli(path, capsys, "--results-dir", str(results))
+    assert code == 0, err
+    original = json.loads((tmp_path / "out" / "table.json").read_text())
+    assert json.loads((results / "table.json").read_text()) == original
+    shutil.rmtree(tmp_path / "out")
+    (results / "table.json").unlink()
+    shutil.rmtree(results / "plots")
+    fakes.trained.clear()
+    fakes.ticket_runs.clear()
+    code, _, err = run_cli(path, capsys, "--output-dir", str(results), "--report-only")
+    assert code == 0, err
+    assert fakes.trained == [] and fakes.ticket_runs == []
+    rebuilt = json.loads((results / "table.json").read_text())
+    for table in (original, rebuilt):  # the runs' paths differ; everything else must not
+        for row in table["rows"]:
+            row.pop("runs", None)
+    assert rebuilt == original
+    assert (results / "plots" / "overlap.png").is_file() and (results / "plots" / "mask-union.png").is_file()
