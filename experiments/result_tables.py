@@ -357,15 +357,33 @@ def _quality_summary() -> str:
     return "; ".join(parts)
 
 
+def _best_winning(report: dict) -> str:
+    """``TASK +d [lo, hi] at s``: the winning ticket with the best mean dev score and its paired difference to dense."""
+    best = max((r for r in report["rows"] if r["kind"] == "winning"), key=lambda r: (r["dev_mean"], -r["sparsity"]))
+    diff = phase_transition.dense_differences(report)[("winning", best["sparsity"])]
+    return f"{TASK_NAMES[report['task']]} {format_versus(diff)} at {best['sparsity']:.2f}"
+
+
 def _phase_summary() -> str:
-    parts = []
-    for task in (*PT_TASKS, "sst2"):
-        report = _pt(task)
-        rows = report["rows"]
-        best = max((r for r in rows if r["kind"] == "winning"), key=lambda r: (r["dev_mean"], -r["sparsity"]))
-        diff = phase_transition.dense_differences(report)[("winning", best["sparsity"])]
-        parts.append(f"{TASK_NAMES[task]} {format_versus(diff)} at {best['sparsity']:.2f}")
-    return "best winning ticket on dev − dense (95 % CI): " + "; ".join(parts)
+    return "best winning ticket on dev − dense (95 % CI): " + "; ".join(
+        _best_winning(_pt(task)) for task in (*PT_TASKS, "sst2"))
+
+
+def _cpu_full_seeds() -> str:
+    counts = sorted({len(_json(f"cpu_full/tickets/{t}/phase_transition.json")["seeds"]) for t in CPU_FULL_TICKETS})
+    return " or ".join(map(str, counts)) + " seeds"
+
+
+def _cpu_full_phase_summary() -> str:
+    """The full-budget ticket stage: the best winning ticket per task, the super tickets, the verdicts."""
+    reports = [_json(f"cpu_full/tickets/{t}/phase_transition.json") for t in CPU_FULL_TICKETS]
+    supers = [f"{TASK_NAMES[r['task']]} " + ("dense" if r["super_ticket"]["kind"] == "dense"
+                                             else f"winning {r['super_ticket']['sparsity']:.2f}") for r in reports]
+    verdicts = [phase_transition.transition(r, baselines().get(r["task"])) for r in reports]
+    appears = [TASK_NAMES[v["task"]] for v in verdicts if v["verdict"] == "appears"]
+    return ("best winning ticket on dev − dense (95 % CI): " + "; ".join(_best_winning(r) for r in reports)
+            + "; super tickets (held-out): " + ", ".join(supers)
+            + f"; phase transition detected on: {', '.join(appears) or 'none'}")
 
 
 def _lottery_summary() -> str:
@@ -499,6 +517,9 @@ def results_summary() -> str:
          _deploy_summary(), "`bench_deploy.json`"),
         ("phase transition (STS-B, RTE, MRPC, CoLA: 2 seeds; SST-2: 1 seed)", _phase_summary(),
          "`phase_transition/*/phase_transition.json`, `cpu_study/tickets/sst2/`"),
+        (f"phase transition, full training sets ({', '.join(TASK_NAMES[t] for t in CPU_FULL_TICKETS)}: "
+         f"{_cpu_full_seeds()})",
+         _cpu_full_phase_summary(), "`cpu_full/tickets/*/phase_transition.json`"),
         ("unstructured tickets (IMP / OMP / random), MRPC and RTE, 2 seeds", _lottery_summary(),
          "`lottery/*/lottery.json`"),
         ("iterative structured pruning, 2 seeds", _iterative_summary(), "`iterative_pruning/*/iterative_pruning.json`"),
