@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 import signal
 import subprocess
@@ -213,6 +214,7 @@ def test_a_time_limit_starts_only_the_runs_that_would_finish_within_it(tmp_path,
                       "runs/unknown": "ran", "report": "ran"}  # no estimate: started
     assert sorted(trained) == ["short", "unknown"]
     assert ("[left] runs/long: would not finish within the time limit (10m00s): needs ~1h00m, " in "\n".join(said))
+    assert re.search(r"^\[study\] .*; ETA .*, time limit in (9m5\ds|10m00s)$", said[0]), said[0]
     assert report.records["runs/after-long"].error == "needs runs/long, which was left at the time limit"
     with pytest.raises(StudyFailed, match="runs/long: would not finish within the time limit"):
         raise_if_failed(report)

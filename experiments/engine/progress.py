@@ -25,8 +25,9 @@ class Board:
     """Progress lines for one study run by one scheduler."""
 
     def __init__(self, total: int, cost: CostModel, slots: int, say: Callable[[str], None] | None = None,
-                 every: float = 60.0) -> None:
+                 every: float = 60.0, deadline: float | None = None) -> None:
         self.total = total
+        self.deadline = deadline  # the time limit's end (time.time() clock), when there is one
         self.cost = cost
         self.slots = max(1, slots)
         self.say = say or (lambda line: print(line, file=sys.stdout, flush=True))
@@ -65,7 +66,8 @@ class Board:
         filled = int(width * done / self.total) if self.total else width
         eta = self.remaining_seconds(pending, running)
         self.say(f"[study] [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} done, {len(running)} running, "
-                 f"{failed} failed; ETA {duration(eta)}")
+                 f"{failed} failed; ETA {duration(eta)}"
+                 + ("" if self.deadline is None else f", time limit in {duration(max(0.0, self.deadline - now))}"))
         for job in running:
             status = read_status(job.run.path) if job.is_training else None
             self.say(f"    {job.describe()}: {run_eta(status) if job.is_training else 'running'}")

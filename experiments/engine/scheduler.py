@@ -151,7 +151,8 @@ class Scheduler:
         pending = self.priority(done)
         running: dict[str, Job] = {}
         waiting_note: dict[str, str] = {}
-        board = Board(len(self.graph), self.cost, max(1, self.backend.free), self.say, self.status_every)
+        board = Board(len(self.graph), self.cost, max(1, self.backend.free), self.say, self.status_every,
+                      deadline=None if self.time_limit is None else start + self.time_limit)
         board.maybe_report(len(done), 0, pending, [], force=True)
         stop = False
         try:
