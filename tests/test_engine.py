@@ -434,6 +434,83 @@ def test_dry_run_says_which_tasks_have_no_data_to_estimate(tmp_path, monkeypatch
     assert "no training data counted for rte (read from the Hugging Face hub: not counted)" in hub
 
 
+def _glue_with(tmp_path, rows: int) -> Path:
+    glue = tmp_path / "glue"
+    for task, header, line in (("RTE", "index\tsentence1\tsentence2\tlabel\n", "0\ta\tb\tentailment\n"),
+                               ("MRPC", "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n", "1\t1\t2\ta\tb\n")):
+        (glue / task).mkdir(parents=True, exist_ok=True)
+        (glue / task / "train.tsv").write_text(header + line * rows)
+    return glue
+
+
+def _finished(tmp_path, name: str, tasks: list[str], model: str, seconds: float, examples: int, glue: Path,
+              wall: float | None = None) -> RunDir:
+    run = RunDir(tmp_path / name)
+    run.path.mkdir(parents=True)
+    save_config(TrainConfig.of(tasks=tasks, model=model, glue_dir=str(glue), output_dir=str(run.path)), run.config_path)
+    metrics = {t: {"accuracy": 60.0} for t in tasks}
+    result = {"metrics": metrics, "train_seconds": seconds, "train_examples": examples}
+    run.results_path.write_text(json.dumps(result if wall is None else {**result, "wall_seconds": wall}))
+    run.metrics_path.write_text(json.dumps(metrics))
+    return run
+
+
+def test_the_cost_model_learns_from_the_closest_finished_runs(tmp_path):
+    glue = _glue_with(tmp_path, 100)
+
+    def job(tasks, model="minilm", epochs=1):
+        return Job(f"runs/{model}-{'-'.join(tasks)}", config=TrainConfig.of(
+            tasks=tasks, model=model, epochs=epochs, glue_dir=str(glue), output_dir=str(tmp_path / "todo")))
+
+    cost = CostModel()
+    table = 100 / cost.rates["rte"] * 1.1
+    assert cost.seconds(job(["rte"])) == pytest.approx(table)  # nothing measured: the table
+    # single-task runs of two models: each model is costed from its own runs, a third from their mean
+    cost.learn([_finished(tmp_path, "a1", ["rte"], "minilm", 10.0, 100, glue),
+                _finished(tmp_path, "b1", ["rte"], "/students/small", 2.0, 100, glue)])
+    assert cost.seconds(job(["rte"])) == pytest.approx(10.0 * 1.1)
+    assert cost.seconds(job(["rte"], "/students/small", epochs=3)) == pytest.approx(3 * 2.0 * 1.1)
+    assert cost.seconds(job(["rte"], "/students/other")) == pytest.approx(100 * (0.1 + 0.02) / 2 * 1.1)
+    # learning incrementally averages (a run learnt twice counts once)
+    cost.learn([_finished(tmp_path, "a2", ["rte"], "minilm", 30.0, 100, glue)])
+    cost.learn([RunDir(tmp_path / "a2")])
+    assert cost.seconds(job(["rte"])) == pytest.approx(100 * (0.1 + 0.3) / 2 * 1.1)
+    # a multi-task run: from the per-task rates until a run of the same model and tasks has finished
+    from_tasks = cost.seconds(job(["rte", "mrpc"]))
+    assert from_tasks == pytest.approx((100 * 0.2 + 100 / cost.rates["mrpc"]) * 1.1)
+    cost.learn([_finished(tmp_path, "m1", ["rte", "mrpc"], "minilm", 50.0, 200, glue)])
+    assert cost.seconds(job(["rte", "mrpc"], epochs=2)) == pytest.approx(2 * 200 * 0.25 * 1.1)
+    assert cost.seconds(job(["mrpc", "rte"])) == pytest.approx(from_tasks)  # another order: another run
+    # the median: a paused run (hours it did not compute) does not move the estimate
+    cost.learn([_finished(tmp_path, f"p{i}", ["mrpc"], "minilm", seconds, 100, glue)
+                for i, seconds in enumerate((10.0, 10.0, 600.0))])
+    assert cost.seconds(job(["mrpc"])) == pytest.approx(10.0 * 1.1)
+    # a run's own wall time (evaluation and start-up included) replaces the assumed 10 % overhead
+    cost.learn([_finished(tmp_path, "w1", ["mrpc"], "/students/small", 4.0, 100, glue, wall=4.5)])
+    assert cost.seconds(job(["mrpc"], "/students/small")) == pytest.approx(4.5)
+
+
+def test_the_cost_of_a_run_comes_first_from_the_other_seeds_of_its_row(tmp_path):
+    glue = _glue_with(tmp_path, 100)
+
+    def config(name, lr, seed, mask=None):
+        return TrainConfig.of(tasks=["rte"], lr=lr, seed=seed, epochs=1, glue_dir=str(glue), output_dir=str(tmp_path / name),
+                              **({"mask": mask} if mask else {}))
+
+    runs = []
+    for name, lr, seconds in (("slow", 1e-4, 30.0), ("fast", 5e-5, 10.0), ("fast2", 5e-5, 12.0)):
+        run = _finished(tmp_path, name, ["rte"], "minilm", seconds, 100, glue)
+        save_config(config(name, lr, 1), run.config_path)
+        runs.append(run)
+    cost = CostModel()
+    cost.learn(runs)
+    # seed 2 of the lr 5e-5 row, gated by a mask: that row's runs (median of 10 and 12), not the slow row
+    job = Job("runs/next", config=config("next", 5e-5, 2, mask=str(tmp_path / "m.safetensors")))
+    assert cost.seconds(job) == pytest.approx(11.0 * 1.1)
+    # a row not run yet: the model's runs on the task (median of 30, 10, 12)
+    assert cost.seconds(Job("runs/other", config=config("other", 2e-5, 1))) == pytest.approx(12.0 * 1.1)
+
+
 def test_the_same_study_on_a_local_ray_cluster(tiny):
     pytest.importorskip("ray")
     root, args = tiny
