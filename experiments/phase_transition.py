@@ -46,6 +46,7 @@ from masks.kinds import TICKET_KINDS
 from masks.mask import Mask, load_mask, save_mask
 from masks.tickets import cut_ticket
 from mtl.config import TrainConfig
+from mtl.model_card import command_line
 from mtl.run import ensure_run, prepare_output_dir, resolve_tasks
 from mtl.rundir import RunDir, RunResult
 from tasks.baseline import Baseline, is_learnt
@@ -236,11 +237,26 @@ def summarize(runs: dict[str, list[dict]], base: TrainConfig, task: str, out: Pa
                                "path": str(out / "super_ticket.safetensors")},
               "dense": {"dev_mean": dense["dev_mean"], "dev_std": dense["dev_std"]},
               "baseline": baseline.to_dict() if baseline is not None else None,
-              "config": base.to_dict(), "command": " ".join(sys.argv)}
+              "config": base.to_dict(), "command": command_line()}
+    report["command"] = _first_command(report, out / "phase_transition.json")
     atomic_write_json(out / "phase_transition.json", report)
     atomic_write_text(out / "phase_transition.md", markdown(report))
     plot_phase_transition(report, out / "phase_transition.png")
     return report
+
+
+def _first_command(report: dict, path: Path) -> str:
+    """The command of the report already at ``path`` when everything else in it is what ``report`` says (a
+    resumed study rewrites the same report: its first command stays, and the file does not change); else
+    ``report``'s."""
+    if path.is_file():
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return report["command"]
+        if {**before, "command": None} == {**json.loads(json.dumps(report)), "command": None}:
+            return before.get("command", report["command"])
+    return report["command"]
 
 
 def _row(name: str, items: list[dict]) -> dict:

@@ -144,3 +144,19 @@ def test_a_tie_in_the_last_floating_point_bit_is_a_tie_and_goes_to_the_sparser()
     # a real difference still decides
     winning["holdout_mean"] = 0.2 - 1e-6
     assert selection(report)["kind"] == "dense"
+
+
+def test_a_resumed_study_keeps_the_report_and_its_first_command(tmp_path, monkeypatch):
+    def write(command, dev):
+        monkeypatch.setattr(phase_transition, "command_line", lambda: command)
+        return summarize(runs(70.0, {0.3: 65.0, 0.6: 60.0}, dev), BASE, "rte", tmp_path, "holdout",
+                         scoring_dir(tmp_path), baselines={"rte": BASELINE})
+
+    write("python -m experiments.run study.yaml", DEV)
+    first = (tmp_path / "phase_transition.json").read_bytes()
+    assert write("python -m experiments.run study.yaml --time-limit 2h", DEV)["command"] == (
+        "python -m experiments.run study.yaml")  # the same report: nothing changes
+    assert (tmp_path / "phase_transition.json").read_bytes() == first
+    assert "Command: `python -m experiments.run study.yaml`" in (tmp_path / "phase_transition.md").read_text()
+    changed = {**DEV, "dense": [58.0, 57.0]}  # another result: the command that wrote it
+    assert write("python -m experiments.run study.yaml --time-limit 2h", changed)["command"].endswith("--time-limit 2h")
