@@ -59,6 +59,14 @@ def verdict(diff: dict[str, Any] | None) -> str:
     return "not distinguishable"
 
 
+def paper_inside(paper_diff: float, diff: dict[str, Any] | None) -> bool | None:
+    """Whether the paper's difference lies in our paired 95 % interval (None without one): "yes" means our
+    data cannot tell our effect from the paper's."""
+    if diff is None or diff.get("low") is None:
+        return None
+    return bool(diff["low"] <= paper_diff <= diff["high"])
+
+
 def _row(table: dict[str, Any], label: str) -> dict[str, Any]:
     row = next((r for r in table["rows"] if r["label"] == label), None)
     if row is None:
@@ -84,7 +92,8 @@ def comparison(table: dict[str, Any], paper: Paper = SUPER_TICKETS) -> dict[str,
                                              "diff": paper.tickets.scores[task] - paper.dense.scores[task]},
                      "ours": {side: {"mean": c["score"]["mean"], "std": c["score"].get("std"), "n": c["score"]["n"],
                                      "learnt": c.get("learnt")} for side, c in ours.items()},
-                     "diff": diff, "verdict": verdict(diff)})
+                     "diff": diff, "verdict": verdict(diff),
+                     "paper_inside": paper_inside(paper.tickets.scores[task] - paper.dense.scores[task], diff)})
     same_average = dense["average"] is not None and sorted(dense["average"]["tasks"]) == sorted(tasks)
     average = None
     if same_average:
@@ -93,7 +102,8 @@ def comparison(table: dict[str, Any], paper: Paper = SUPER_TICKETS) -> dict[str,
         average = {"paper": {"dense": p_dense, "tickets": p_tickets, "diff": p_tickets - p_dense},
                    "ours": {side: {"mean": row["average"]["mean"], "std": row["average"].get("std"),
                                    "n": row["average"]["n"]} for side, row in (("dense", dense), ("tickets", tickets))},
-                   "diff": versus["glue_avg"], "verdict": verdict(versus["glue_avg"])}
+                   "diff": versus["glue_avg"], "verdict": verdict(versus["glue_avg"]),
+                   "paper_inside": paper_inside(p_tickets - p_dense, versus["glue_avg"])}
     return {"source": paper.source, "model": paper.model, "dense": dense["label"], "tickets": tickets["label"],
             "tasks": tasks, "rows": rows, "average": average,
             "missing": [t for t in task_order(set(paper.dense.scores)) if t not in tasks]}
@@ -115,8 +125,9 @@ def _interval(diff: dict[str, Any] | None) -> str:
 def format_comparison(report: dict[str, Any], model: str) -> str:
     """Markdown: one line per task and one for the average; the paper's columns, then ours."""
     head = ["task", "paper MT-DNN", "paper Tickets-Share", "paper Δ", f"ours {report['dense']}",
-            f"ours {report['tickets']}", "ours Δ, paired 95 % interval", "ours, as the interval says"]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * 6 + "---|"]
+            f"ours {report['tickets']}", "ours Δ, paired 95 % interval", "ours, as the interval says",
+            "paper Δ inside our interval"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * 6 + "---|---|"]
     entries = [(TASK_NAMES.get(r["task"], r["task"]), r) for r in report["rows"]]
     if report["average"] is not None:
         entries.append((f"average ({len(report['tasks'])} tasks)", report["average"]))
@@ -125,10 +136,12 @@ def format_comparison(report: dict[str, Any], model: str) -> str:
         n = r["ours"]["dense"]["n"]
         lines.append("| " + " | ".join([name, f"{p['dense']:.2f}", f"{p['tickets']:.2f}", f"{p['diff']:+.2f}".replace("-", "−"),
                                          _ours(r["ours"]["dense"]), _ours(r["ours"]["tickets"]), _interval(r["diff"]),
-                                         r["verdict"] + (f" (n={r['diff']['n']})" if r["diff"] else f" (n={n})")]) + " |")
+                                         r["verdict"] + (f" (n={r['diff']['n']})" if r["diff"] else f" (n={n})"),
+                                         {None: "–", True: "yes", False: "no"}[r["paper_inside"]]]) + " |")
     notes = [f"Paper: {report['model']}, {report['source']}. Task score: the mean of the task's metrics (MRPC accuracy "
              f"and F1, STS-B Pearson and Spearman). Ours: {model}, mean ± std over seeds; Δ = Tickets-Share − MT-DNN, "
-             "paired by seed (n: seeds paired); "
+             "paired by seed (n: seeds paired); \"paper Δ inside our interval\": yes when our data cannot tell our "
+             "difference from the paper's, no when they are distinguishable; "
              f"{NOT_LEARNT} = not learnt (below the constant-prediction bar)."]
     if report["missing"]:
         notes.append("Not in our table: " + ", ".join(TASK_NAMES.get(t, t) for t in report["missing"]) + ".")

@@ -67,7 +67,11 @@ def test_a_better_ticket_row_reads_better_and_not_learnt_is_marked():
     rte = next(r for r in report["rows"] if r["task"] == "rte")
     assert rte["verdict"] == "better"
     text = format_comparison(report, "MiniLM")
-    assert "| +2.00 [+0.50, +3.50] | better (n=9) |" in text and "†" in text.split("| CoLA |")[1].split("\n")[0]
+    assert "| +2.00 [+0.50, +3.50] | better (n=9) | yes |" in text and "†" in text.split("| CoLA |")[1].split("\n")[0]
+    assert rte["paper_inside"] is True  # the paper's +2.20 lies in [+0.50, +3.50]
+    tickets["vs_dense"]["tasks"]["rte"] = {"mean": -2.0, "low": -3.5, "high": -0.5, "n": 9}
+    rte = next(r for r in comparison(t)["rows"] if r["task"] == "rte")
+    assert (rte["verdict"], rte["paper_inside"]) == ("worse", False)
 
 
 def test_a_table_without_the_rows_is_refused():
