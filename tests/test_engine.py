@@ -208,13 +208,15 @@ def test_a_time_limit_starts_only_the_runs_that_would_finish_within_it(tmp_path,
     cost = FixedCost({"runs/long": 3600.0, "runs/short": 1.0, "runs/after-long": 1.0})
     said = []
     report = Scheduler(JobGraph(jobs), InlineBackend(tmp_path / "logs"), log_dir=tmp_path / "logs", cost=cost,
-                       say=said.append, time_limit=600.0).run()
+                       say=said.append, time_limit=600.0, status_every=0.0).run()
     status = {name: r.status for name, r in report.records.items()}
     assert status == {"runs/long": "not-run", "runs/short": "ran", "runs/after-long": "not-run",
                       "runs/unknown": "ran", "report": "ran"}  # no estimate: started
     assert sorted(trained) == ["short", "unknown"]
     assert ("[left] runs/long: would not finish within the time limit (10m00s): needs ~1h00m, " in "\n".join(said))
     assert re.search(r"^\[study\] .*; ETA .*, time limit in (9m5\ds|10m00s)$", said[0]), said[0]
+    # runs left at the limit are not counted as failures
+    assert any("0 failed, 2 left at the time limit" in line for line in said), said
     assert report.records["runs/after-long"].error == "needs runs/long, which was left at the time limit"
     with pytest.raises(StudyFailed, match="runs/long: would not finish within the time limit"):
         raise_if_failed(report)

@@ -57,7 +57,10 @@ class Board:
                 total += max(0.0, cost - (now - self.started.get(job.name, now)))
         return total / self.slots
 
-    def maybe_report(self, done: int, failed: int, pending: list[Job], running: list[Job], force: bool = False) -> None:
+    def maybe_report(self, done: int, failed: int, pending: list[Job], running: list[Job], force: bool = False,
+                     left: int = 0) -> None:
+        """The progress bar and a line per running job, every ``every`` seconds (``force``: now). ``left``: jobs
+        left at the time limit (not failures: the next call runs them)."""
         now = time.time()
         if not force and now - self.last < self.every:
             return
@@ -66,7 +69,7 @@ class Board:
         filled = int(width * done / self.total) if self.total else width
         eta = self.remaining_seconds(pending, running)
         self.say(f"[study] [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} done, {len(running)} running, "
-                 f"{failed} failed; ETA {duration(eta)}"
+                 f"{failed} failed{f', {left} left at the time limit' if left else ''}; ETA {duration(eta)}"
                  + ("" if self.deadline is None else f", time limit in {duration(max(0.0, self.deadline - now))}"))
         for job in running:
             status = read_status(job.run.path) if job.is_training else None

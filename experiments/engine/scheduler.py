@@ -248,7 +248,7 @@ class Scheduler:
                     self._finish(job, outcome, report, done, failed, board)
                 for lock in self.locks.values():
                     lock.heartbeat()
-                board.maybe_report(len(done), len(failed), pending, list(running.values()))
+                board.maybe_report(len(done), len(failed - left), pending, list(running.values()), left=len(left))
                 if stop and not running:
                     break
         finally:
