@@ -123,7 +123,7 @@ class CostModel:
                 self._task.setdefault(task, {})[key] = per_example
 
     def per_example(self, model: str, task: str) -> float:
-        """One core's seconds per training example of ``model`` on ``task``, evaluation included (rules 2-3)."""
+        """One core's seconds per training example of ``model`` on ``task``, evaluation included (rules 3-4)."""
         measured = self._model_task.get((model, task)) or self._task.get(task)
         return _typical(measured) if measured else EVAL_OVERHEAD / self.rates.get(task, DEFAULT_RATE)
 
