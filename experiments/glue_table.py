@@ -486,7 +486,8 @@ def format_seed_table(table: dict[str, Any], half_width: float = TARGET_HALF_WID
                      + f"{_seeds_for(comparison['glue_avg'], half_width)} |")
     lines += ["", f"Seeds for ±{half_width:g}: the fewest seeds whose paired 95 % t-interval of Δ GLUE avg is at most "
               f"±{half_width:g} wide, if the spread of the differences is what these seeds show "
-              "(`basics.stats.seeds_needed`): how to size the next runs from a pilot."]
+              "(`basics.stats.seeds_needed`): how to size the next runs from a pilot; – with one seed, or when every "
+              "seed shows the same difference (no spread to size from)."]
     return "\n".join(lines) + "\n"
 
 

@@ -21,8 +21,9 @@ from typing import Any
 
 from basics.cli import OneLineParser, run_main
 from basics.errors import UserError
+from basics.stats import direction, no_spread
 from experiments.glue_table import TASK_NAMES, task_order
-from experiments.report_stats import NOT_LEARNT
+from experiments.report_stats import NOT_LEARNT, format_versus
 from mtl.rundir import read_json
 
 
@@ -49,20 +50,18 @@ SUPER_TICKETS = Paper(
 
 
 def verdict(diff: dict[str, Any] | None) -> str:
-    """"better" / "worse" / "not distinguishable" from a paired difference's 95 % interval."""
-    if diff is None or diff.get("low") is None:
-        return "–"
-    if diff["low"] > 0:
-        return "better"
-    if diff["high"] < 0:
-        return "worse"
-    return "not distinguishable"
+    """"better" / "worse" / "not distinguishable" from a paired difference's 95 % interval; "–" without one, and
+    "no interval: no spread" when every seed differs by the same amount (a zero-width interval decides nothing)."""
+    sign = direction(diff)
+    if sign is None:
+        return "no interval: no spread" if no_spread(diff) else "–"
+    return {1: "better", -1: "worse", 0: "not distinguishable"}[sign]
 
 
 def paper_inside(paper_diff: float, diff: dict[str, Any] | None) -> bool | None:
     """Whether the paper's difference lies in our paired 95 % interval (None without one): "yes" means our
     data cannot tell our effect from the paper's."""
-    if diff is None or diff.get("low") is None:
+    if direction(diff) is None:
         return None
     return bool(diff["low"] <= paper_diff <= diff["high"])
 
@@ -114,14 +113,6 @@ def _ours(cell: dict[str, Any]) -> str:
     return text + (f" {NOT_LEARNT}" if cell.get("learnt") is False else "")
 
 
-def _interval(diff: dict[str, Any] | None) -> str:
-    if diff is None:
-        return "–"
-    if diff.get("low") is None:
-        return f"{diff['mean']:+.2f}".replace("-", "−")
-    return f"{diff['mean']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}]".replace("-", "−")
-
-
 def format_comparison(report: dict[str, Any], model: str) -> str:
     """Markdown: one line per task and one for the average; the paper's columns, then ours."""
     head = ["task", "paper MT-DNN", "paper Tickets-Share", "paper Δ", f"ours {report['dense']}",
@@ -135,7 +126,7 @@ def format_comparison(report: dict[str, Any], model: str) -> str:
         p = r["paper"]
         n = r["ours"]["dense"]["n"]
         lines.append("| " + " | ".join([name, f"{p['dense']:.2f}", f"{p['tickets']:.2f}", f"{p['diff']:+.2f}".replace("-", "−"),
-                                         _ours(r["ours"]["dense"]), _ours(r["ours"]["tickets"]), _interval(r["diff"]),
+                                         _ours(r["ours"]["dense"]), _ours(r["ours"]["tickets"]), format_versus(r["diff"]),
                                          r["verdict"] + (f" (n={r['diff']['n']})" if r["diff"] else f" (n={n})"),
                                          {None: "–", True: "yes", False: "no"}[r["paper_inside"]]]) + " |")
     notes = [f"Paper: {report['model']}, {report['source']}. Task score: the mean of the task's metrics (MRPC accuracy "

@@ -33,7 +33,7 @@ from pathlib import Path
 from basics.cli import config_parser, parse_config, run_main
 from basics.errors import UserError
 from basics.io import atomic_write_json, atomic_write_text
-from basics.stats import mean_std
+from basics.stats import direction, mean_std
 from experiments.baselines import baselines_for
 from experiments.engine.jobs import Job, JobGraph
 from experiments.engine.options import EngineOptions, add_engine_flags, engine_options, print_study_report, run_jobs
@@ -321,8 +321,8 @@ def transition(report: dict, baseline: Baseline | None) -> dict:
     dense = next(r for r in rows if r["kind"] == "dense")
     winning = sorted((r for r in rows if r["kind"] == "winning"), key=lambda r: r["sparsity"])
     diffs = dense_differences(report)
-    above = [r["sparsity"] for r in winning if (d := diffs[("winning", r["sparsity"])]) and d["low"] is not None and d["low"] > 0]
-    below = [r["sparsity"] for r in winning if (d := diffs[("winning", r["sparsity"])]) and d["high"] is not None and d["high"] < 0]
+    above = [r["sparsity"] for r in winning if direction(diffs[("winning", r["sparsity"])]) == 1]
+    below = [r["sparsity"] for r in winning if direction(diffs[("winning", r["sparsity"])]) == -1]
     dense_learnt = None if baseline is None else bool(is_learnt(dense["dev_mean"], baseline))
     peak = max((r for r in winning if r["sparsity"] in above), key=lambda r: (r["dev_mean"], -r["sparsity"]), default=None)
     fall = None
@@ -330,7 +330,7 @@ def transition(report: dict, baseline: Baseline | None) -> dict:
         for r in winning:
             if r["sparsity"] > peak["sparsity"]:
                 d = versus(by_seed(r["seeds"], r["dev"]), by_seed(peak["seeds"], peak["dev"]))
-                if d and d["high"] is not None and d["high"] < 0:
+                if direction(d) == -1:
                     fall = {"sparsity": r["sparsity"], "vs_peak": d}
                     break
     if dense_learnt is False:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from basics.stats import PairedDifference, paired_difference, signed
+from basics.stats import PairedDifference, from_dict, paired_difference, signed
 from tasks.baseline import Baseline, is_learnt
 
 NOT_LEARNT = "†"
@@ -34,13 +34,10 @@ def versus(a: Mapping, b: Mapping) -> dict | None:
 
 
 def format_versus(diff: Mapping | PairedDifference | None, digits: int = 2) -> str:
-    """``"−0.13 [−1.57, +1.31]"``, ``"+0.40 (n=1)"``, or ``"–"``."""
+    """``"−0.13 [−1.57, +1.31]"``, ``"+0.40 (n=1)"``, ``"+1.44 (n=2, the same on every seed)"``, or ``"–"``."""
     if diff is None:
         return "–"
-    if isinstance(diff, Mapping):
-        diff = PairedDifference(diff["mean"], diff["low"], diff["high"], diff["n"], tuple(diff["seeds"]),
-                                tuple(diff["differences"]))
-    return diff.format(digits)
+    return (from_dict(diff) if isinstance(diff, Mapping) else diff).format(digits)
 
 
 def learnt_mark(score: float | None, baseline: Baseline | None) -> str:

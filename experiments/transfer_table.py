@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from basics.stats import mean_std
+from basics.stats import direction, mean_std, no_spread
 from experiments.report_stats import NOT_LEARNT, format_versus, learnt_mark, pm, versus
 from tasks.baseline import Baseline, is_learnt
 
@@ -30,18 +30,16 @@ TRANSFERS = "transfers"
 WORSE = "worse than random"
 UNDECIDED = "not distinguishable"
 ONE_SEED = "one seed: no interval"
+NO_SPREAD = "no spread: no interval"  # every seed the same difference (basics.stats.PairedDifference.no_spread)
 CONTROLS = ("dense", "random")
 
 
 def verdict(diff: Mapping[str, Any] | None) -> str:
     """The verdict of a paired difference to random (a :func:`experiments.report_stats.versus` dict)."""
-    if diff is None or diff.get("low") is None:
-        return ONE_SEED
-    if diff["low"] > 0:
-        return TRANSFERS
-    if diff["high"] < 0:
-        return WORSE
-    return UNDECIDED
+    sign = direction(diff)
+    if sign is None:
+        return NO_SPREAD if no_spread(diff) else ONE_SEED
+    return {1: TRANSFERS, -1: WORSE, 0: UNDECIDED}[sign]
 
 
 def universal(source: str, own_task: str | None, verdicts: Mapping[str, str],
@@ -65,7 +63,7 @@ def universal(source: str, own_task: str | None, verdicts: Mapping[str, str],
         answer += f"; not judged: {', '.join(skipped)} (dense not learnt)"
     return {"source": source, "own_task": own_task, "universal": bool(judged) and len(transfers) == len(judged),
             "answer": answer, "transfers": transfers, "worse": worse, "not_judged": skipped,
-            "undecided": [t for t, v in judged.items() if v in (UNDECIDED, ONE_SEED)]}
+            "undecided": [t for t, v in judged.items() if v in (UNDECIDED, ONE_SEED, NO_SPREAD)]}
 
 
 def cell(values: Mapping[Any, float] | None) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from basics.errors import UserError
-from experiments.paper_comparison import SUPER_TICKETS, comparison, format_comparison, verdict
+from experiments.paper_comparison import SUPER_TICKETS, comparison, format_comparison, paper_inside, verdict
 
 TABLE = Path(__file__).resolve().parent.parent / "experiments" / "results" / "cpu_study" / "table.json"
 
@@ -25,6 +25,8 @@ def test_verdict_follows_the_interval():
     assert verdict({"mean": -1.0, "low": -1.8, "high": -0.1}) == "worse"
     assert verdict({"mean": 0.3, "low": -0.5, "high": 1.1}) == "not distinguishable"
     assert verdict({"mean": 0.3, "low": None, "high": None}) == "–" and verdict(None) == "–"
+    same = {"mean": -0.69, "low": -0.69, "high": -0.69, "n": 2, "differences": [-0.69, -0.69]}
+    assert verdict(same) == "no interval: no spread" and paper_inside(0.5, same) is None
 
 
 def test_comparison_takes_its_numbers_from_the_table_and_the_paper():

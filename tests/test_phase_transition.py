@@ -86,7 +86,7 @@ def test_paired_differences_and_not_learnt_marks(tmp_path):
     assert "| 0.30 | 55.50 ± 2.12 † | 50.50 ± 0.71 † |  | 65.00 ± 0.00 |" in text  # below 52.7 + 3.0
     assert "| 0 (dense) | 57.00 ± 1.41 |" in text  # learnt: no mark
     assert "| 0.30 | −1.50 [−7.85, +4.85] | −6.50 [−25.56, +12.56] |  |" in text
-    assert "| 0.60 | −6.00 [−6.00, −6.00] |" in text  # the same difference on both seeds: a zero-width interval
+    assert "| 0.60 | −6.00 (n=2, the same on every seed) |" in text  # no spread: a zero-width interval decides nothing
     assert "below 55.70, not learnt" in text
 
 

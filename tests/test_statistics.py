@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from basics.stats import paired_difference, seeds_needed, signed, t_quantile
+from basics.stats import direction, paired_difference, seeds_needed, signed, t_quantile
 from tasks.baseline import Baseline, constant_baseline, is_learnt
 from tasks.metrics import METRICS
 from tasks.score import selection_score, task_score
@@ -40,7 +40,7 @@ def test_seeds_needed_by_hand():
     # differences 1 and -1: sd sqrt(2); n = 12 is the first with t(n-1) sqrt(2) / sqrt(n) <= 0.9
     assert seeds_needed([1.0, -1.0], 0.9) == 12
     assert t_quantile(11) * math.sqrt(2) / math.sqrt(12) <= 0.9 < t_quantile(10) * math.sqrt(2) / math.sqrt(11)
-    assert seeds_needed([0.5, 0.5, 0.5], 0.1) == 2  # no spread: the fewest seeds with an interval
+    assert seeds_needed([0.5, 0.5, 0.5], 0.1) is None  # no spread: a pilot that shows none cannot size anything
     assert seeds_needed([3.0], 0.9) is None  # one seed: no spread to size from
     assert seeds_needed([10.0, -10.0], 0.01, limit=50) is None
     with pytest.raises(ValueError, match="half_width"):
@@ -54,6 +54,21 @@ def test_paired_difference_edge_cases():
     clear = paired_difference({1: 5.0, 2: 5.2, 3: 4.9}, {1: 1.0, 2: 1.1, 3: 0.8})
     assert clear.excludes_zero and clear.low > 0
     assert (signed(0.004), signed(-2.5, 1), signed(3, 0)) == ("0.00", "−2.5", "+3")
+
+
+def test_a_difference_that_is_the_same_on_every_seed_decides_nothing():
+    # RTE (277 examples): 165 vs 161 and 170 vs 166 right: +4 examples on both seeds, equal but for the last bits
+    same = paired_difference({1: 165 / 277 * 100, 2: 170 / 277 * 100}, {1: 161 / 277 * 100, 2: 166 / 277 * 100})
+    assert same.low == same.high and same.no_spread and not same.excludes_zero
+    assert direction(same) is None and direction(same.to_dict()) is None
+    assert same.format() == "+1.44 (n=2, the same on every seed)"
+    assert seeds_needed(same.differences, 0.9) is None
+    identical = paired_difference({1: 70.0, 2: 71.0, 3: 69.0}, {1: 70.0, 2: 71.0, 3: 69.0})  # an arm that repeats another
+    assert identical.format() == "0.00 (n=3, the same on every seed)" and direction(identical) is None
+    spread = paired_difference({1: 5.0, 2: 5.2}, {1: 1.0, 2: 1.0})
+    assert not spread.no_spread and direction(spread) == 1 and direction(spread.to_dict()) == 1
+    assert direction({"mean": -1.0, "low": -1.8, "high": -0.1}) == -1  # a dict without its differences
+    assert direction({"mean": 0.3, "low": -0.5, "high": 1.1}) == 0 and direction(None) is None
 
 
 def test_task_score_is_the_mean_of_every_metric_and_selection_averages_tasks():

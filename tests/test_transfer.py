@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from basics.errors import UserError
-from experiments import transfer
+from experiments import transfer, transfer_table
 from experiments.transfer_config import load_study, study_from_dict
 from experiments.transfer_table import ONE_SEED, TRANSFERS, UNDECIDED, WORSE, render, transfer_report, universal
 from masks.mask import load_mask_file
@@ -40,6 +40,7 @@ def test_table_and_verdicts_against_hand_computed_numbers():
     assert rows["obj"]["b"]["verdict"] == UNDECIDED  # differences -1, 1, -3
     assert rows["a"]["b"]["verdict"] == WORSE  # -10, -11, -11
     assert rows["b"]["a"]["verdict"] == ONE_SEED
+    assert transfer_table.verdict({"mean": 2.0, "low": 2.0, "high": 2.0, "n": 3, "differences": [2.0, 2.0, 2.0]}) == transfer_table.NO_SPREAD
     assert rows["a"]["a"]["score"]["mean"] == pytest.approx(70 + 1 / 3)
     assert rows["random"]["a"]["vs_dense"]["mean"] == pytest.approx(-11.0)
     assert rows["obj"]["a"]["vs_dense"]["differences"] == [-5.0, -5.0, -8.0]
@@ -64,8 +65,8 @@ def test_not_learnt_marks_and_targets_left_out_of_the_universal_question():
     assert report["dense_not_learnt"] == ["b"]
     assert report["rows"]["dense"]["a"]["learnt"] and not report["rows"]["obj"]["b"]["learnt"]
     answer = report["universal"][0]
-    # obj on b: +9, +9 vs random (sd 0): "transfers", but b is not judged; on a: +5, +5.5 -> transfers
-    assert report["rows"]["obj"]["b"]["verdict"] == TRANSFERS and answer["not_judged"] == ["b"]
+    # obj on b: +9, +9 vs random (no spread: no interval), and b is not judged anyway; on a: +5, +5.5 -> transfers
+    assert report["rows"]["obj"]["b"]["verdict"] == transfer_table.NO_SPREAD and answer["not_judged"] == ["b"]
     assert answer["universal"] and answer["answer"] == ("yes: better than random on every other target; "
                                                          "not judged: b (dense not learnt)")
     text = render(report, "T")
@@ -109,7 +110,7 @@ def test_tiny_study_end_to_end_one_and_two_workers(tmp_path, capsys):
     assert table["sources"] == ["self-distill", "tinysent"]
     for row in ("dense", "random", "self-distill", "tinysent"):
         assert table["rows"][row]["tinysent"]["score"]["n"] == 2
-    assert table["rows"]["self-distill"]["tinysent"]["verdict"] in (TRANSFERS, WORSE, UNDECIDED)
+    assert table["rows"]["self-distill"]["tinysent"]["verdict"] in (TRANSFERS, WORSE, UNDECIDED, transfer_table.NO_SPREAD)
     # matched sparsity: every source ticket and the random masks keep the same heads and neurons
     masks = [load_mask_file(tmp_path / "one" / "sources" / s / "masks" / "winning-0.50.safetensors")
              for s in table["sources"]]
