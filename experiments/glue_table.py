@@ -57,13 +57,14 @@ TASK_NAMES = {"mnli": "MNLI", "qqp": "QQP", "qnli": "QNLI", "sst2": "SST-2", "co
 METRIC_NAMES = {"accuracy": "acc", "f1": "F1", "mcc": "MCC", "pearson": "P", "spearman": "S",
                 "accuracy_m": "m", "accuracy_mm": "mm"}
 # Row order: by group (label prefix), the known labels first in this order, then the others by name.
-LABEL_GROUPS = ("Single-task", "MT-DNN", "Tickets-Share")
+LABEL_GROUPS = ("Single-task", "MT-DNN", "Tickets-Share", "Random-Share")
 KNOWN_LABELS = ("Single-task (dense)", "Single-task (super ticket)", "MT-DNN (dense)", "Tickets-Share (union)",
-                "Tickets-Share (per-task)")
+                "Tickets-Share (per-task)", "Random-Share (union)", "Random-Share (per-task)")
 
 
 # The dense row each row is compared with (by label group).
-DENSE_OF_GROUP = {"Single-task": "Single-task (dense)", "MT-DNN": "MT-DNN (dense)", "Tickets-Share": "MT-DNN (dense)"}
+DENSE_OF_GROUP = {"Single-task": "Single-task (dense)", "MT-DNN": "MT-DNN (dense)", "Tickets-Share": "MT-DNN (dense)",
+                  "Random-Share": "MT-DNN (dense)"}
 TARGET_HALF_WIDTH = 0.9  # the interval issue 16 asks of Tickets-Share - MT-DNN on the GLUE average (points)
 DENOMINATOR = ("% of the encoder's prunable parameters (attention Q/K/V/O and FFN units with their biases; "
                "embeddings, pooler and task heads excluded)")
@@ -315,6 +316,12 @@ def annotate(table: dict[str, Any], baselines: dict[str, Baseline]) -> dict[str,
             multi["average"]["tasks"] == single["average"]["tasks"]:  # multi-task learning itself
         table["comparisons"].append({"row": multi["label"], "against": single["label"],
                                      "glue_avg": _diff(_average_by_seed(multi), _average_by_seed(single))})
+    for label, row in rows.items():  # each ticket row against its control: random masks of the same sizes
+        control = rows.get(label.replace("Tickets-Share", "Random-Share", 1)) if label.startswith("Tickets-Share") else None
+        if control is not None and row["average"] and control["average"] and \
+                row["average"]["tasks"] == control["average"]["tasks"]:
+            table["comparisons"].append({"row": label, "against": control["label"],
+                                         "glue_avg": _diff(_average_by_seed(row), _average_by_seed(control))})
     return table
 
 

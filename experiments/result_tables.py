@@ -338,7 +338,7 @@ def _glue_summary() -> str:
             parts.append(f"{label[len('Tickets-Share '):]} {format_versus(row['vs_dense']['glue_avg'])} "
                          f"(params {row['params_kept']['mean']:.1f} % union / "
                          f"{(row.get('params_task_mean') or row['params_kept'])['mean']:.1f} % task avg)")
-    comparison = next(iter(table.get("comparisons", [])), None)
+    comparison = next((c for c in table.get("comparisons", []) if c["row"] == "MT-DNN (dense)"), None)
     text = "; Tickets-Share − MT-DNN: ".join([parts[0], ", ".join(parts[1:])])
     if comparison:
         text += f"; MT-DNN − single-task (dense) {format_versus(comparison['glue_avg'])}"

@@ -52,6 +52,8 @@ def study(tmp_path):
         write_run(runs, f"single-dense-rte-seed{seed}", {"rte": {"accuracy": r}}, seed=seed, label="Single-task (dense)")
         write_run(runs, f"single-dense-mrpc-seed{seed}", {"mrpc": {"accuracy": m[0], "f1": m[1]}}, seed=seed,
                   label="Single-task (dense)")
+    for seed, (r, m, s) in enumerate([(61.0, (80.0, 86.0), (83.0, 82.0)), (64.0, (81.0, 87.0), (86.0, 84.0))], 1):
+        write_run(runs, f"mtl-random-share-seed{seed}", mtl_metrics(r, m, s), seed=seed, label="Random-Share (union)")
     (runs / "mtl-per-task-seed1").mkdir()  # crashed: config.yaml, no metrics.json
     (runs / "mtl-per-task-seed1" / "config.yaml").write_text("seed: 1\n")
     return tmp_path / "study"
@@ -88,7 +90,7 @@ def test_labels_inferred_params_and_row_order(study, tmp_path):
     records, _ = collect_runs([study, tmp_path / "other" / "pt"])
     table = build_table(records)
     assert [r["label"] for r in table["rows"]] == ["Single-task (dense)", "MT-DNN (dense)", "Tickets-Share (union)",
-                                                    "Tickets-Share (per-task)"]
+                                                    "Tickets-Share (per-task)", "Random-Share (union)"]
     rows = rows_by_label(table)
     assert rows["Tickets-Share (union)"]["params_kept"]["mean"] == pytest.approx(90.0)
     assert rows["Tickets-Share (union)"]["params_task_mean"]["mean"] == pytest.approx(90.0)  # shared: the same
@@ -153,7 +155,7 @@ def test_cli_writes_md_csv_json(study, tmp_path, capsys):
     assert by["Single-task (dense)"]["stsb_pearson_mean"] == ""  # missing, never 0
     assert by["Tickets-Share (union)"]["params_kept_pct"] == "90.0000"
     data = json.loads(out.with_suffix(".json").read_text())
-    assert data["title"] == "GLUE dev" and len(data["rows"]) == 3
+    assert data["title"] == "GLUE dev" and len(data["rows"]) == 4
 
 
 @pytest.mark.parametrize("setup, message", [
@@ -193,6 +195,13 @@ def test_paired_differences_to_dense_and_learnt_marks(study):
                                            pytest.approx(statistics.fmean(want) + half))
     assert union["vs_dense"]["tasks"]["rte"]["differences"] == [6.0, 6.0]  # 66 - 60, 68 - 62
     assert rows["Single-task (dense)"]["vs_dense"] is None and dense["vs_dense"] is None
+    # the control: Random-Share against MT-DNN (its dense row), and the ticket row against its control
+    control = rows["Random-Share (union)"]
+    assert control["vs_dense"]["against"] == "MT-DNN (dense)" and control["vs_dense"]["tasks"]["rte"]["differences"] == [1.0, 2.0]
+    versus_control = next(c for c in table["comparisons"] if c["against"] == "Random-Share (union)")
+    assert versus_control["row"] == "Tickets-Share (union)" and versus_control["glue_avg"]["seeds"] == [1, 2]
+    assert versus_control["glue_avg"]["differences"] == pytest.approx(
+        [dict(union["average"]["by_seed"])[s] - dict(control["average"]["by_seed"])[s] for s in (1, 2)])
     # RTE: dense 62.0 >= 60 + 2 (learnt); single-task 59.0 < 62 (not learnt)
     assert dense["tasks"]["rte"]["learnt"] and not rows["Single-task (dense)"]["tasks"]["rte"]["learnt"]
     assert dense["average"]["learnt"] == 3 and rows["Single-task (dense)"]["average"]["learnt"] == 1
