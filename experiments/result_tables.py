@@ -328,21 +328,30 @@ def dev_baselines() -> str:
     return _lines(lines)
 
 
-def _glue_summary() -> str:
-    table = _json("cpu_study/table.json")
+def _glue_summary(folder: str = "cpu_study") -> str:
+    """MT-DNN's GLUE average, every masked multi-task row against its dense baseline (with its parameter
+    accounting), and the table's comparisons (MT-DNN − single-task, each Tickets-Share row − its control)."""
+    table = _json(f"{folder}/table.json")
     rows = {r["label"]: r for r in table["rows"]}
     dense = rows["MT-DNN (dense)"]
-    parts = [f"MT-DNN (dense) {pm(dense['average']['mean'], dense['average']['std'], 1)}"]
-    for label, row in rows.items():
-        if label.startswith("Tickets-Share"):
-            parts.append(f"{label[len('Tickets-Share '):]} {format_versus(row['vs_dense']['glue_avg'])} "
-                         f"(params {row['params_kept']['mean']:.1f} % union / "
-                         f"{(row.get('params_task_mean') or row['params_kept'])['mean']:.1f} % task avg)")
-    comparison = next((c for c in table.get("comparisons", []) if c["row"] == "MT-DNN (dense)"), None)
-    text = "; Tickets-Share − MT-DNN: ".join([parts[0], ", ".join(parts[1:])])
-    if comparison:
-        text += f"; MT-DNN − single-task (dense) {format_versus(comparison['glue_avg'])}"
+    text = f"MT-DNN (dense) {pm(dense['average']['mean'], dense['average']['std'], 1)}"
+    for group in ("Tickets-Share", "Random-Share"):
+        parts = [f"{label[len(group) + 1:]} {format_versus(row['vs_dense']['glue_avg'])} "
+                 f"(params {row['params_kept']['mean']:.1f} % union / "
+                 f"{(row.get('params_task_mean') or row['params_kept'])['mean']:.1f} % task avg)"
+                 for label, row in rows.items() if label.startswith(group) and row.get("vs_dense")]
+        if parts:
+            text += f"; {group} − MT-DNN: " + ", ".join(parts)
+    for comparison in table.get("comparisons", []):
+        text += f"; {comparison['row']} − {comparison['against']} {format_versus(comparison['glue_avg'])}"
     return text
+
+
+def _seed_span(folder: str) -> str:
+    """``N seeds`` or ``N–M seeds``: how many seeds the rows of a GLUE table have."""
+    counts = sorted({len(row["seeds"])
+                     for row in _json(f"{folder}/table.json")["rows"]})
+    return f"{counts[0]}–{counts[-1]} seeds" if len(counts) > 1 else f"{counts[0]} seeds"
 
 
 def _quality_summary() -> str:
@@ -498,6 +507,8 @@ def results_summary() -> str:
     rows = [
         ("GLUE table: ticket sharing vs dense MTL (5 tasks, 3 seeds; GLUE avg, paired 95 % CI)", _glue_summary(),
          "`cpu_study/table.json`"),
+        (f"GLUE table, full training sets (5 tasks, {_seed_span('cpu_full')}; GLUE avg, paired 95 % CI)",
+         _glue_summary("cpu_full"), "`cpu_full/table.json`"),
         ("single-task quality, full training sets, defaults (targets in brackets)", _quality_summary(),
          "`single_task_quality/defaults_quality.json`"),
         ("training speed vs HF `Trainer` (RTE, 1 thread)", f"{train['ratios']['vs standard Trainer']:.2f}x the "
@@ -544,6 +555,10 @@ TABLES: dict[str, Callable[[], str]] = {
     "phase-summary": phase_summary,
     **{f"phase-{t}": phase_table(t) for t in (*PT_TASKS, "sst2")},
     **{f"cpu-full-phase-{t}": phase_table(t, "cpu_full") for t in CPU_FULL_TICKETS},
+    "cpu-full-glue": glue("cpu_full"),
+    "cpu-full-glue-seeds": glue_seeds("cpu_full"),
+    "cpu-full-task-differences": glue_task_differences("cpu_full"),
+    "cpu-full-paper": paper_table("cpu_full"),
     "cpu-full-phase-summary": lambda: _lines(phase_transition.transition_table(
         [_json(f"cpu_full/tickets/{t}/phase_transition.json") for t in CPU_FULL_TICKETS], baselines())),
     **{f"lottery-{f}": lottery_table(f) for f in ("mrpc", "rte", "mrpc-pretrained", "rte-pretrained")},
@@ -587,8 +602,9 @@ def files() -> dict[Path, Callable[[], str]]:
     for path in sorted(RESULTS.glob("*/ablation.json")):
         md, render = _report_file(path, lambda r: ablation.markdown(ablation.derive(r)))
         out[md] = render
-    table = RESULTS / "cpu_study" / "table.json"
-    out[table.with_suffix(".md")] = lambda: glue_table.format_report(read_json(table), read_json(table).get("title"))
+    for folder in ("cpu_study", "cpu_full"):
+        md, render = _report_file(RESULTS / folder / "table.json", lambda t: glue_table.format_report(t, t.get("title")))
+        out[md] = render
     return out
 
 
