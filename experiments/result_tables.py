@@ -328,14 +328,14 @@ def dev_baselines() -> str:
     return _lines(lines)
 
 
-def _glue_summary(folder: str = "cpu_study") -> str:
+def _glue_summary(table: dict) -> str:
     """MT-DNN's GLUE average, every masked multi-task row against its dense baseline (with its parameter
     accounting), and the table's comparisons (MT-DNN − single-task, each Tickets-Share row − its control)."""
-    table = _json(f"{folder}/table.json")
     rows = {r["label"]: r for r in table["rows"]}
     dense = rows["MT-DNN (dense)"]
     text = f"MT-DNN (dense) {pm(dense['average']['mean'], dense['average']['std'], 1)}"
-    for group in ("Tickets-Share", "Random-Share"):
+    masked_groups = [g for g, base in glue_table.DENSE_OF_GROUP.items() if base == "MT-DNN (dense)" and g != "MT-DNN"]
+    for group in masked_groups:
         parts = [f"{label[len(group) + 1:]} {format_versus(row['vs_dense']['glue_avg'])} "
                  f"(params {row['params_kept']['mean']:.1f} % union / "
                  f"{(row.get('params_task_mean') or row['params_kept'])['mean']:.1f} % task avg)"
@@ -347,10 +347,9 @@ def _glue_summary(folder: str = "cpu_study") -> str:
     return text
 
 
-def _seed_span(folder: str) -> str:
+def _seed_span(table: dict) -> str:
     """``N seeds`` or ``N–M seeds``: how many seeds the rows of a GLUE table have."""
-    counts = sorted({len(row["seeds"])
-                     for row in _json(f"{folder}/table.json")["rows"]})
+    counts = sorted({len(row["seeds"]) for row in table["rows"]})
     return f"{counts[0]}–{counts[-1]} seeds" if len(counts) > 1 else f"{counts[0]} seeds"
 
 
@@ -504,11 +503,12 @@ def results_summary() -> str:
     train = _json("bench_train_rte.json")
     masks = _json("bench_masks.json")
     compact = {(r["batch"], r["variant"]): r for r in _json("bench_compact.json")["rows"]}
+    full = _json("cpu_full/table.json")
     rows = [
-        ("GLUE table: ticket sharing vs dense MTL (5 tasks, 3 seeds; GLUE avg, paired 95 % CI)", _glue_summary(),
-         "`cpu_study/table.json`"),
-        (f"GLUE table, full training sets (5 tasks, {_seed_span('cpu_full')}; GLUE avg, paired 95 % CI)",
-         _glue_summary("cpu_full"), "`cpu_full/table.json`"),
+        ("GLUE table: ticket sharing vs dense MTL (5 tasks, 3 seeds; GLUE avg, paired 95 % CI)",
+         _glue_summary(_json("cpu_study/table.json")), "`cpu_study/table.json`"),
+        (f"GLUE table, full training sets (5 tasks, {_seed_span(full)}; GLUE avg, paired 95 % CI)",
+         _glue_summary(full), "`cpu_full/table.json`"),
         ("single-task quality, full training sets, defaults (targets in brackets)", _quality_summary(),
          "`single_task_quality/defaults_quality.json`"),
         ("training speed vs HF `Trainer` (RTE, 1 thread)", f"{train['ratios']['vs standard Trainer']:.2f}x the "
