@@ -226,6 +226,30 @@ def test_a_time_limit_starts_only_the_runs_that_would_finish_within_it(tmp_path,
     assert again.ok and trained == ["long", "after-long"]
 
 
+def nap(path: str, seconds: float) -> None:
+    time.sleep(seconds)
+    Path(path).write_text("slept")
+
+
+def test_past_the_time_limit_no_worker_job_starts_but_the_scheduler_steps_still_run(tmp_path):
+    """A worker step has no estimate: it starts while time is left, never after the limit has passed."""
+    jobs = [Job("slow", action=nap, args=(str(tmp_path / "slow.txt"), 0.6), where="worker"),
+            step("candidate", tmp_path, deps=("slow",), where="worker"),
+            step("after-candidate", tmp_path, deps=("candidate",), where="worker"),
+            step("report", tmp_path, deps=("slow",))]
+    said = []
+    report = Scheduler(JobGraph(jobs), InlineBackend(tmp_path / "logs"), log_dir=tmp_path / "logs",
+                       say=said.append, time_limit=0.3, status_every=0.0).run()
+    status = {name: r.status for name, r in report.records.items()}
+    assert status == {"slow": "ran", "candidate": "not-run", "after-candidate": "not-run", "report": "ran"}
+    assert not (tmp_path / "candidate.txt").exists() and (tmp_path / "report.txt").exists()
+    assert "[left] candidate: the time limit (0m00s) has passed; run the same command again to run it" in said
+    assert report.records["after-candidate"].error == "needs candidate, which was left at the time limit"
+    again = Scheduler(JobGraph(jobs), InlineBackend(tmp_path / "logs"), log_dir=tmp_path / "logs",
+                      say=said.append, time_limit=60.0).run()
+    assert again.ok and (tmp_path / "after-candidate.txt").read_text() == "after-candidate"
+
+
 @pytest.mark.parametrize("text, seconds", [("2h30m", 9000), ("90m", 5400), ("45s", 45), ("5400", 5400),
                                            ("1h5m30s", 3930), ("0.5h", 1800)])
 def test_durations_of_the_time_limit(text, seconds):

@@ -278,13 +278,19 @@ class Scheduler:
             return job
 
     def _too_late(self, job: Job, start: float) -> str | None:
-        """Why ``job`` (a training run) would not finish within the time limit, or None if it would (or no
-        limit, or no estimate)."""
-        if self.time_limit is None or not job.is_training:
+        """Why ``job`` (one that runs in a worker) should not start under the time limit, or None if it may: a
+        training run whose estimate would not fit in the time left; any worker job once the limit has passed
+        (a step or a run without an estimate is started only while time is left)."""
+        if self.time_limit is None or not job.in_worker:
             return None
-        estimate = self.cost.seconds(job)
         remaining = self.time_limit - (time.time() - start)
-        if estimate is None or estimate * TIME_MARGIN <= remaining:
+        estimate = self.cost.seconds(job) if job.is_training else None
+        if estimate is None:
+            if remaining > 0:
+                return None
+            return (f"the time limit ({duration(self.time_limit)}) has passed; "
+                    f"run the same command again to {'train' if job.is_training else 'run'} it")
+        if estimate * TIME_MARGIN <= remaining:
             return None
         return (f"would not finish within the time limit ({duration(self.time_limit)}): needs ~{duration(estimate)}, "
                 f"{duration(max(0.0, remaining))} left; run the same command again to train it")
