@@ -40,11 +40,15 @@ from experiments import (
     lottery,
     paper_comparison,
     phase_transition,
+    subarch_files,
+    subarch_search,
+    subarch_table,
     transfer_table,
 )
 from experiments.baselines import BASELINES_FILE, committed_baselines
 from experiments.report_stats import NOT_LEARNT, baseline_legend, format_versus, learnt_mark, pm
 from experiments.single_task_quality import TARGETS
+from experiments.subarch_config import load_study
 from masks.aggregate import aggregate
 from masks.mask import load_mask
 from mtl.rundir import read_json
@@ -544,6 +548,26 @@ def results_summary() -> str:
     return _lines(lines)
 
 
+def subarch_scores(folder: str) -> Callable[[], str]:
+    return lambda: _lines(subarch_search.scores_table(_json(f"subarch/{folder}/scores.json")))
+
+
+def subarch_progress(folder: str) -> Callable[[], str]:
+    def render() -> str:
+        where = RESULTS / "subarch" / folder
+        steps = subarch_files.progress(load_study(where / "study.yaml"), where)
+        return _lines(["| step | done | of |", "|---|---:|---:|", *(f"| {s} | {d} | {n} |" for s, d, n in steps)])
+    return render
+
+
+def subarch_search_table(folder: str) -> Callable[[], str]:
+    return lambda: _lines(subarch_search.search_table(_json(f"subarch/{folder}/search.json")))
+
+
+def subarch_result_table(folder: str) -> Callable[[], str]:
+    return lambda: _lines(subarch_table.table_lines(_json(f"subarch/{folder}/table.json")))
+
+
 # ---------------------------------------------------------------- registry and pages
 
 TABLES: dict[str, Callable[[], str]] = {
@@ -572,6 +596,10 @@ TABLES: dict[str, Callable[[], str]] = {
     "bench-train": bench_train,
     "ablation-stsb-gap": lambda: ablation.render(RESULTS / "stsb_gap" / "ablation.json"),
     "transfer-cpu": lambda: transfer_table.tables(_json("transfer_cpu/transfer.json"), "###"),
+    **{f"subarch-{f}-scores": subarch_scores(f) for f in ("demo", "full")},
+    "subarch-demo-search": subarch_search_table("demo"),
+    "subarch-full-progress": subarch_progress("full"),
+    "subarch-demo-table": subarch_result_table("demo"),
 }
 
 
@@ -604,6 +632,13 @@ def files() -> dict[Path, Callable[[], str]]:
         out[md] = render
     for folder in ("cpu_study", "cpu_full"):
         md, render = _report_file(RESULTS / folder / "table.json", lambda t: glue_table.format_report(t, t.get("title")))
+        out[md] = render
+    for path in sorted(RESULTS.glob("subarch/*/table.json")):
+        md, render = _report_file(path, subarch_table.markdown)
+        out[md] = render
+    for path in sorted(RESULTS.glob("subarch/*/search.json")):
+        study = path.with_name("study.yaml")
+        md, render = _report_file(path, lambda r, study=study: subarch_search.search_markdown(r, load_study(study)))
         out[md] = render
     return out
 

@@ -141,6 +141,15 @@ class SearchSpec:
         if self.reference_task is not None and "task" not in self.reference_task:
             raise UserError("search.reference_task needs a task, e.g. {task: rte, train: {epochs: 1}}")
 
+    def size(self) -> int:
+        """How many candidates :meth:`archs` gives (without the teacher's shape)."""
+        if self.candidates:
+            return len(self.candidates)
+        total = 1
+        for values in self.grid.values():
+            total *= len(values)
+        return total if self.sample is None else min(self.sample, total)
+
     def archs(self, shape: EncoderShape) -> list[SubArch]:
         """The candidates: the explicit list, else the grid (or ``sample`` of it), each checked against the teacher."""
         if self.candidates:
@@ -205,6 +214,10 @@ class FinetuneSpec:
     def chosen_only(self) -> list[int]:
         """The seeds that run only the chosen setting."""
         return [s for s in self.seeds if s not in self.swept()]
+
+    def runs_per_row_and_task(self) -> int:
+        """Fine-tuning runs of one row on one task: every setting on the swept seeds, the chosen one on the rest."""
+        return len(self.lrs) * len(self.warmups) * len(self.swept()) + len(self.chosen_only())
 
 
 @dataclass

@@ -97,6 +97,22 @@ class StudyFiles:
         return self.out / "table.json"
 
 
+def progress(study: SubarchStudy, out: Path) -> list[tuple[str, int, int]]:
+    """``(step, done, of)`` for each stage of the study, from the files under ``out`` (a results folder or the
+    output directory): what a study that runs across sessions has finished so far."""
+    files = StudyFiles(Path(out))
+    rows, f = study.rows(), study.finetune
+    finished_runs = [p for row in rows for p in (files.out / "finetune" / row).glob("*/*/results.json")]
+    return [("teacher scores", int(files.scores_json.is_file()), 1),
+            ("search candidates", len(list((files.out / "candidates").glob("*.json"))), study.search.size()),
+            ("selection (frontier, ranking, choice)", int(files.search_json.is_file()), 1),
+            ("distillation pre-training of the chosen architecture",
+             int((files.distill_dir / "distill.json").is_file()), int("distilled" in rows)),
+            ("fine-tuning runs", len(finished_runs), len(rows) * len(f.tasks) * f.runs_per_row_and_task()),
+            ("latency of the table's models", int(files.latency.is_file()), 1),
+            ("table", int(files.table_json.is_file()), 1)]
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

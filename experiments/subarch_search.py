@@ -237,28 +237,48 @@ COST_LABELS = {"ops": "operations per token", "latency_b1": "seconds per call, b
 ERROR_LABELS = {"distill": "held-out distillation loss", "task": "100 - reference task dev score"}
 
 
-def search_markdown(report: dict, study: SubarchStudy) -> str:
+def search_table(report: dict) -> list[str]:
+    """The candidates of ``search.json`` as a markdown table, best W first."""
     sizes = sorted({b for r in report["candidates"] for b in r["latency"]["speedup"]["candidate"]}, key=int)
     head = ["rank", "candidate", "W", "frontier", "layers kept", "encoder params (M)", "share", "ops/token (M)",
             *(f"speed-up b{b}" for b in sizes), "loss before", "loss after"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for r in report["candidates"]:
+        speed = r["latency"]["speedup"]["candidate"]
+        label = r["name"] + (" (chosen)" if r["name"] == report["chosen"] else "") + \
+            (" (the teacher)" if r["arch"] == r["teacher"]["arch"] else "")
+        cells = [str(r["rank"]), label, f"{r['w']:.3f}",
+                 "yes" if r["frontier"] else "", ",".join(map(str, r["layers_kept"])),
+                 f"{r['params']['layers'] / 1e6:.2f}", f"{r['encoder_share']:.2f}", f"{r['ops_per_token'] / 1e6:.2f}",
+                 *(f"{speed[b]:.2f}×" for b in sizes), f"{r['error']['heldout_before']:.4f}", f"{r['error']['heldout']:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def search_markdown(report: dict, study: SubarchStudy) -> str:
+    seconds = [r["error"]["seconds"] for r in report["candidates"]]
     lines = [f"# Sub-architecture search: {study.name} (teacher {study.teacher})", "",
              f"Chosen: **{report['chosen']}**. Cost axis: {COST_LABELS[study.select.cost]}; error: "
              f"{ERROR_LABELS[study.select.error]} after {study.search.distill.steps} distillation steps. "
              f"W: closeness to the utopia point of the min-max normalised (params, cost, error), weights "
              f"{study.select.weights} (experiments/pareto.py: our stand-in for Bort's W-coefficient).", "",
-             "| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
-    for r in report["candidates"]:
-        speed = r["latency"]["speedup"]["candidate"]
-        cells = [str(r["rank"]), r["name"] + (" (chosen)" if r["name"] == report["chosen"] else ""), f"{r['w']:.3f}",
-                 "yes" if r["frontier"] else "", ",".join(map(str, r["layers_kept"])),
-                 f"{r['params']['layers'] / 1e6:.2f}", f"{r['encoder_share']:.2f}", f"{r['ops_per_token'] / 1e6:.2f}",
-                 *(f"{speed[b]:.2f}×" for b in sizes), f"{r['error']['heldout_before']:.4f}", f"{r['error']['heldout']:.4f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    seconds = [r["error"]["seconds"] for r in report["candidates"]]
-    lines += ["", f"Speed-ups: paired median against the teacher, measured in each candidate's job "
-              f"({study.search.latency.seq_len} tokens, {study.search.latency.rounds} rounds). "
-              f"Distillation per candidate: median {statistics.median(seconds):.0f} s.", ""]
+             *search_table(report),
+             "", f"Speed-ups: paired median against the teacher, measured in each candidate's job "
+             f"({study.search.latency.seq_len} tokens, {study.search.latency.rounds} rounds). "
+             f"Distillation per candidate: median {statistics.median(seconds):.0f} s.", ""]
     return "\n".join(lines)
+
+
+def scores_table(scores: dict) -> list[str]:
+    """The per-layer teacher scores of ``scores.json`` as a markdown table (layer importance, head and FFN
+    importance summed over the layer)."""
+    layers = range(len(scores["layers"]))
+    rows = [("layer importance (relative output change when skipped)", scores["layers"], "{:.2f}"),
+            ("head importance, summed over the layer's heads and the scoring batches", scores["heads_per_layer"], "{:.2f}"),
+            ("FFN neuron importance, summed over the layer's neurons and the scoring batches", scores["ffn_per_layer"], "{:.1f}")]
+    lines = ["| layer | " + " | ".join(map(str, layers)) + " |", "|---|" + "---:|" * len(layers)]
+    lines += [f"| {what} | " + " | ".join(form.format(v) for v in values) + " |" for what, values, form in rows]
+    return lines
 
 
 def chosen_arch(study: SubarchStudy) -> SubArch:

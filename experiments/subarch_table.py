@@ -131,14 +131,14 @@ def _fmt(stats: dict[str, Any] | None) -> str:
     return f"{stats['mean']:.1f}" if stats.get("std") is None else f"{stats['mean']:.1f} ± {stats['std']:.1f}"
 
 
-def markdown(table: dict[str, Any]) -> str:
+def table_lines(table: dict[str, Any]) -> list[str]:
+    """The rows of ``table.json`` as a markdown table."""
     sizes = [str(b) for b in table["batch_sizes"]]
     gpu = any(r.get("gpu_speedup") for r in table["rows"])
     head = ["model", "D / A / H / I", "params (M)", "embeddings (M)", "encoder (M)", "encoder share",
             *(f"CPU speed-up b{b}" for b in sizes), *((f"GPU speed-up b{b}" for b in sizes) if gpu else ()),
             *(TASK_NAMES.get(t, t) for t in table["tasks"]), "GLUE avg"]
-    lines = [f"# {table['study']}: sub-architecture vs teacher vs ticket (teacher {table['teacher']})", "",
-             "| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for r in table["rows"]:
         p = r["model"]["params"] if r["model"] else None
         cells = [r["label"], shape_text(r["model"]),
@@ -150,6 +150,12 @@ def markdown(table: dict[str, Any]) -> str:
                  *(_fmt(r["tasks"][t]["chosen"]["dev"] if r["tasks"][t]["chosen"] else None) for t in table["tasks"]),
                  _fmt(r["average"])]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(table: dict[str, Any]) -> str:
+    lines = [f"# {table['study']}: sub-architecture vs teacher vs ticket (teacher {table['teacher']})", "",
+             *table_lines(table)]
     lat = table["latency"]
     lines += ["", "GLUE dev task scores (percent; mean of the task's metrics), mean ± std over seeds, at the "
               f"(learning rate, warm-up) chosen per row and task on {table['select_on']}. Encoder = the encoder "

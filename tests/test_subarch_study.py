@@ -16,6 +16,7 @@ from basics.errors import UserError
 from experiments import subarch
 from experiments.pareto import dominates, pareto_front, rank, w_scores
 from experiments.subarch_config import load_study, study_from_dict
+from experiments.subarch_files import progress
 from masks.arch import EncoderShape
 from masks.importance import Importance, save_importance
 from masks.subarch import SubArch
@@ -113,6 +114,8 @@ def test_a_tiny_study_end_to_end_and_its_search_resumes(tmp_path, monkeypatch, c
     assert distill["steps"] == 6 and (out / "distill" / "curve.png").is_file()
     assert "Extracted + distilled" in (out / "table.md").read_text()
     measured = {p.name: p.stat().st_mtime_ns for p in (out / "candidates").glob("*.json")}
+    steps = progress(load_study(tmp_path / "study.yaml"), out)  # all done, counted from the files
+    assert ("search candidates", 4, 4) in steps and all(done == of for _, done, of in steps), steps
     assert json.loads((out / "teacher_cache" / "cache.json").read_text())["batches"] == {"train": 3, "heldout": 1}
     cached = json.loads((out / "candidates" / "D1-A2-H16-I16.json").read_text())["error"]
 
@@ -146,6 +149,7 @@ def test_sweep_seeds_run_the_other_seeds_at_the_chosen_setting_only(tmp_path, ca
     assert ("finetune/teacher/tinysent/chosen-seed2: to train" in capsys.readouterr().out)
     assert run(tmp_path) == 0, capsys.readouterr().err
     runs = tmp_path / "out" / "finetune" / "teacher" / "tinysent"
+    assert ("fine-tuning runs", 3, 3) in progress(load_study(tmp_path / "study.yaml"), tmp_path / "out")
     assert sorted(p.name for p in runs.iterdir()) == ["chosen-seed2", "lr0.001-wu0.1-seed1", "lr1e-05-wu0.1-seed1"]
     cell = json.loads((tmp_path / "out" / "table.json").read_text())["rows"][0]["tasks"]["tinysent"]
     best = max(cell["settings"], key=lambda s: s["holdout"]["mean"])  # chosen on seed 1's held-out score alone
@@ -173,9 +177,14 @@ def test_dry_run_prints_the_plan_and_the_search_cost(tmp_path, capsys):
 def test_the_shipped_studies_load():
     minilm = EncoderShape(6, 12, 32, 384, 1536)
     full = load_study(REPO / "experiments" / "subarch.yaml")
-    assert len(full.search.archs(minilm)) == 256 and full.select.max_encoder_share == 0.5
+    assert len(full.search.archs(minilm)) == full.search.size() == 256 and full.select.max_encoder_share == 0.5
+    jobs = subarch.study_jobs(full, full.search.archs(minilm), threads=1)
+    assert sum(j.name.startswith("finetune/") for j in jobs) == 120 == dict(
+        (s, n) for s, _, n in progress(full, full.out))["fine-tuning runs"]
+    sampled = study_from_dict({"search": {"sample": 10}})
+    assert sampled.search.size() == len(sampled.search.archs(minilm)) == 10
     assert full.rows() == ["teacher", "distilled", "extracted", "ticket"] and full.distill.steps == 20000
     demo = load_study(REPO / "experiments" / "subarch_demo.yaml")
-    assert len(demo.search.archs(minilm)) == 6 and demo.finetune.tasks == ["rte", "mrpc"]
+    assert len(demo.search.archs(minilm)) == demo.search.size() == 6 and demo.finetune.tasks == ["rte", "mrpc"]
     for path in demo.ticket.importance.values():
         assert (REPO / path).is_file()
