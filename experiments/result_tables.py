@@ -13,7 +13,7 @@ A page marks each table it shows::
 ``experiments/results/`` and returns the table (markdown). :data:`PAGES` lists the pages that carry
 markers (``docs/results.md`` and every ``experiments/results/*/README.md``); :data:`FILES` lists the
 committed report files that are wholly rendered from their JSON (``phase_transition.md``,
-``lottery.md``, ``iterative_pruning.md``, ``cpu_study/table.md``). ``tests/test_result_tables.py``
+``lottery.md``, ``iterative_pruning.md``, ``cpu_study/table.md``, ``subarch/*/search.md`` and ``table.md``). ``tests/test_result_tables.py``
 re-renders all of them and fails when one differs, so a table cannot drift from its JSON.
 
 "Not learnt" marks use the committed dev baselines (``experiments/results/dev_baselines.json``,
