@@ -27,6 +27,7 @@ distillation continues from its checkpoint). ``--dry-run`` prints the graph and 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,10 +35,10 @@ import yaml
 
 from basics.errors import UserError
 from experiments.engine.jobs import Job
-from experiments.engine.options import EngineOptions, run_study_graph, yaml_study_main
+from experiments.engine.options import EngineOptions, results_dir, run_study_graph, yaml_study_main
 from experiments.study_config import train_config
 from experiments.subarch_config import SubarchStudy, load_study, study_to_dict
-from experiments.subarch_files import StudyFiles
+from experiments.subarch_files import StudyFiles, read_json
 from experiments.subarch_models import distilled_step, extracted_step, latency_step, ticket_step
 from experiments.subarch_search import candidate_step, score_step, select_step, teacher_cache_step
 from experiments.subarch_table import chosen_setting, sweep, table_step
@@ -101,8 +102,70 @@ def reference_config(study: SubarchStudy, name: str) -> TrainConfig:
     return train_config([("search.reference_task.train", dict(ref.get("train") or {}))], forced, f"reference {name}")
 
 
-def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None) -> list[Job]:
-    """The whole study as jobs (module docstring)."""
+@dataclass(frozen=True)
+class StepCosts:
+    """Estimated one-core seconds of the steps the engine has no cost model for, from :data:`DISTILL_RATE`:
+    each candidate's measurement (0 once measured), building the teacher cache, the distillation pre-training
+    (0 once done; before the choice, for the costliest candidate the selection allows)."""
+
+    candidates: dict[str, float]
+    teacher_cache: float
+    cached: bool  # the search distils from cached teacher outputs
+    pretrain: float
+    pretrain_arch: str
+
+    @classmethod
+    def of(cls, study: SubarchStudy, archs: list[SubArch], shape) -> "StepCosts":
+        files = StudyFiles(study.out)
+        base = EncoderSize(shape.hidden, shape.head_dim, (shape.num_heads,) * shape.num_layers,
+                           (shape.intermediate,) * shape.num_layers, 30522, 512, 2, shape.hidden, True)
+        seq = 32  # the convention of DISTILL_RATE
+        teacher_ops = ops_per_token(base, seq) / 1e6
+
+        def size(a: SubArch) -> EncoderSize:
+            return base.uniform(a.depth, a.heads, a.hidden, a.ffn)
+
+        def seconds(arch: SubArch, config: DistillConfig, cached: bool) -> float:
+            return distill_seconds(config, teacher_ops, ops_per_token(size(arch), seq) / 1e6, cached)
+
+        d = study.search.distill
+        cached = study.search.teacher_cache and d.objective != "mlm"  # auto: assumed hidden (a teacher without MLM head)
+        todo = [a for a in archs if not files.candidate_json(a.name).is_file()]
+        candidates = {a.name: 0.0 if a not in todo else seconds(a, d, cached) + 60.0 for a in archs}  # + timing, loading
+        cache = 0.0
+        if cached and todo and not (files.teacher_cache / "cache.json").is_file():  # the teacher's forward pass
+            # once on every sequence, held-out ones too
+            a, b = distill_rate(d)
+            cache = (d.steps * d.batch_size + study.corpus.heldout) * (a + b * teacher_ops)
+        teacher_layers = param_counts(base)["layers"]
+        limit = study.select.max_encoder_share
+        allowed = [a for a in archs if limit is None or param_counts(size(a))["layers"] / teacher_layers <= limit + 1e-12]
+        chosen = Path(files.chosen)
+        arch = (SubArch.parse(read_json(chosen)["arch"]) if chosen.is_file()
+                else max(allowed or archs, key=lambda a: ops_per_token(size(a), seq)))
+        done = (files.model("distilled") / "subarch.json").is_file()
+        return cls(candidates, cache, cached, 0.0 if done else seconds(arch, study.distill, False), arch.name)
+
+    def lines(self, study: SubarchStudy) -> list[str]:
+        """The plan's lines on the search and the distillation pre-training."""
+        d = study.search.distill
+        todo = [n for n, s in self.candidates.items() if s > 0]
+        search = sum(self.candidates.values()) + self.teacher_cache
+        chosen = StudyFiles(study.out).chosen.is_file()
+        return [f"search: {len(todo)} of {len(self.candidates)} candidates to measure, about {search / 3600:.1f} "
+                f"core-hours ({d.steps} distillation steps of batch {d.batch_size} each, precision {d.precision}"
+                f"{', teacher outputs cached' if self.cached else ''}, plus timing)",
+                f"distillation pre-training: {study.distill.steps} steps of batch {study.distill.batch_size}, "
+                + (f"about {self.pretrain / 3600:.1f} core-hours left (for {self.pretrain_arch}, the chosen one)"
+                   if chosen else f"at most about {self.pretrain / 3600:.1f} core-hours (for {self.pretrain_arch}, "
+                   "the costliest candidate the selection allows; the chosen one may be cheaper)"),
+                "the engine's total below: these steps and the fine-tuning runs (MiniLM rates; smaller students "
+                "train faster)"]
+
+
+def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None,
+               costs: StepCosts | None = None) -> list[Job]:
+    """The whole study as jobs (module docstring); ``costs``: the steps' estimates (the ETA and the time limit)."""
     files, rows, f = StudyFiles(study.out), study.rows(), study.finetune
     jobs = [Job("scores", action=score_step, args=(study, threads), where="worker",
                 outputs=(files.scores, files.scores_json))]
@@ -110,11 +173,12 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None) -
     cache = ("teacher_cache",) if study.search.teacher_cache else ()
     if cache:  # its files are large and rebuilt on demand: not results
         jobs.append(Job("teacher_cache", action=teacher_cache_step, args=(study, [a.name for a in archs], threads),
-                        where="worker"))
+                        where="worker", seconds=costs.teacher_cache if costs else None))
     for arch in archs:
         name = arch.name
         jobs.append(Job(f"candidates/{name}", deps=("scores", *cache), action=candidate_step, args=(study, name, threads),
                         where="worker", labels={"kind": "candidate", "task": name},
+                        seconds=costs.candidates[name] if costs else None,
                         outputs=(files.candidate_json(name), files.candidate_dir(name) / "log.jsonl",
                                  files.candidate_dir(name) / "distill.json")))
         searched.append(f"candidates/{name}")
@@ -134,8 +198,10 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None) -
         outputs = {"distilled": (files.distill_dir / "log.jsonl", files.distill_dir / "distill.json",
                                  files.distill_dir / "curve.png"),
                    "ticket": (files.ticket_dir / "mask.safetensors", files.ticket_dir / "ticket.json")}.get(row, ())
+        pretrain = row == "distilled"  # continues from its checkpoint
         jobs.append(Job(f"models/{row}", deps=("select",), action=MODEL_STEPS[row], args=(study, needed, threads),
-                        where="worker", outputs=outputs))
+                        where="worker", outputs=outputs, resumable=pretrain,
+                        seconds=costs.pretrain if costs and pretrain else None))
     for (row, task, lr, wu, seed), config in runs.items():
         deps = () if row == "teacher" else (f"models/{row}",)
         jobs.append(Job(f"finetune/{row}/{task}/lr{lr:g}-wu{wu:g}-seed{seed}", deps=deps, config=config,
@@ -156,52 +222,18 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None) -
     return jobs
 
 
-def step_estimate(study: SubarchStudy, archs: list[SubArch], shape) -> list[str]:
-    """Lines estimating the steps the engine has no cost model for: the search's and the pre-training's
-    distillation, from :data:`DISTILL_RATE` (one core, by precision)."""
-    files = StudyFiles(study.out)
-    base = EncoderSize(shape.hidden, shape.head_dim, (shape.num_heads,) * shape.num_layers,
-                       (shape.intermediate,) * shape.num_layers, 30522, 512, 2, shape.hidden, True)
-    seq = 32  # the convention of DISTILL_RATE
-    teacher_ops = ops_per_token(base, seq) / 1e6
-
-    def seconds(arch: SubArch, config: DistillConfig, cached: bool) -> float:
-        student = ops_per_token(base.uniform(arch.depth, arch.heads, arch.hidden, arch.ffn), seq) / 1e6
-        return distill_seconds(config, teacher_ops, student, cached)
-
-    todo = [a for a in archs if not files.candidate_json(a.name).is_file()]
-    d = study.search.distill
-    cached = study.search.teacher_cache and d.objective != "mlm"  # auto: assumed hidden (a teacher without MLM head)
-    search = sum(seconds(a, d, cached) for a in todo) + len(todo) * 60  # + latency, loading, held-out loss
-    if cached and todo:  # building the cache: the teacher's forward pass once on every sequence, held-out ones too
-        a, b = distill_rate(d)
-        search += (d.steps * d.batch_size + study.corpus.heldout) * (a + b * teacher_ops)
-    teacher_layers = param_counts(base)["layers"]
-
-    def share(a: SubArch) -> float:
-        return param_counts(base.uniform(a.depth, a.heads, a.hidden, a.ffn))["layers"] / teacher_layers
-
-    limit = study.select.max_encoder_share
-    allowed = [a for a in archs if limit is None or share(a) <= limit + 1e-12] or archs
-    largest = max(allowed, key=lambda a: ops_per_token(base.uniform(a.depth, a.heads, a.hidden, a.ffn), seq))
-    pretrain = 0.0 if (files.model("distilled") / "subarch.json").is_file() else seconds(largest, study.distill, False)
-    return [f"search: {len(todo)} of {len(archs)} candidates to measure, about {search / 3600:.1f} core-hours "
-            f"({d.steps} distillation steps of batch {d.batch_size} each, precision {d.precision}"
-            f"{', teacher outputs cached' if cached else ''}, plus timing)",
-            f"distillation pre-training: {study.distill.steps} steps of batch {study.distill.batch_size}, at most "
-            f"about {pretrain / 3600:.1f} core-hours (for {largest.name}, the costliest candidate the selection "
-            "allows; the chosen one may be cheaper)",
-            "fine-tuning runs: the engine's estimate below (MiniLM rates; smaller students train faster)"]
-
-
 def run_study(study: SubarchStudy, engine: EngineOptions, report_only: bool = False) -> int:
     shape = teacher_shape(study.teacher)
     archs = study.search.archs(shape)
     _, threads, _ = engine.resolved()
+    results = results_dir(engine, study.out)
+    if results is not None:  # what the results folder holds counts as done in the estimates
+        results.restore_files([*(StudyFiles(study.out).candidate_json(a.name) for a in archs), StudyFiles(study.out).chosen])
+    costs = StepCosts.of(study, archs, shape)
     return run_study_graph(study.out, yaml.safe_dump(study_to_dict(study), sort_keys=False),
-                           study_jobs(study, archs, threads), engine,
+                           study_jobs(study, archs, threads, costs), engine,
                            report_only=("select", "table") if report_only else None,
-                           plan_lines=step_estimate(study, archs, shape), table=StudyFiles(study.out).table_md)
+                           plan_lines=costs.lines(study), table=StudyFiles(study.out).table_md)
 
 
 def main(argv: list[str] | None = None) -> int:

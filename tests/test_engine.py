@@ -250,6 +250,24 @@ def test_past_the_time_limit_no_worker_job_starts_but_the_scheduler_steps_still_
     assert again.ok and (tmp_path / "after-candidate.txt").read_text() == "after-candidate"
 
 
+def test_a_steps_own_estimate_counts_in_the_time_limit_the_eta_and_the_plan(tmp_path):
+    jobs = [step("big", tmp_path, where="worker", seconds=3600.0),
+            step("resumable", tmp_path, where="worker", seconds=3600.0, resumable=True),
+            step("small", tmp_path, where="worker", seconds=1.0)]
+    said = []
+    report = Scheduler(JobGraph(jobs), InlineBackend(tmp_path / "logs"), log_dir=tmp_path / "logs",
+                       say=said.append, time_limit=600.0, status_every=0.0).run()
+    status = {name: r.status for name, r in report.records.items()}
+    assert status == {"big": "not-run", "resumable": "ran", "small": "ran"}  # a resumable step goes on next time
+    assert "[left] big: would not finish within the time limit (10m00s): needs ~1h00m, " in "\n".join(said)
+    assert re.search(r"^\[study\] .* 0/3 done, .*; ETA 2h00m, time limit in", said[0]), said[0]  # 3 steps, 1 slot
+    plan = plan_text(JobGraph(jobs), EngineOptions(jobs=2, dry_run=True), None)
+    assert "big: step (worker) ~1h00m" in plan and "resumable: step (worker) ~1h00m (resumable)" in plan
+    assert "2.0 core-hours, about 1h00m with 2 run(s) at a time" in plan
+    with pytest.raises(ValueError, match="seconds and resumable are for steps"):
+        Job("a-run", config=TrainConfig.of(tasks=["rte"], output_dir=str(tmp_path / "run")), seconds=60.0)
+
+
 @pytest.mark.parametrize("text, seconds", [("2h30m", 9000), ("90m", 5400), ("45s", 45), ("5400", 5400),
                                            ("1h5m30s", 3930), ("0.5h", 1800)])
 def test_durations_of_the_time_limit(text, seconds):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 import torch
@@ -114,6 +115,9 @@ def test_a_tiny_study_end_to_end_and_its_search_resumes(tmp_path, monkeypatch, c
     assert distill["steps"] == 6 and (out / "distill" / "curve.png").is_file()
     assert "Extracted + distilled" in (out / "table.md").read_text()
     measured = {p.name: p.stat().st_mtime_ns for p in (out / "candidates").glob("*.json")}
+    costs = subarch.StepCosts.of(load_study(tmp_path / "study.yaml"), [SubArch.parse(c) for c in CANDIDATES],
+                                 EncoderShape(3, 4, 8, 32, 37))  # nothing left: no cost
+    assert set(costs.candidates.values()) == {0.0} and costs.pretrain == 0.0 and costs.pretrain_arch == chosen
     steps = progress(load_study(tmp_path / "study.yaml"), out)  # all done, counted from the files
     assert ("search candidates", 4, 4) in steps and all(done == of for _, done, of in steps), steps
     assert json.loads((out / "teacher_cache" / "cache.json").read_text())["batches"] == {"train": 3, "heldout": 1}
@@ -167,7 +171,8 @@ def test_dry_run_prints_the_plan_and_the_search_cost(tmp_path, capsys):
     tiny_study(tmp_path)
     assert run(tmp_path, "--dry-run") == 0
     printed = capsys.readouterr().out
-    assert "search: 4 of 4 candidates to measure" in printed and "candidates/D1-A1-H8-I8: step (worker)" in printed
+    assert "search: 4 of 4 candidates to measure" in printed and "candidates/D1-A1-H8-I8: step (worker) ~" in printed
+    assert re.search(r"models/distilled: step \(worker\) ~\d+m\d\ds \(resumable\)", printed), printed
     assert "finetune/distilled/tinysent/lr0.001-wu0.1-seed1: to train" in printed
     assert "finetune/ticket/tinysent/lr1e-05-wu0.1-seed1: to train" in printed
     assert not (tmp_path / "out" / "scores.safetensors").exists()

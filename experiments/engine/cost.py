@@ -139,9 +139,9 @@ class CostModel:
         return out
 
     def seconds(self, job: Job) -> float | None:
-        """Estimated seconds of a training job (None for a step or unknown data)."""
+        """Estimated seconds of a training job (None for unknown data); a step's own estimate (None: none)."""
         if job.config is None:
-            return None
+            return None if job.seconds is None else job.seconds / self.threads ** 0.5
         examples = self.examples(job.config)
         if len(examples) != len(job.config.data.tasks):
             return None

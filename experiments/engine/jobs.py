@@ -47,10 +47,14 @@ class Job:
     resolve_args: tuple[Any, ...] = ()
     skip: Callable[..., str | None] | None = None  # a training job: why not to train it (None: train it)
     skip_args: tuple[Any, ...] = ()
+    seconds: float | None = None  # a step: its estimated one-core seconds of work left (the ETA, the plan, the limit)
+    resumable: bool = False  # a step that continues from its checkpoint: the time limit starts it while time is left
 
     def __post_init__(self) -> None:
         if (self.config is None) == (self.action is None):
             raise ValueError(f"job {self.name}: give either a training config or an action")
+        if self.config is not None and (self.seconds is not None or self.resumable):
+            raise ValueError(f"job {self.name}: seconds and resumable are for steps (the cost model times a run)")
         if self.skip is not None and self.config is None:
             raise ValueError(f"job {self.name}: only a training job can be skipped")
         if self.resolve is not None and not self.deps:

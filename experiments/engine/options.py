@@ -175,14 +175,17 @@ def plan_text(graph: JobGraph, options: EngineOptions, results: ResultsDir | Non
             else:
                 text = ""
         else:
-            state, text = f"step ({job.where})", ""
+            state, estimate = f"step ({job.where})", cost.seconds(job)
+            text = "" if estimate is None else f"~{duration(estimate)}" + (" (resumable)" if job.resumable else "")
+            todo_seconds += estimate or 0.0
         counts[state] = counts.get(state, 0) + 1
         deps = f" <- {len(job.deps)} job(s)" if job.deps else ""
         lines.append(f"  {job.name}: {state}{(' ' + text) if text else ''}{deps}")
     lines.append("training runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if not s.startswith("step")))
     core_hours = todo_seconds * threads / 3600
-    lines.append(f"estimated cost of what is left: {core_hours:.1f} core-hours, about {duration(todo_seconds / jobs)} "
-                 f"with {jobs} run(s) at a time" + (f" ({unknown} run(s) without an estimate)" if unknown else ""))
+    lines.append(f"estimated cost of what is left (training runs, and steps with an estimate): {core_hours:.1f} "
+                 f"core-hours, about {duration(todo_seconds / jobs)} with {jobs} run(s) at a time"
+                 + (f" ({unknown} run(s) without an estimate)" if unknown else ""))
     by_place: dict[str, list[str]] = {}
     for task, place in sorted(cost.missing.items()):
         by_place.setdefault(place, []).append(task)

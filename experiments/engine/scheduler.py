@@ -279,21 +279,22 @@ class Scheduler:
 
     def _too_late(self, job: Job, start: float) -> str | None:
         """Why ``job`` (one that runs in a worker) should not start under the time limit, or None if it may: a
-        training run whose estimate would not fit in the time left; any worker job once the limit has passed
-        (a step or a run without an estimate is started only while time is left)."""
+        job whose estimate (a training run's from the cost model, a step's own) would not fit in the time left;
+        any worker job once the limit has passed (one without an estimate, or a resumable step, is started only
+        while time is left)."""
         if self.time_limit is None or not job.in_worker:
             return None
         remaining = self.time_limit - (time.time() - start)
-        estimate = self.cost.seconds(job) if job.is_training else None
+        verb = "train" if job.is_training else "run"
+        estimate = None if job.resumable else self.cost.seconds(job)
         if estimate is None:
             if remaining > 0:
                 return None
-            return (f"the time limit ({duration(self.time_limit)}) has passed; "
-                    f"run the same command again to {'train' if job.is_training else 'run'} it")
+            return f"the time limit ({duration(self.time_limit)}) has passed; run the same command again to {verb} it"
         if estimate * TIME_MARGIN <= remaining:
             return None
         return (f"would not finish within the time limit ({duration(self.time_limit)}): needs ~{duration(estimate)}, "
-                f"{duration(max(0.0, remaining))} left; run the same command again to train it")
+                f"{duration(max(0.0, remaining))} left; run the same command again to {verb} it")
 
     def _skip_reason(self, job: Job, report: Report, failed: set[str]) -> str | None:
         """``job.skip_reason()``; "" (and the job recorded as failed) when that raises."""
