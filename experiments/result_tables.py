@@ -43,6 +43,7 @@ from experiments import (
     subarch_files,
     subarch_search,
     subarch_table,
+    subarch_targets,
     transfer_table,
 )
 from experiments.baselines import BASELINES_FILE, committed_baselines
@@ -560,6 +561,16 @@ def subarch_progress(folder: str) -> Callable[[], str]:
     return render
 
 
+def subarch_targets_table(folder: str) -> Callable[[], str]:
+    """Issue 15's targets judged from ``subarch/FOLDER/table.json``; a line saying so while it does not exist."""
+    def render() -> str:
+        path = RESULTS / "subarch" / folder / "table.json"
+        if not path.is_file():
+            return _lines([f"Not measured yet: `{folder}/table.json` does not exist (the study has not finished)."])
+        return _lines(subarch_targets.targets_table(read_json(path)))
+    return render
+
+
 def subarch_search_table(folder: str) -> Callable[[], str]:
     return lambda: _lines(subarch_search.search_table(_json(f"subarch/{folder}/search.json")))
 
@@ -599,6 +610,7 @@ TABLES: dict[str, Callable[[], str]] = {
     **{f"subarch-{f}-scores": subarch_scores(f) for f in ("demo", "full")},
     "subarch-demo-search": subarch_search_table("demo"),
     "subarch-full-progress": subarch_progress("full"),
+    **{f"subarch-{f}-targets": subarch_targets_table(f) for f in ("demo", "full")},
     "subarch-demo-table": subarch_result_table("demo"),
 }
 

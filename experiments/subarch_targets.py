@@ -1,0 +1,118 @@
+"""Issue 15's targets for a sub-architecture study, judged from its ``table.json`` (:mod:`experiments.subarch_table`).
+
+- the extracted-and-distilled model keeps at most ``max_encoder_share`` of the teacher's encoder-layer
+  parameters (embeddings and pooler not counted: Bort's "encoder" proportion is of the layers);
+- it runs at least ``min_speedup`` times the teacher's measured CPU throughput at batch ``speedup_batch``;
+- its GLUE average is within ``max_gap`` points of the teacher's: the paired difference over the seeds that
+  finished every task (95 % t-interval, :func:`basics.stats.paired_difference`); met on the mean, and said
+  whether the interval clears the line too;
+- the comparisons, stated whichever way they come out: the same-size ticket against the distilled model,
+  and the distilled model against the same architecture without distillation.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from basics.stats import PairedDifference, direction, paired_difference, signed
+
+
+@dataclass(frozen=True)
+class Targets:
+    max_encoder_share: float = 0.5
+    min_speedup: float = 2.0
+    speedup_batch: str = "32"
+    max_gap: float = 1.5  # GLUE average points below the teacher
+
+
+ISSUE_TARGETS = Targets()
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the verdict: ``met`` is "yes", "no", "on the mean only", "—" (a comparison) or
+    "not measured"."""
+
+    what: str
+    target: str
+    measured: str
+    met: str
+
+
+def seed_averages(row: Mapping[str, Any], tasks: list[str]) -> dict[int, float]:
+    """``{seed: GLUE average}`` over the seeds that finished every task of ``row`` at its chosen setting."""
+    by_seed: dict[int, list[float]] = {}
+    for task in tasks:
+        chosen = row["tasks"][task]["chosen"]
+        if chosen is None:
+            return {}
+        for seed, value in zip(chosen["seeds"], chosen["dev"]["values"], strict=True):
+            by_seed.setdefault(seed, []).append(value)
+    return {s: statistics.fmean(v) for s, v in sorted(by_seed.items()) if len(v) == len(tasks)}
+
+
+def _row(table: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    return next((r for r in table["rows"] if r["row"] == name), None)
+
+
+def _difference(table: Mapping[str, Any], a: str, b: str) -> PairedDifference | None:
+    ra, rb = _row(table, a), _row(table, b)
+    if ra is None or rb is None:
+        return None
+    return paired_difference(seed_averages(ra, table["tasks"]), seed_averages(rb, table["tasks"]))
+
+
+def _verdict(diff: PairedDifference | None) -> str:
+    if diff is None:
+        return "not measured"
+    if diff.low is None or diff.no_spread:
+        return f"{diff.format()}: no interval"
+    side = direction(diff)
+    return diff.format() + (": not distinguishable" if side == 0 else ": higher" if side == 1 else ": lower")
+
+
+def judge(table: Mapping[str, Any], targets: Targets = ISSUE_TARGETS) -> list[Check]:
+    """The targets and comparisons of ``table`` (a study's ``table.json``)."""
+    teacher, model = _row(table, "teacher"), _row(table, "distilled")
+    checks = []
+    ok = teacher is not None and model is not None and teacher["model"] and model["model"]
+    if ok:
+        share = model["model"]["params"]["layers"] / teacher["model"]["params"]["layers"]
+        checks.append(Check("encoder-layer parameters, share of the teacher's", f"≤ {targets.max_encoder_share:.0%}",
+                            f"{share:.1%} ({model['model']['params']['layers'] / 1e6:.2f} M of "
+                            f"{teacher['model']['params']['layers'] / 1e6:.2f} M)",
+                            "yes" if share <= targets.max_encoder_share + 1e-12 else "no"))
+    else:
+        checks.append(Check("encoder-layer parameters, share of the teacher's", f"≤ {targets.max_encoder_share:.0%}",
+                            "–", "not measured"))
+    speed = (model or {}).get("speedup") or {}
+    b = targets.speedup_batch
+    checks.append(Check(f"measured CPU throughput at batch {b}, against the teacher", f"≥ {targets.min_speedup:g}×",
+                        f"{speed[b]:.2f}×" if b in speed else "–",
+                        ("yes" if speed[b] >= targets.min_speedup else "no") if b in speed else "not measured"))
+    gap = _difference(table, "distilled", "teacher")
+    if gap is None:
+        met = "not measured"
+    elif gap.mean < -targets.max_gap:
+        met = "no" if gap.high is not None and gap.high < -targets.max_gap and not gap.no_spread else "no (on the mean)"
+    elif gap.low is not None and not gap.no_spread and gap.low >= -targets.max_gap:
+        met = "yes"
+    else:
+        met = "on the mean only"
+    checks.append(Check("GLUE average, extracted + distilled − teacher (paired over seeds)",
+                        f"≥ {signed(-targets.max_gap, 1)}", gap.format() if gap else "–", met))
+    checks.append(Check("GLUE average, ticket (same size) − extracted + distilled", "stated either way",
+                        _verdict(_difference(table, "ticket", "distilled")), "—"))
+    checks.append(Check("GLUE average, extracted + distilled − extracted, not distilled", "stated either way",
+                        _verdict(_difference(table, "distilled", "extracted")), "—"))
+    return checks
+
+
+def targets_table(table: Mapping[str, Any], targets: Targets = ISSUE_TARGETS) -> list[str]:
+    """:func:`judge` as a markdown table."""
+    lines = ["| what | target | measured | met |", "|---|---|---|---|"]
+    lines += [f"| {c.what} | {c.target} | {c.measured} | {c.met} |" for c in judge(table, targets)]
+    return lines

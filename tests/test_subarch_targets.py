@@ -1,0 +1,63 @@
+"""Issue 15's targets judged from a hand-made table.json: the encoder share of the layers, the measured speed-up,
+the GLUE-average gap paired over seeds (met, met on the mean only, missed), and the comparisons stated with
+their intervals."""
+
+import pytest
+
+from experiments.subarch_targets import judge, seed_averages, targets_table
+
+TASKS = ["rte", "mrpc"]
+
+
+def row(name: str, layers: float, speedup: float, scores: dict[str, list[float]], seeds=(1, 2, 3)) -> dict:
+    tasks = {t: {"chosen": {"seeds": list(seeds), "dev": {"values": v}}, "settings": []} for t, v in scores.items()}
+    return {"row": name, "model": {"params": {"layers": layers}}, "speedup": {"1": speedup, "32": speedup},
+            "tasks": tasks}
+
+
+def table(distilled_rte: list[float], ticket_rte: list[float] | None = None) -> dict:
+    teacher = row("teacher", 10e6, 1.0, {"rte": [60.0, 62.0, 61.0], "mrpc": [80.0, 80.0, 80.0]})
+    distilled = row("distilled", 5e6, 2.1, {"rte": distilled_rte, "mrpc": [80.0, 80.0, 80.0]})
+    extracted = row("extracted", 5e6, 2.1, {"rte": [50.0, 52.0, 51.0], "mrpc": [70.0, 71.0, 70.0]})
+    ticket = row("ticket", 5e6, 1.9, {"rte": ticket_rte or distilled_rte, "mrpc": [80.5, 79.0, 80.0]})
+    return {"tasks": TASKS, "rows": [teacher, distilled, extracted, ticket]}
+
+
+def test_seed_averages_need_every_task():
+    r = row("x", 1, 1, {"rte": [60.0, 70.0], "mrpc": [80.0, 90.0]}, seeds=(1, 2))
+    assert seed_averages(r, TASKS) == {1: 70.0, 2: 80.0}
+    r["tasks"]["mrpc"]["chosen"] = {"seeds": [1], "dev": {"values": [80.0]}}  # seed 2 lacks MRPC
+    assert seed_averages(r, TASKS) == {1: 70.0}
+    r["tasks"]["mrpc"]["chosen"] = None
+    assert seed_averages(r, TASKS) == {}
+
+
+def test_targets_met_with_the_interval():
+    checks = judge(table([59.0, 61.5, 60.0]))  # RTE −1.0, −0.5, −1.0: GLUE avg −0.5, −0.25, −0.5
+    share, speed, gap, ticket, distill = checks
+    assert (share.measured, share.met) == ("50.0% (5.00 M of 10.00 M)", "yes")
+    assert (speed.measured, speed.met) == ("2.10×", "yes")
+    assert gap.met == "yes" and gap.measured.startswith("−0.42 [")
+    assert ticket.met == "—" and ticket.measured.endswith("not distinguishable")
+    assert distill.measured.endswith(": higher")  # distillation helps in this table, detectably
+
+
+@pytest.mark.parametrize("rte, met", [
+    ([58.0, 62.0, 59.0], "on the mean only"),  # mean −0.67, the interval reaches below −1.5
+    ([55.0, 56.5, 55.0], "no"),                # mean −2.75, the interval entirely below −1.5
+    ([50.0, 62.0, 56.0], "no (on the mean)"),  # mean −2.5, the interval reaches above −1.5
+])
+def test_the_gap_is_judged_on_the_mean_and_on_the_interval(rte, met):
+    assert judge(table(rte))[2].met == met
+
+
+def test_missing_rows_and_a_slower_or_larger_model_are_said():
+    t = table([60.0, 62.0, 61.0])
+    t["rows"][1]["model"]["params"]["layers"] = 6e6
+    t["rows"][1]["speedup"] = {"1": 1.8, "32": 1.9}
+    share, speed, *_ = judge(t)
+    assert share.met == "no" and speed.met == "no" and speed.measured == "1.90×"
+    t["rows"] = t["rows"][:1]  # only the teacher has finished
+    assert [c.met for c in judge(t)] == ["not measured"] * 3 + ["—", "—"]
+    assert all(c.measured in ("–", "not measured") for c in judge(t))
+    assert targets_table(t)[0] == "| what | target | measured | met |"
