@@ -110,7 +110,8 @@ def progress(study: SubarchStudy, out: Path) -> list[tuple[str, int, int]]:
              int((files.distill_dir / "distill.json").is_file()), int("distilled" in rows)),
             ("fine-tuning runs", len(finished_runs), len(rows) * len(f.tasks) * f.runs_per_row_and_task()),
             ("latency of the table's models", int(files.latency.is_file()), 1),
-            ("table", int(files.table_json.is_file()), 1)]
+            ("table, every row complete", int(files.table_json.is_file() and all(
+                r["average"] is not None for r in read_json(files.table_json)["rows"])), 1)]
 
 
 def read_json(path: Path) -> Any:
