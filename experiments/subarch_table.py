@@ -17,7 +17,7 @@ chosen setting (``chosen-seedK``) are added to it afterwards, so they never chan
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from basics.io import atomic_write_json, atomic_write_text
@@ -91,6 +91,18 @@ def shape_text(model: dict[str, Any] | None) -> str:
     return f"{a['depth']} / {heads:.{0 if uniform else 1}f} / {a['hidden']} / {ffn:.0f}" + ("" if uniform else " (means)")
 
 
+def seed_averages(row: Mapping[str, Any], tasks: list[str]) -> dict[int, float]:
+    """``{seed: GLUE average}`` over the seeds that finished every task of ``row`` at its chosen setting."""
+    by_seed: dict[int, list[float]] = {}
+    for task in tasks:
+        chosen = row["tasks"][task]["chosen"]
+        if chosen is None:
+            return {}
+        for seed, value in zip(chosen["seeds"], chosen["dev"]["values"], strict=True):
+            by_seed.setdefault(seed, []).append(value)
+    return {s: statistics.fmean(v) for s, v in sorted(by_seed.items()) if len(v) == len(tasks)}
+
+
 def build_table(study: SubarchStudy, rows: Sequence[str]) -> dict[str, Any]:
     files = StudyFiles(study.out)
     latency = read_json(files.latency) if files.latency.is_file() else None
@@ -102,18 +114,14 @@ def build_table(study: SubarchStudy, rows: Sequence[str]) -> dict[str, Any]:
         speed = (latency or {}).get("speedup", {}).get(source)
         gpu = (latency or {}).get("gpu", {}).get("speedup", {}).get(source)
         cells: dict[str, Any] = {}
-        by_seed: dict[int, list[float]] = {}
         for task in tasks:
             settings = sweep(study, row, task)
             pick = chosen_setting(settings, study.finetune.select_on)
             if pick is not None:
                 pick = with_chosen_seeds(study, row, task, pick)
             cells[task] = {"chosen": pick, "settings": settings}
-            if pick is not None:
-                for seed, value in zip(pick["seeds"], pick["dev"]["values"], strict=True):
-                    by_seed.setdefault(seed, []).append(value)
         done = [t for t in tasks if cells[t]["chosen"] is not None]
-        complete = [statistics.fmean(v) for v in by_seed.values() if len(v) == len(tasks)]
+        complete = list(seed_averages({"tasks": cells}, tasks).values())
         average = None if len(done) < len(tasks) else {
             "mean": statistics.fmean(cells[t]["chosen"]["dev"]["mean"] for t in tasks),
             "std": statistics.stdev(complete) if len(complete) > 1 else None}

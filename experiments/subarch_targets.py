@@ -12,12 +12,12 @@
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from basics.stats import PairedDifference, direction, paired_difference, signed
+from experiments.subarch_table import seed_averages
 
 
 @dataclass(frozen=True)
@@ -40,18 +40,6 @@ class Check:
     target: str
     measured: str
     met: str
-
-
-def seed_averages(row: Mapping[str, Any], tasks: list[str]) -> dict[int, float]:
-    """``{seed: GLUE average}`` over the seeds that finished every task of ``row`` at its chosen setting."""
-    by_seed: dict[int, list[float]] = {}
-    for task in tasks:
-        chosen = row["tasks"][task]["chosen"]
-        if chosen is None:
-            return {}
-        for seed, value in zip(chosen["seeds"], chosen["dev"]["values"], strict=True):
-            by_seed.setdefault(seed, []).append(value)
-    return {s: statistics.fmean(v) for s, v in sorted(by_seed.items()) if len(v) == len(tasks)}
 
 
 def _row(table: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:

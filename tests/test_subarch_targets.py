@@ -4,7 +4,8 @@ their intervals."""
 
 import pytest
 
-from experiments.subarch_targets import judge, seed_averages, targets_table
+from experiments.subarch_table import seed_averages
+from experiments.subarch_targets import judge, targets_table
 
 TASKS = ["rte", "mrpc"]
 
