@@ -8,9 +8,11 @@ The study (:mod:`experiments.subarch_config`, e.g. ``experiments/subarch.yaml``)
 (:mod:`experiments.engine`) as one job graph:
 
 1. ``scores``: score the teacher's layers, heads, FFN neurons and hidden dimensions on the corpus;
-2. ``candidates/D…-A…-H…-I…``: per candidate of the grid, extract it from the teacher's weights, count its
-   parameters and operations, time it against the teacher, distil it briefly and measure the held-out
-   distillation loss (the error surrogate); optionally ``…/reference``: a short fine-tune on one task;
+2. ``candidates/D…-A…-H…-I…/latency`` and ``…/error``: per candidate of the grid, extract it from the teacher's
+   weights; count its parameters and operations and time it against the teacher (``latency``, on the CPU); distil
+   it briefly and measure the held-out distillation loss (``error``, the error surrogate, on the GPU when there is
+   one); optionally ``…/reference``: a short fine-tune on one task. The two parts may run on different machines
+   (``--only``: see docs/subarch.md);
 3. ``select``: Pareto frontier over (parameters, cost, error), W ranking, constraints, the choice;
 4. ``models/extracted``, ``models/distilled`` (distillation pre-training on the corpus), ``models/ticket``
    (a compacted union of winning tickets with the same encoder parameter count);
@@ -40,7 +42,13 @@ from experiments.study_config import train_config
 from experiments.subarch_config import SubarchStudy, load_study, study_to_dict
 from experiments.subarch_files import StudyFiles, read_json
 from experiments.subarch_models import distilled_step, extracted_step, latency_step, ticket_step
-from experiments.subarch_search import candidate_step, score_step, select_step, teacher_cache_step
+from experiments.subarch_search import (
+    candidate_error_step,
+    candidate_latency_step,
+    score_step,
+    select_step,
+    teacher_cache_step,
+)
 from experiments.subarch_table import chosen_setting, sweep, table_step
 from masks.cost import EncoderSize, ops_per_token, param_counts
 from masks.subarch import SubArch
@@ -105,10 +113,11 @@ def reference_config(study: SubarchStudy, name: str) -> TrainConfig:
 @dataclass(frozen=True)
 class StepCosts:
     """Estimated one-core seconds of the steps the engine has no cost model for, from :data:`DISTILL_RATE`:
-    each candidate's measurement (0 once measured), building the teacher cache, the distillation pre-training
+    each candidate's two measurements (0 once measured), building the teacher cache, the distillation pre-training
     (0 once done; before the choice, for the costliest candidate the selection allows)."""
 
-    candidates: dict[str, float]
+    candidates: dict[str, float]  # each candidate's distillation (its error)
+    latency: dict[str, float]  # each candidate's timing against the teacher
     teacher_cache: float
     cached: bool  # the search distils from cached teacher outputs
     pretrain: float
@@ -130,8 +139,11 @@ class StepCosts:
 
         d = study.search.distill
         cached = study.search.teacher_cache and d.objective != "mlm"  # auto: assumed hidden (a teacher without MLM head)
-        todo = [a for a in archs if not files.candidate_json(a.name).is_file()]
-        candidates = {a.name: 0.0 if a not in todo else seconds(a, d, cached) + 60.0 for a in archs}  # + timing, loading
+        todo = [a for a in archs if not files.candidate_json(a.name).is_file()
+                and not files.candidate_distill(a.name).is_file()]
+        candidates = {a.name: 0.0 if a not in todo else seconds(a, d, cached) + 15.0 for a in archs}  # + loading
+        latency = {a.name: 0.0 if files.candidate_json(a.name).is_file() or files.candidate_latency(a.name).is_file()
+                   else 45.0 for a in archs}  # MiniLM's grid at 5 rounds: 30-60 s with loading
         cache = 0.0
         if cached and todo and not (files.teacher_cache / "cache.json").is_file():  # the teacher's forward pass
             # once on every sequence, held-out ones too
@@ -140,21 +152,21 @@ class StepCosts:
         teacher_layers = param_counts(base)["layers"]
         limit = study.select.max_encoder_share
         allowed = [a for a in archs if limit is None or param_counts(size(a))["layers"] / teacher_layers <= limit + 1e-12]
-        chosen = Path(files.chosen)
-        arch = (SubArch.parse(read_json(chosen)["arch"]) if chosen.is_file()
+        arch = (SubArch.parse(read_json(files.chosen)["arch"]) if files.chosen.is_file()
                 else max(allowed or archs, key=lambda a: ops_per_token(size(a), seq)))
         done = (files.model("distilled") / "subarch.json").is_file()
-        return cls(candidates, cache, cached, 0.0 if done else seconds(arch, study.distill, False), arch.name)
+        return cls(candidates, latency, cache, cached, 0.0 if done else seconds(arch, study.distill, False), arch.name)
 
     def lines(self, study: SubarchStudy) -> list[str]:
         """The plan's lines on the search and the distillation pre-training."""
         d = study.search.distill
-        todo = [n for n, s in self.candidates.items() if s > 0]
-        search = sum(self.candidates.values()) + self.teacher_cache
+        errors = [n for n, s in self.candidates.items() if s > 0]
+        timings = [n for n, s in self.latency.items() if s > 0]
+        search = sum(self.candidates.values()) + sum(self.latency.values()) + self.teacher_cache
         chosen = StudyFiles(study.out).chosen.is_file()
-        return [f"search: {len(todo)} of {len(self.candidates)} candidates to measure, about {search / 3600:.1f} "
-                f"core-hours ({d.steps} distillation steps of batch {d.batch_size} each, precision {d.precision}"
-                f"{', teacher outputs cached' if self.cached else ''}, plus timing)",
+        return [f"search: {len(errors)} of {len(self.candidates)} candidates' errors and {len(timings)} timings to "
+                f"measure, about {search / 3600:.1f} core-hours on CPU ({d.steps} distillation steps of batch "
+                f"{d.batch_size} each, precision {d.precision}{', teacher outputs cached' if self.cached else ''})",
                 f"distillation pre-training: {study.distill.steps} steps of batch {study.distill.batch_size}, "
                 + (f"about {self.pretrain / 3600:.1f} core-hours left (for {self.pretrain_arch}, the chosen one)"
                    if chosen else f"at most about {self.pretrain / 3600:.1f} core-hours (for {self.pretrain_arch}, "
@@ -176,14 +188,19 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None,
                         where="worker", seconds=costs.teacher_cache if costs else None))
     for arch in archs:
         name = arch.name
-        jobs.append(Job(f"candidates/{name}", deps=("scores", *cache), action=candidate_step, args=(study, name, threads),
-                        where="worker", labels={"kind": "candidate", "task": name},
+        labels = {"kind": "candidate", "task": name}
+        jobs.append(Job(f"candidates/{name}/latency", deps=("scores",), action=candidate_latency_step,
+                        args=(study, name, threads), where="worker", labels=labels,
+                        seconds=costs.latency[name] if costs else None,
+                        outputs=(files.candidate_latency(name), files.candidate_json(name))))
+        jobs.append(Job(f"candidates/{name}/error", deps=("scores", *cache), action=candidate_error_step,
+                        args=(study, name, threads), where="worker", labels=labels,
                         seconds=costs.candidates[name] if costs else None,
-                        outputs=(files.candidate_json(name), files.candidate_dir(name) / "log.jsonl",
-                                 files.candidate_dir(name) / "distill.json")))
-        searched.append(f"candidates/{name}")
+                        outputs=(files.candidate_distill(name), files.candidate_dir(name) / "log.jsonl",
+                                 files.candidate_json(name))))
+        searched += [f"candidates/{name}/latency", f"candidates/{name}/error"]
         if study.search.reference_task is not None:
-            jobs.append(Job(f"candidates/{name}/reference", deps=(f"candidates/{name}",),
+            jobs.append(Job(f"candidates/{name}/reference", deps=(f"candidates/{name}/error",),
                             config=reference_config(study, name), labels={"task": name, "kind": "reference"}))
             searched.append(f"candidates/{name}/reference")
     jobs.append(Job("select", deps=tuple(searched), action=select_step, args=(study, [a.name for a in archs]),
@@ -228,7 +245,9 @@ def run_study(study: SubarchStudy, engine: EngineOptions, report_only: bool = Fa
     _, threads, _ = engine.resolved()
     results = results_dir(engine, study.out)
     if results is not None:  # what the results folder holds counts as done in the estimates
-        results.restore_files([*(StudyFiles(study.out).candidate_json(a.name) for a in archs), StudyFiles(study.out).chosen])
+        files = StudyFiles(study.out)
+        results.restore_files([*(p for a in archs for p in (files.candidate_json(a.name), files.candidate_latency(a.name),
+                                                             files.candidate_distill(a.name))), files.chosen])
     costs = StepCosts.of(study, archs, shape)
     return run_study_graph(study.out, yaml.safe_dump(study_to_dict(study), sort_keys=False),
                            study_jobs(study, archs, threads, costs), engine,

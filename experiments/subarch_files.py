@@ -2,8 +2,11 @@
 
     OUT/scores.safetensors, scores.json          teacher scores (layers, heads, neurons, hidden dims)
     OUT/teacher_cache/                           the teacher's outputs on the candidates' batches (large; not results)
-    OUT/candidates/NAME.json                     one searched candidate: sizes, costs, latency, error
-    OUT/candidates/NAME/log.jsonl, distill.json  its limited distillation (NAME/model: saved for a reference task)
+    OUT/candidates/NAME.json                     one searched candidate: sizes, costs, latency, error (written
+                                                 once both parts below are there)
+    OUT/candidates/NAME/latency.json             its part measured on the CPU: sizes, costs, latency
+    OUT/candidates/NAME/log.jsonl, distill.json  its limited distillation: the error (NAME/model: saved for a
+                                                 reference task)
     OUT/search.json, search.md, frontier.png     frontier, ranking, the choice; OUT/chosen.json
     OUT/models/{extracted,distilled,ticket}/     model directories (weights: never committed)
     OUT/distill/log.jsonl, distill.json, curve.png   distillation of the chosen architecture
@@ -46,6 +49,12 @@ class StudyFiles:
 
     def candidate_dir(self, name: str) -> Path:
         return self.out / "candidates" / name
+
+    def candidate_latency(self, name: str) -> Path:
+        return self.out / "candidates" / name / "latency.json"
+
+    def candidate_distill(self, name: str) -> Path:
+        return self.out / "candidates" / name / "distill.json"
 
     def reference_run(self, name: str) -> Path:
         return self.out / "candidates" / name / "reference"

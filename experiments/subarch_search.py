@@ -9,10 +9,12 @@ stops (or is killed) resumes with the candidates it has not measured yet.
 - :func:`teacher_cache_step`: the teacher's outputs on the candidates' distillation and held-out batches, computed
   once (:mod:`mtl.teacher_cache`; ``search.teacher_cache``), which every candidate then reads instead of running
   the teacher: the same losses, about half the search's operations on MiniLM's grid;
-- :func:`candidate_step`: one candidate: its units (:func:`masks.subarch.select`), its parameters and
-  operations per token (:mod:`masks.cost`), its measured latency against the teacher's (paired, at each
-  batch size), and its error surrogate: the distillation loss on the held-out text after
-  ``search.distill.steps`` steps of distillation from the teacher (before: the loss of the bare extraction);
+- :func:`candidate_latency_step` and :func:`candidate_error_step`: one candidate in two parts, which may run on
+  different machines (``--only 'candidates/*/error'`` on a GPU machine, ``--only 'candidates/*/latency'`` on the
+  deployment CPU): its units (:func:`masks.subarch.select`), its parameters and operations per token
+  (:mod:`masks.cost`) and its measured latency against the teacher's (paired, at each batch size); and its error
+  surrogate, the distillation loss on the held-out text after ``search.distill.steps`` steps of distillation from
+  the teacher (before: the loss of the bare extraction); :func:`write_record` joins them in ``candidates/NAME.json``;
 - :func:`select_step`: the Pareto frontier over (encoder parameters, cost, error), the W ranking
   (:mod:`experiments.pareto`), the constraints, the choice; ``search.json`` / ``search.md`` /
   ``frontier.png`` / ``chosen.json``.
@@ -38,6 +40,7 @@ from masks.subarch import Selection, SubArch, select
 from masks.subarch_importance import describe, load_scores, save_scores, score_subarch
 from mtl.corpus import BatchStream, TokenizedCorpus, subsample
 from mtl.distill import Distiller, objective_for
+from mtl.distributed import pick_device
 from mtl.rundir import RunDir
 from mtl.teacher import load_teacher, make_student, save_student
 from mtl.teacher_cache import open_teacher_cache, write_teacher_cache
@@ -125,37 +128,71 @@ def teacher_cache_step(study: SubarchStudy, names: list[str], threads: int | Non
     print(f"teacher cache: {files.teacher_cache} ({size:.1f} GiB, {time.perf_counter() - start:.0f} s)", flush=True)
 
 
-def candidate_step(study: SubarchStudy, name: str, threads: int | None = 1) -> None:
+def candidate_latency_step(study: SubarchStudy, name: str, threads: int | None = 1) -> None:
+    """The candidate's part measured where the study runs (the deployment CPU): its units, parameters and operations
+    per token, and its latency against the teacher's; ``candidates/NAME/latency.json``, then the record if its
+    error is there too."""
     files = StudyFiles(study.out)
-    target = files.candidate_json(name)
-    if target.is_file():
-        print(f"{name}: measured before ({target})", flush=True)
+    if files.candidate_json(name).is_file() or files.candidate_latency(name).is_file():
+        print(f"{name}: latency measured before", flush=True)
+        write_record(study, name)
         return
-    arch, search = SubArch.parse(name), study.search
+    arch, lat = SubArch.parse(name), study.search.latency
     with torch_threads(threads):
         teacher = load_teacher(study.teacher)
         selection = selection_of(study, arch, teacher)
         student = make_student(teacher, selection, {"search": study.name})
-        lat = search.latency
         latency = measure({"teacher": teacher.encoder, "candidate": student.encoder}, lat, threads)
-        train, heldout = search_corpora(study, teacher.tokenizer)
-        cache = open_teacher_cache(files.teacher_cache) if uses_teacher_cache(study, teacher) else None
-        distilled = Distiller(teacher, student, train, heldout, search.distill, files.candidate_dir(name),
-                              say=lambda line: print(line, flush=True), teacher_cache=cache).run()
-        if search.reference_task is not None:
-            save_student(student, teacher.tokenizer, files.candidate_dir(name) / "model", {"candidate": name})
         teacher_costs = encoder_costs(EncoderSize.of(teacher.encoder), lat.seq_len)
     costs = encoder_costs(EncoderSize.of(student.encoder), lat.seq_len)
-    record = {"name": name, "arch": {"depth": arch.depth, "heads": arch.heads, "hidden": arch.hidden, "ffn": arch.ffn},
-              "layers_kept": list(selection.layers), **costs, "teacher": teacher_costs,
-              "encoder_share": costs["params"]["layers"] / teacher_costs["params"]["layers"],
-              "ops_ratio": costs["ops_per_token"] / teacher_costs["ops_per_token"],
-              "latency": latency, "error": {"heldout_before": distilled["heldout_before"]["loss"],
-                                            "heldout": distilled["heldout"]["loss"], "parts": distilled["heldout"],
-                                            "steps": distilled["steps"], "seconds": distilled["train_seconds"]}}
+    atomic_write_json(files.candidate_latency(name), {
+        "name": name, "arch": {"depth": arch.depth, "heads": arch.heads, "hidden": arch.hidden, "ffn": arch.ffn},
+        "layers_kept": list(selection.layers), **costs, "teacher": teacher_costs,
+        "encoder_share": costs["params"]["layers"] / teacher_costs["params"]["layers"],
+        "ops_ratio": costs["ops_per_token"] / teacher_costs["ops_per_token"], "latency": latency})
+    write_record(study, name)
+
+
+def candidate_error_step(study: SubarchStudy, name: str, threads: int | None = 1) -> None:
+    """The candidate's error surrogate: the distillation loss on the held-out text after ``search.distill.steps``
+    steps of distillation from the teacher (before: the loss of the bare extraction), on the GPU when there is
+    one; ``candidates/NAME/distill.json``, then the record if its latency is there too."""
+    files = StudyFiles(study.out)
+    if files.candidate_json(name).is_file() or files.candidate_distill(name).is_file():
+        print(f"{name}: error measured before", flush=True)
+        write_record(study, name)
+        return
+    search = study.search
+    with torch_threads(threads):
+        teacher = load_teacher(study.teacher)
+        student = make_student(teacher, selection_of(study, SubArch.parse(name), teacher), {"search": study.name})
+        train, heldout = search_corpora(study, teacher.tokenizer)
+        cache = open_teacher_cache(files.teacher_cache) if uses_teacher_cache(study, teacher) else None
+        Distiller(teacher, student, train, heldout, search.distill, files.candidate_dir(name),
+                  say=lambda line: print(line, flush=True), device=pick_device("auto"), teacher_cache=cache).run()
+        if search.reference_task is not None:
+            save_student(student, teacher.tokenizer, files.candidate_dir(name) / "model", {"candidate": name})
+    write_record(study, name)
+
+
+def write_record(study: SubarchStudy, name: str) -> bool:
+    """``candidates/NAME.json`` from the candidate's two parts (:func:`candidate_latency_step`,
+    :func:`candidate_error_step`) once both are there; whether it is there now."""
+    files = StudyFiles(study.out)
+    target = files.candidate_json(name)
+    if target.is_file():
+        return True
+    if not (files.candidate_latency(name).is_file() and files.candidate_distill(name).is_file()):
+        return False
+    distilled = read_json(files.candidate_distill(name))
+    record = {**read_json(files.candidate_latency(name)),
+              "error": {"heldout_before": distilled["heldout_before"]["loss"], "heldout": distilled["heldout"]["loss"],
+                        "parts": distilled["heldout"], "steps": distilled["steps"],
+                        "seconds": distilled["train_seconds"], "device": distilled.get("device", "cpu")}}
     atomic_write_json(target, record)
     print(f"{name}: encoder share {record['encoder_share']:.3f}, ops {record['ops_ratio']:.3f} of the teacher's, "
           f"held-out loss {record['error']['heldout_before']:.4f} -> {record['error']['heldout']:.4f}", flush=True)
+    return True
 
 
 # ---------------------------------------------------------------- selection

@@ -36,6 +36,7 @@ from masks.arch import ARCH_SPECS, shape_of
 from mtl.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mtl.corpus import BatchStream, TokenizedCorpus
 from mtl.distill_loss import OBJECTIVES, LayerMap, LossParts, hidden_attention_loss, mask_tokens, mlm_kd_loss
+from mtl.distributed import device_name
 from mtl.teacher import Student, Teacher
 from mtl.trainer import autocast_dtype, linear_schedule, param_groups
 
@@ -250,7 +251,7 @@ class Distiller:
             dropout.p = p
         summary = {"objective": self.objective, "steps": step, "heldout_before": initial, "heldout": final,
                    "train_seconds": round(time.time() - start, 1), "train_texts": len(self.train_data),
-                   "heldout_texts": len(self.heldout), "config": cfg.to_dict()}
+                   "heldout_texts": len(self.heldout), "device": device_name(self.device), "config": cfg.to_dict()}
         if self.out_dir is not None:
             atomic_write_json(self.out_dir / "distill.json", summary)
             (self.out_dir / "checkpoint.pt").unlink(missing_ok=True)

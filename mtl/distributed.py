@@ -83,6 +83,14 @@ class Dist:
 SINGLE = Dist()
 
 
+def device_name(device: torch.device) -> str:
+    """``cpu``, or ``cuda:0 (NVIDIA H200)``: where a measurement ran, for its record."""
+    if device.type != "cuda":
+        return device.type
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
 def pick_device(name: str, local_rank: int = 0, distributed: bool = False) -> torch.device:
     """``auto``: CUDA if available, else CPU. Under torchrun, ``auto``/``cuda`` mean ``cuda:LOCAL_RANK``."""
     if name == "auto":

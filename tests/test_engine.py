@@ -23,7 +23,14 @@ from experiments.engine.backends import InlineBackend, LocalBackend
 from experiments.engine.cost import CostModel
 from experiments.engine.jobs import Job, JobGraph
 from experiments.engine.locks import RunLock
-from experiments.engine.options import EngineOptions, make_backend, parse_duration, plan_text
+from experiments.engine.options import (
+    EngineOptions,
+    add_engine_flags,
+    engine_options,
+    make_backend,
+    parse_duration,
+    plan_text,
+)
 from experiments.engine.results_dir import ResultsDir
 from experiments.engine.scheduler import Scheduler, StudyFailed, raise_if_failed
 from mtl.config import TrainConfig, save_config
@@ -66,6 +73,20 @@ def test_graph_orders_by_dependencies_and_refuses_cycles(tmp_path):
     config = TrainConfig.of(tasks=["rte"], output_dir=str(tmp_path / "run"))
     with pytest.raises(UserError, match="write the same run directory"):
         JobGraph([Job("r1", config=config), Job("r2", config=config)]).validate()
+
+
+def test_only_keeps_the_matching_jobs_and_what_they_depend_on(tmp_path):
+    graph = JobGraph([step("scores", tmp_path), step("cand/a/error", tmp_path, deps=["scores"]),
+                      step("cand/a/latency", tmp_path, deps=["scores"]), step("cand/b/error", tmp_path, deps=["scores"]),
+                      step("select", tmp_path, deps=["cand/a/error", "cand/a/latency", "cand/b/error"])])
+    assert [j.name for j in graph.only(["cand/*/error"]).order()] == ["scores", "cand/a/error", "cand/b/error"]
+    assert [j.name for j in graph.only(["cand/a/*", "scores"]).order()] == ["scores", "cand/a/error", "cand/a/latency"]
+    assert len(graph.only(["select"])) == 5
+    with pytest.raises(UserError, match=r"--only cand/\*/reference matches no job"):
+        graph.only(["cand/*/error", "cand/*/reference"])
+    parser = argparse.ArgumentParser()
+    add_engine_flags(parser)
+    assert engine_options(parser.parse_args(["--only", "cand/*/error, select"])).only == ("cand/*/error", "select")
 
 
 def test_lock_is_exclusive_and_a_dead_owners_lock_is_taken_over(tmp_path):

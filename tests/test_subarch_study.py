@@ -134,13 +134,21 @@ def test_a_tiny_study_end_to_end_and_its_search_resumes(tmp_path, monkeypatch, c
     assert run(tmp_path) == 0  # everything done: nothing is measured, distilled or trained again
     assert calls == [] and {p.name: p.stat().st_mtime_ns for p in (out / "candidates").glob("*.json")} == measured
     assert "every candidate is measured; not needed" in capsys.readouterr().out
-    (out / "candidates" / "D1-A2-H16-I16.json").unlink()  # as if the search had been killed before it
+    record = out / "candidates" / "D1-A2-H16-I16.json"
+    before = json.loads(record.read_text())
+    record.unlink()  # its two parts are there: the record is joined again, nothing is measured
+    assert run(tmp_path, "--only", "candidates/D1-A2-H16-I16/*") == 0 and calls == []
+    assert json.loads(record.read_text()) == before
+    record.unlink()
+    (out / "candidates" / "D1-A2-H16-I16" / "distill.json").unlink()  # as if killed before its distillation ended
     assert run(tmp_path, "--report-only") == 0 and calls == []
     study = yaml.safe_load((tmp_path / "study.yaml").read_text())
     study["search"]["teacher_cache"] = False  # measured again with the live teacher: the same losses
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study), encoding="utf-8")
-    assert run(tmp_path) == 0
+    capsys.readouterr()
+    assert run(tmp_path, "--only", "candidates/*/error") == 0  # the error part alone (e.g. on a GPU machine)
     assert calls == ["D1-A2-H16-I16"]  # the missing candidate alone
+    assert "[start] select" not in capsys.readouterr().out and record.is_file()
     live = json.loads((out / "candidates" / "D1-A2-H16-I16.json").read_text())["error"]
     assert (live["heldout_before"], live["heldout"]) == (cached["heldout_before"], cached["heldout"])
 
@@ -171,7 +179,9 @@ def test_dry_run_prints_the_plan_and_the_search_cost(tmp_path, capsys):
     tiny_study(tmp_path)
     assert run(tmp_path, "--dry-run") == 0
     printed = capsys.readouterr().out
-    assert "search: 4 of 4 candidates to measure" in printed and "candidates/D1-A1-H8-I8: step (worker) ~" in printed
+    assert "search: 4 of 4 candidates' errors and 4 timings to measure" in printed
+    assert "candidates/D1-A1-H8-I8/error: step (worker) ~" in printed
+    assert "candidates/D1-A1-H8-I8/latency: step (worker) ~" in printed
     assert re.search(r"models/distilled: step \(worker\) ~\d+m\d\ds \(resumable\)", printed), printed
     assert "finetune/distilled/tinysent/lr0.001-wu0.1-seed1: to train" in printed
     assert "finetune/ticket/tinysent/lr1e-05-wu0.1-seed1: to train" in printed

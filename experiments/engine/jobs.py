@@ -16,7 +16,8 @@ run (heavy steps). A job starts when every job it depends on has finished.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,21 @@ class JobGraph:
 
     def training(self) -> list[Job]:
         return [j for j in self.jobs.values() if j.is_training]
+
+    def only(self, patterns: Sequence[str]) -> "JobGraph":
+        """The jobs whose names match one of the shell-style ``patterns`` (``candidates/*/error``), with every job
+        they depend on, directly or not (a finished one skips at once); UserError when a pattern matches nothing."""
+        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(name, p) for name in self.jobs)]
+        if unmatched:
+            raise UserError(f"--only {','.join(unmatched)} matches no job of this study; --dry-run lists them")
+        keep: set[str] = set()
+        todo = [name for name in self.jobs if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+        while todo:
+            name = todo.pop()
+            if name not in keep:
+                keep.add(name)
+                todo.extend(self.jobs[name].deps)
+        return JobGraph(job for name, job in self.jobs.items() if name in keep)
 
     def validate(self) -> None:
         """Every dependency exists, no cycle, and no two training jobs share a run directory."""

@@ -8,6 +8,8 @@
     --results-dir DIR     copy each finished run's small artifacts there; continue from it
     --status-every S      seconds between progress reports
     --dry-run             print the graph with its estimated cost; train nothing
+    --only GLOB[,GLOB]    run only the jobs whose names match, with what they depend on (e.g. a study's GPU part
+                          on a GPU machine, its CPU timing on the deployment CPU)
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class EngineOptions:
     status_every: float = 60.0
     dry_run: bool = False
     time_limit: float | None = None  # seconds: start no training run that would not finish within it
+    only: tuple[str, ...] = ()  # job-name globs: run only these jobs and their dependencies
 
     def __post_init__(self) -> None:
         BACKENDS.check(self.backend)
@@ -102,6 +105,9 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
                        help="e.g. 2h30m, 90m or 5400 (seconds): start no training run that the cost model says would "
                             "not finish within it, counted from the start (a batch job's wall-time limit, a session's "
                             "end); what is left runs on the next call")
+    group.add_argument("--only", type=globs, default=(), metavar="GLOB[,GLOB]",
+                       help="run only the jobs whose names match (shell-style, e.g. 'candidates/*/error'), with the "
+                            "jobs they depend on; --dry-run lists the names")
 
 
 DURATION = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s?)?$")
@@ -116,10 +122,19 @@ def parse_duration(text: str) -> float:
     return 3600 * h + 60 * m + s
 
 
+def globs(text: str) -> tuple[str, ...]:
+    """``a/*,b/*`` -> ``("a/*", "b/*")``."""
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not parts:
+        raise argparse.ArgumentTypeError("--only needs at least one job-name pattern")
+    return parts
+
+
 def engine_options(args: argparse.Namespace) -> EngineOptions:
     return EngineOptions(jobs=args.jobs, threads_per_run=args.threads_per_run, backend=args.backend,
                          ray_address=args.ray_address, gpus_per_run=args.gpus_per_run, results_dir=args.results_dir,
-                         status_every=args.status_every, dry_run=args.dry_run, time_limit=args.time_limit)
+                         status_every=args.status_every, dry_run=args.dry_run, time_limit=args.time_limit,
+                         only=args.only)
 
 
 def make_backend(options: EngineOptions, log_dir: Path) -> Backend:
@@ -197,7 +212,10 @@ def plan_text(graph: JobGraph, options: EngineOptions, results: ResultsDir | Non
 
 def run_jobs(graph: JobGraph, options: EngineOptions, out: Path, say=None) -> Report | None:
     """Run ``graph`` as ``options`` say, logs under ``OUT/logs``; None for ``--dry-run`` (the plan is
-    printed). A user mistake found by a job is raised as one UserError after the running jobs end."""
+    printed). A user mistake found by a job is raised as one UserError after the running jobs end.
+    ``options.only``: the part of ``graph`` those patterns select (:meth:`JobGraph.only`)."""
+    if options.only:
+        graph = graph.only(options.only)
     results = results_dir(options, out)
     if options.dry_run:
         (say or print)(plan_text(graph, options, results))
