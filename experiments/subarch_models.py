@@ -2,8 +2,8 @@
 ticket, and the speed measurement of the table.
 
 - :func:`extracted_step`: the chosen architecture cut from the teacher (``models/extracted``), no training;
-- :func:`distilled_step`: the same, distilled on the corpus for ``distill.steps`` steps (``distill/``: loss
-  log, summary, loss curve; resumable from its checkpoint), saved as ``models/distilled``;
+- :func:`distilled_step`: the same, distilled on the corpus for ``distill.steps`` steps on the GPU when there is
+  one (``distill/``: loss log, summary, loss curve; resumable from its checkpoint), saved as ``models/distilled``;
 - :func:`ticket_step`: the union of the tasks' winning tickets with the chosen architecture's encoder
   parameter count (:func:`masks.matched_ticket.matched_union`), or ``ticket.mask`` as it is, compacted out of
   the pre-trained teacher (``models/ticket``; fine-tuning it rewinds the ticket);
@@ -35,6 +35,7 @@ from masks.mask import load_mask, save_mask
 from masks.matched_ticket import layer_params, matched_union
 from mtl.corpus import TokenizedCorpus
 from mtl.distill import Distiller, read_log
+from mtl.distributed import pick_device
 from mtl.model import load_encoder
 from mtl.teacher import is_student_dir, load_teacher, make_student, read_student_info, save_student
 
@@ -71,7 +72,7 @@ def _student_step(study: SubarchStudy, row: str, needed_by: Sequence[str], threa
             tok, length = teacher.tokenizer, study.corpus.max_seq_length
             summary = Distiller(teacher, student, TokenizedCorpus.of(tok, train, length),
                                 TokenizedCorpus.of(tok, heldout, length), study.distill, files.distill_dir,
-                                say=lambda line: print(line, flush=True)).run()
+                                say=lambda line: print(line, flush=True), device=pick_device("auto")).run()
             plot_curve(files.distill_dir, f"Distillation of {arch.name} from {study.teacher}")
             info.update(heldout=summary["heldout"]["loss"], heldout_before=summary["heldout_before"]["loss"],
                         steps=summary["steps"])

@@ -1,0 +1,37 @@
+#!/bin/bash
+# The GPU part of the full sub-architecture study (issue 15), run once on the GPU machine lent to a session
+# (one NVIDIA H200), from the repository root, with .device/ carried (minilm16: half_model.py's fp16 copy of the
+# packaged MiniLM; glue: a copy of ../shared/glue, not committed):
+#   bash experiments/results/subarch/full/gpu/run.sh
+# It measures the error surrogate of every candidate whose error is missing, and again of those in controls.txt
+# (measured on the CPU before: the device check), selects, builds and distils the chosen architecture, and runs
+# every fine-tuning run; CPU timing stays on the CPU (candidates' latency.json before, the table's latency after).
+# What comes back: $OUT/results.tgz (the results folder, as the engine published it), $OUT/study.log, and the
+# distilled model's weights in fp16 pieces (the latency step on the CPU needs the model).
+set -u
+G=experiments/results/subarch/full/gpu
+export PYTHONPATH=$PWD:$PWD/$G/stub GLUE_DIR=$PWD/.device/glue HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
+    PYTHONUNBUFFERED=1 MINILM_DIR=/tmp/minilm OMP_NUM_THREADS=1
+python3 $G/half_model.py .device/minilm16 /tmp/minilm --to fp32 || exit 1
+O=/work/study/runs/subarch R=/tmp/results
+mkdir -p $O && rm -rf $R && cp -r experiments/results/subarch/full $R && rm -rf $R/gpu $R/table.* $R/finetune
+for n in $(grep -v '^#' $G/controls.txt); do rm -f $R/candidates/$n.json $R/candidates/$n/distill.json $R/candidates/$n/log.jsonl; done
+python3 - <<'PY'
+import yaml
+s = yaml.safe_load(open("experiments/subarch.yaml"))
+s["search"]["teacher_cache"] = False  # the teacher runs live on the GPU: the same losses (tests/test_subarch_study.py)
+yaml.safe_dump(s, open("/tmp/gpu.yaml", "w"), sort_keys=False)
+PY
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+date -u +%FT%TZ
+timeout ${LIMIT:-540} python3 -m experiments.subarch /tmp/gpu.yaml --output-dir $O --results-dir $R --jobs ${JOBS:-14} \
+    --threads-per-run 1 --status-every 30 --only 'finetune/*' > $OUT/study.log 2>&1
+echo "study rc $?"; date -u +%FT%TZ
+grep -E "^\[(done|FAILED|failed)|Error|error:" $OUT/study.log | tail -n 25
+tar czf $OUT/results.tgz -C $R .
+if [ -f $O/models/distilled/model.safetensors ]; then
+  mkdir -p /tmp/d16 && python3 $G/half_model.py $O/models/distilled /tmp/d16 --to fp16 &&
+  split -b 15M /tmp/d16/model.safetensors $OUT/distilled16.part && rm /tmp/d16/model.safetensors &&
+  tar czf $OUT/distilled16-files.tgz -C /tmp/d16 .
+fi
+ls -la $OUT
