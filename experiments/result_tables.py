@@ -40,6 +40,7 @@ from experiments import (
     lottery,
     paper_comparison,
     phase_transition,
+    subarch_device,
     subarch_files,
     subarch_search,
     subarch_table,
@@ -612,6 +613,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "subarch-full-progress": subarch_progress("full"),
     **{f"subarch-{f}-targets": subarch_targets_table(f) for f in ("demo", "full")},
     "subarch-demo-table": subarch_result_table("demo"),
+    "subarch-full-device-check": lambda: _lines(subarch_device.device_check_lines(
+        subarch_device.device_check(RESULTS / "subarch" / "full"))),
 }
 
 

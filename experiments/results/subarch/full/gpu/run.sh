@@ -6,16 +6,17 @@
 # It measures the error surrogate of every candidate whose error is missing, and again of those in controls.txt
 # (measured on the CPU before: the device check), selects, builds and distils the chosen architecture, and runs
 # every fine-tuning run; CPU timing stays on the CPU (candidates' latency.json before, the table's latency after).
-# What comes back: $OUT/results.tgz (the results folder, as the engine published it), $OUT/study.log, and the
-# distilled model's weights in fp16 pieces (the latency step on the CPU needs the model).
+# What comes back: $OUT/results.tgz (the results folder, as the engine published it), $OUT/logs.tgz, and the
+# distilled model's weights in fp16 pieces (the latency step on the CPU needs the model). LIMIT (seconds, default
+# 540) stops every engine at one deadline; what finished is in the results folder, the rest runs on the CPU later.
 set -u
 G=experiments/results/subarch/full/gpu
 export PYTHONPATH=$PWD:$PWD/$G/stub GLUE_DIR=$PWD/.device/glue HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
     PYTHONUNBUFFERED=1 MINILM_DIR=/tmp/minilm OMP_NUM_THREADS=1
 python3 $G/half_model.py .device/minilm16 /tmp/minilm --to fp32 || exit 1
-O=/work/study/runs/subarch R=/tmp/results
+O=${O:-/work/study/runs/subarch} R=${R:-/tmp/results}
 mkdir -p $O && rm -rf $R && cp -r experiments/results/subarch/full $R && rm -rf $R/gpu $R/table.* $R/finetune
-for n in $(grep -v '^#' $G/controls.txt); do rm -f $R/candidates/$n.json $R/candidates/$n/distill.json $R/candidates/$n/log.jsonl; done
+for n in $(grep -v "^#" ${CONTROLS:-$G/controls.txt}); do rm -f $R/candidates/$n.json $R/candidates/$n/distill.json $R/candidates/$n/log.jsonl; done
 python3 - <<'PY'
 import yaml
 s = yaml.safe_load(open("experiments/subarch.yaml"))
@@ -23,15 +24,27 @@ s["search"]["teacher_cache"] = False  # the teacher runs live on the GPU: the sa
 yaml.safe_dump(s, open("/tmp/gpu.yaml", "w"), sort_keys=False)
 PY
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-date -u +%FT%TZ
-timeout ${LIMIT:-540} python3 -m experiments.subarch /tmp/gpu.yaml --output-dir $O --results-dir $R --jobs ${JOBS:-14} \
-    --threads-per-run 1 --status-every 30 --only 'finetune/*' > $OUT/study.log 2>&1
-echo "study rc $?"; date -u +%FT%TZ
-grep -E "^\[(done|FAILED|failed)|Error|error:" $OUT/study.log | tail -n 25
-tar czf $OUT/results.tgz -C $R .
+L=/tmp/logs; mkdir -p $L; T0=$(date +%s); DEADLINE=$((T0 + ${LIMIT:-540}))
+study() {  # study LOG JOBS ONLY: the engine on a part of the graph, stopped at the deadline
+  local left=$((DEADLINE - $(date +%s)))
+  if [ $left -lt 5 ]; then echo "$1: not started (deadline)"; return 1; fi
+  timeout $left python3 -m experiments.subarch /tmp/gpu.yaml --output-dir $O --results-dir $R \
+      --threads-per-run 1 --status-every 30 --jobs $2 --only "$3" > $L/$1.log 2>&1
+  local rc=$?; echo "$1: rc $rc at $(( $(date +%s) - T0 )) s"; return $rc
+}
+# the errors and the choice first: the other parts would otherwise measure the same candidates at once
+if study search 14 select; then
+  study pretrain 14 models/distilled & A=$!  # alone in its engine, beside the runs that do not need it
+  study finetune1 6 'finetune/teacher/*,finetune/extracted/*,finetune/ticket/*' & B=$!
+  wait $A && study finetune2 10 'finetune/distilled/*'
+  wait $B
+fi
+for f in $L/*.log; do echo "== $f"; grep -E "^\[(FAILED|failed|left)|Error|error:|^select:" $f | tail -n 8; tail -n 2 $f; done
+cp -r $O/logs $L/jobs 2>/dev/null
+tar czf $OUT/results.tgz -C $R . && tar czf $OUT/logs.tgz -C $L .
 if [ -f $O/models/distilled/model.safetensors ]; then
   mkdir -p /tmp/d16 && python3 $G/half_model.py $O/models/distilled /tmp/d16 --to fp16 &&
   split -b 15M /tmp/d16/model.safetensors $OUT/distilled16.part && rm /tmp/d16/model.safetensors &&
   tar czf $OUT/distilled16-files.tgz -C /tmp/d16 .
 fi
-ls -la $OUT
+ls -la $OUT; echo "total $(( $(date +%s) - T0 )) s"

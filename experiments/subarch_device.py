@@ -1,0 +1,116 @@
+"""The device check of a sub-architecture study whose training ran on another machine than its first part: the
+same measurements taken on both, paired.
+
+A study that moved to a GPU machine part-way (``docs/subarch.md``: timing on one machine, training on another)
+keeps a snapshot of what it measured on the CPU before (``gpu/cpu_side.json``: the errors of the control
+candidates, the fine-tuning runs finished there) and measures those again on the GPU; the records now in the
+results folder hold the GPU values. :func:`device_check` pairs them:
+
+- the held-out loss of the bare extraction (no training: the teacher's and the student's forward passes alone,
+  so the devices' arithmetic and any rounding of the teacher's weights in transit);
+- the held-out loss after the limited distillation (the error surrogate the selection ranks on), with the
+  rank correlation of the controls' order on both devices;
+- each fine-tuning run's dev score.
+
+Differences are GPU − CPU, with a 95 % t-interval over the pairs (:func:`basics.stats.paired_difference`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from basics.stats import paired_difference, signed
+from experiments.subarch_files import read_json
+from tasks.score import task_score
+
+
+def _ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    for rank, i in enumerate(order):
+        ranks[i] = float(rank)
+    return ranks
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """Spearman's rank correlation (no ties expected in continuous losses); None under 3 pairs."""
+    if len(a) < 3:
+        return None
+    ra, rb = _ranks(a), _ranks(b)
+    n = len(a)
+    return 1.0 - 6.0 * sum((x - y) ** 2 for x, y in zip(ra, rb, strict=True)) / (n * (n * n - 1))
+
+
+def _pairs(cpu: Mapping[str, float], gpu: Mapping[str, float]) -> dict[str, Any]:
+    keys = [k for k in cpu if k in gpu]
+    diff = paired_difference({k: gpu[k] for k in keys}, {k: cpu[k] for k in keys})
+    return {"n": len(keys), "cpu": {k: cpu[k] for k in keys}, "gpu": {k: gpu[k] for k in keys},
+            "difference": None if diff is None else {"mean": diff.mean, "low": diff.low, "high": diff.high},
+            "max_abs": max((abs(gpu[k] - cpu[k]) for k in keys), default=None),
+            "spearman": spearman([cpu[k] for k in keys], [gpu[k] for k in keys])}
+
+
+def _run_score(run_dir: Path) -> float | None:
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file():
+        return None
+    (task, values), = read_json(metrics).items()
+    return task_score(values)
+
+
+def device_check(folder: Path) -> dict[str, Any] | None:
+    """The paired CPU/GPU measurements of the study in ``folder`` (its ``gpu/cpu_side.json`` against the records
+    there now); None without a snapshot. A record still measured on the CPU is not a pair."""
+    snapshot = folder / "gpu" / "cpu_side.json"
+    if not snapshot.is_file():
+        return None
+    side = read_json(snapshot)
+    before_cpu, after_cpu, before_gpu, after_gpu, devices = {}, {}, {}, {}, set()
+    for name, error in side["candidates"].items():
+        before_cpu[name], after_cpu[name] = error["heldout_before"], error["heldout"]
+        record = folder / "candidates" / f"{name}.json"
+        if record.is_file():
+            now = read_json(record)["error"]
+            if now.get("device", "cpu") != "cpu":
+                before_gpu[name], after_gpu[name] = now["heldout_before"], now["heldout"]
+                devices.add(now["device"])
+    runs_cpu, runs_gpu = {}, {}
+    for rel, run in side["finetune"].items():
+        (task, values), = run["metrics"].items()
+        runs_cpu[rel] = task_score(values)
+        results = folder / rel / "results.json"
+        if results.is_file() and read_json(results)["machine"].get("cuda"):
+            runs_gpu[rel] = _run_score(folder / rel)
+            devices.add(read_json(results)["machine"]["cuda"])
+    return {"devices": sorted(devices), "loss_before": _pairs(before_cpu, before_gpu),
+            "loss_after": _pairs(after_cpu, after_gpu), "finetune": _pairs(runs_cpu, runs_gpu)}
+
+
+def _interval(pairs: Mapping[str, Any], digits: int) -> str:
+    d = pairs["difference"]
+    if d is None:
+        return "—"
+    if d["low"] is None:
+        return signed(d["mean"], digits)
+    return f"{signed(d['mean'], digits)} [{signed(d['low'], digits)}, {signed(d['high'], digits)}]"
+
+
+def device_check_lines(check: Mapping[str, Any] | None) -> list[str]:
+    """:func:`device_check` as a markdown table."""
+    if check is None or not any(check[k]["n"] for k in ("loss_before", "loss_after", "finetune")):
+        return ["(no measurement has been taken again on the GPU yet)"]
+    lines = ["| measurement | pairs | GPU − CPU, mean [95 % interval] | largest |GPU − CPU| | rank correlation |",
+             "|---|---:|---:|---:|---:|"]
+    for key, what, digits in (("loss_before", "held-out loss of the bare extraction (no training)", 5),
+                              ("loss_after", "held-out loss after 200 distillation steps (the error surrogate)", 5),
+                              ("finetune", "fine-tuning run, dev score (points)", 2)):
+        p = check[key]
+        if not p["n"]:
+            continue
+        largest = "—" if p["max_abs"] is None else f"{p['max_abs']:.{digits}f}"
+        rho = "—" if p["spearman"] is None else f"{p['spearman']:.3f}"
+        lines.append(f"| {what} | {p['n']} | {_interval(p, digits)} | {largest} | {rho} |")
+    lines += ["", f"GPU: {', '.join(check['devices'])}; CPU: this repository's 2-core machine."]
+    return lines
