@@ -24,7 +24,7 @@ s["search"]["teacher_cache"] = False  # the teacher runs live on the GPU: the sa
 yaml.safe_dump(s, open("/tmp/gpu.yaml", "w"), sort_keys=False)
 PY
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-L=/tmp/logs; mkdir -p $L; T0=$(date +%s); DEADLINE=$((T0 + ${LIMIT:-540}))
+L=/tmp/logs; rm -rf $L; mkdir -p $L; T0=$(date +%s); DEADLINE=$((T0 + ${LIMIT:-540}))
 study() {  # study LOG JOBS ONLY: the engine on a part of the graph, stopped at the deadline
   local left=$((DEADLINE - $(date +%s)))
   if [ $left -lt 5 ]; then echo "$1: not started (deadline)"; return 1; fi
