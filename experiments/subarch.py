@@ -226,6 +226,8 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None,
     for (row, task, seed), path in chosen.items():
         swept = tuple(f"finetune/{row}/{task}/lr{lr:g}-wu{wu:g}-seed{s}" for lr in f.lrs for wu in f.warmups
                       for s in f.swept())
+        if row != "teacher":  # its model too: swept runs restored from a results folder do not wait for it
+            swept += (f"models/{row}",)
         placeholder = finetune_config(study, row, task, f.lrs[0], f.warmups[0], seed).replace(output_dir=str(path))
         jobs.append(Job(f"finetune/{row}/{task}/chosen-seed{seed}", deps=swept, config=placeholder,
                         resolve=chosen_config, resolve_args=(study, row, task, seed),

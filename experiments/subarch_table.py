@@ -38,7 +38,7 @@ def _mean_std(values: list[float]) -> dict[str, Any]:
 
 def _setting(lr: float, warmup: float, runs: list[tuple[int, RunDir]], task: str) -> dict[str, Any] | None:
     """One setting's entry from its finished ``(seed, run)`` pairs; None when none has finished."""
-    dev, held, seeds = [], [], []
+    dev, held, seeds, devices = [], [], [], []
     for seed, run in runs:
         if not run.finished:
             continue
@@ -47,9 +47,25 @@ def _setting(lr: float, warmup: float, runs: list[tuple[int, RunDir]], task: str
         if result.holdout_metrics and task in result.holdout_metrics:
             held.append(task_score(result.holdout_metrics[task]))
         seeds.append(seed)
+        devices.append(trained_on(result.machine))
     if not dev:
         return None
-    return {"lr": lr, "warmup": warmup, "seeds": seeds, "dev": _mean_std(dev), "holdout": _mean_std(held) if held else None}
+    return {"lr": lr, "warmup": warmup, "seeds": seeds, "dev": _mean_std(dev), "holdout": _mean_std(held) if held else None,
+            "devices": devices}
+
+
+def trained_on(machine: Mapping[str, Any]) -> str:
+    """Where a run trained, from its ``results.json`` ``machine`` record: the GPU's name, or ``CPU``."""
+    return machine.get("cuda") or "CPU"
+
+
+def devices_of(row: Mapping[str, Any]) -> dict[str, int]:
+    """``{device: runs}`` over the runs a row reports (each task's chosen setting, every seed)."""
+    counts: dict[str, int] = {}
+    for cell in row["tasks"].values():
+        for device in (cell["chosen"] or {}).get("devices", []):
+            counts[device] = counts.get(device, 0) + 1
+    return counts
 
 
 def sweep(study: SubarchStudy, row: str, task: str) -> list[dict[str, Any]]:
@@ -126,8 +142,8 @@ def build_table(study: SubarchStudy, rows: Sequence[str]) -> dict[str, Any]:
             "mean": statistics.fmean(cells[t]["chosen"]["dev"]["mean"] for t in tasks),
             "std": statistics.stdev(complete) if len(complete) > 1 else None}
         out_rows.append({"row": row, "label": ROW_LABELS[row], "model": model, "speedup": speed, "gpu_speedup": gpu,
-                         "tasks": cells,
-                         "average": average})
+                         "tasks": cells, "average": average})
+        out_rows[-1]["trained_on"] = devices_of(out_rows[-1])
     return {"study": study.name, "teacher": study.teacher, "tasks": tasks, "rows": out_rows,
             "batch_sizes": study.latency.batch_sizes, "select_on": study.finetune.select_on,
             "latency": {k: v for k, v in (latency or {}).items() if k in ("device", "threads", "seq_len", "rounds")}}
@@ -175,6 +191,11 @@ def markdown(table: dict[str, Any]) -> str:
         chosen = [f"{t} lr {c['chosen']['lr']:g} wu {c['chosen']['warmup']:g} (seeds {c['chosen']['seeds']})"
                   for t, c in r["tasks"].items() if c["chosen"]]
         lines.append(f"- {r['label']}: " + ("; ".join(chosen) or "no finished run"))
+    places = {r["label"]: r.get("trained_on") or {} for r in table["rows"]}
+    if len({d for p in places.values() for d in p}) > 1:  # say where, once the runs did not all train in one place
+        lines += ["", "Trained on (the runs each row reports):", ""]
+        lines += [f"- {label}: " + (", ".join(f"{n} on {d}" for d, n in sorted(p.items())) or "no finished run")
+                  for label, p in places.items()]
     return "\n".join(lines) + "\n"
 
 

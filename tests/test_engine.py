@@ -123,6 +123,15 @@ def test_results_dir_mirrors_small_artifacts_and_restores_them(tmp_path):
     fresh = RunDir(tmp_path / "elsewhere" / "tickets" / "rte" / "dense-seed1")
     assert ResultsDir(results, tmp_path / "elsewhere").restore_run(fresh)
     assert fresh.finished and fresh.metrics() == {"rte": {"accuracy": 60.0}}
+    step_out = out / "candidates" / "a.json"  # a step's output, measured again elsewhere and copied in since
+    step_out.parent.mkdir()
+    step_out.write_text("stale")
+    rd.publish_files([step_out])
+    (results / "candidates" / "a.json").write_text("measured elsewhere")
+    os.utime(step_out, (1, 1))
+    assert rd.restore_files([step_out]) == [step_out] and step_out.read_text() == "measured elsewhere"
+    step_out.write_text("rerun here since")  # newer than the results folder's copy: kept, and published
+    assert rd.restore_files([step_out]) == [] and step_out.read_text() == "rerun here since"
 
 
 @pytest.mark.parametrize("backend", ["inline", "local"])

@@ -39,3 +39,20 @@ def test_device_check_pairs_only_what_was_measured_again_on_the_gpu(tmp_path):
     assert "| held-out loss after 200 distillation steps (the error surrogate) | 2 | +0.01500 [" in text
     assert "| fine-tuning run, dev score (points) | 1 | +2.50 | 2.50 | — |" in text
     json.dumps(check)
+
+
+def test_the_table_says_where_each_row_trained_once_the_places_differ():
+    from experiments.subarch_table import devices_of, markdown
+
+    def row(label, devices):
+        chosen = {"lr": 1e-4, "warmup": 0.1, "seeds": [1, 2], "dev": {"mean": 60.0, "std": 1.0}, "devices": devices}
+        r = {"label": label, "model": None, "speedup": None, "tasks": {"rte": {"chosen": chosen}}, "average": None}
+        return {**r, "trained_on": devices_of(r)}
+
+    table = {"study": "s", "teacher": "t", "batch_sizes": [1], "latency": {}, "select_on": "holdout", "tasks": ["rte"],
+             "rows": [row("Teacher", ["NVIDIA H200", "NVIDIA H200"]), row("Ticket", ["CPU", "NVIDIA H200"])]}
+    assert table["rows"][1]["trained_on"] == {"CPU": 1, "NVIDIA H200": 1}
+    text = markdown(table)
+    assert "- Teacher: 2 on NVIDIA H200" in text and "- Ticket: 1 on CPU, 1 on NVIDIA H200" in text
+    table["rows"] = table["rows"][:1]
+    assert "Trained on" not in markdown(table)  # one place for every run: nothing to say

@@ -203,3 +203,11 @@ def test_the_shipped_studies_load():
     assert len(demo.search.archs(minilm)) == demo.search.size() == 6 and demo.finetune.tasks == ["rte", "mrpc"]
     for path in demo.ticket.importance.values():
         assert (REPO / path).is_file()
+
+
+def test_a_chosen_seed_run_waits_for_its_model_even_when_its_sweep_is_restored():
+    study = study_from_dict({"search": {"candidates": CANDIDATES},
+                             "finetune": {"tasks": ["rte"], "seeds": [1, 2], "sweep_seeds": [1]}})
+    jobs = {j.name: j for j in subarch.study_jobs(study, [SubArch.parse(c) for c in CANDIDATES], 1)}
+    assert "models/distilled" in jobs["finetune/distilled/rte/chosen-seed2"].deps
+    assert not any(d.startswith("models/") for d in jobs["finetune/teacher/rte/chosen-seed2"].deps)

@@ -46,11 +46,16 @@ class ResultsDir:
 
     def restore_files(self, files: Iterable[Path]) -> list[Path]:
         """Copy back into the study's output folder the ``files`` (paths there) that are missing there but
-        present in the results folder (a step's outputs: a step that finds them does not redo its work)."""
+        present in the results folder (a step's outputs: a step that finds them does not redo its work), or
+        that differ there and are older than the results folder's copy (what another machine measured and
+        was copied in since: otherwise the stale copy would be published over it)."""
         restored = []
         for path in map(Path, files):
             source = self._mirror(path)
-            if source is None or path.is_file() or not source.is_file():
+            if source is None or not source.is_file():
+                continue
+            if path.is_file() and (path.stat().st_mtime >= source.stat().st_mtime
+                                   or path.read_bytes() == source.read_bytes()):
                 continue
             atomic_write(path, lambda tmp, src=source: shutil.copyfile(src, tmp))
             restored.append(path)
