@@ -35,8 +35,8 @@ def _ranks(values: list[float]) -> list[float]:
 
 
 def spearman(a: list[float], b: list[float]) -> float | None:
-    """Spearman's rank correlation (no ties expected in continuous losses); None under 3 pairs."""
-    if len(a) < 3:
+    """Spearman's rank correlation (no ties expected in continuous losses); None under 5 pairs (too few to say)."""
+    if len(a) < 5:
         return None
     ra, rb = _ranks(a), _ranks(b)
     n = len(a)
@@ -50,6 +50,11 @@ def _pairs(cpu: Mapping[str, float], gpu: Mapping[str, float]) -> dict[str, Any]
             "difference": None if diff is None else {"mean": diff.mean, "low": diff.low, "high": diff.high},
             "max_abs": max((abs(gpu[k] - cpu[k]) for k in keys), default=None),
             "spearman": spearman([cpu[k] for k in keys], [gpu[k] for k in keys])}
+
+
+def gpu_name(device: str) -> str:
+    """``cuda:0 (NVIDIA H200)`` -> ``NVIDIA H200`` (:func:`mtl.distributed.device_name`'s form)."""
+    return device.split("(", 1)[1].rstrip(")") if "(" in device else device
 
 
 def _run_score(run_dir: Path) -> float | None:
@@ -75,7 +80,7 @@ def device_check(folder: Path) -> dict[str, Any] | None:
             now = read_json(record)["error"]
             if now.get("device", "cpu") != "cpu":
                 before_gpu[name], after_gpu[name] = now["heldout_before"], now["heldout"]
-                devices.add(now["device"])
+                devices.add(gpu_name(now["device"]))
     runs_cpu, runs_gpu = {}, {}
     for rel, run in side["finetune"].items():
         (task, values), = run["metrics"].items()
@@ -101,7 +106,7 @@ def device_check_lines(check: Mapping[str, Any] | None) -> list[str]:
     """:func:`device_check` as a markdown table."""
     if check is None or not any(check[k]["n"] for k in ("loss_before", "loss_after", "finetune")):
         return ["(no measurement has been taken again on the GPU yet)"]
-    lines = ["| measurement | pairs | GPU − CPU, mean [95 % interval] | largest |GPU − CPU| | rank correlation |",
+    lines = ["| measurement | pairs | GPU − CPU, mean [95 % interval] | largest difference (absolute) | rank correlation |",
              "|---|---:|---:|---:|---:|"]
     for key, what, digits in (("loss_before", "held-out loss of the bare extraction (no training)", 5),
                               ("loss_after", "held-out loss after 200 distillation steps (the error surrogate)", 5),
