@@ -15,8 +15,13 @@ export PYTHONPATH=$PWD:$PWD/$G/stub GLUE_DIR=$PWD/.device/glue HF_HUB_OFFLINE=1 
     PYTHONUNBUFFERED=1 MINILM_DIR=/tmp/minilm OMP_NUM_THREADS=1
 python3 $G/half_model.py .device/minilm16 /tmp/minilm --to fp32 || exit 1
 O=${O:-/work/study/runs/subarch} R=${R:-/tmp/results}
-mkdir -p $O && rm -rf $R && cp -r experiments/results/subarch/full $R && rm -rf $R/gpu $R/table.* $R/finetune
-for n in $(grep -v "^#" ${CONTROLS:-$G/controls.txt}); do rm -f $R/candidates/$n.json $R/candidates/$n/distill.json $R/candidates/$n/log.jsonl; done
+mkdir -p $O && rm -rf $R && cp -r experiments/results/subarch/full $R && rm -rf $R/gpu $R/table.*
+# the controls whose error is still the CPU's are measured again (the first call, 2026-12-04, did; it also left out
+# the 4 teacher runs finished on the CPU, kept in cpu_side.json, so that they trained again on the GPU)
+for n in $(grep -v "^#" ${CONTROLS:-$G/controls.txt}); do
+  if grep -q '"device": "cuda' $R/candidates/$n.json 2>/dev/null; then continue; fi
+  rm -f $R/candidates/$n.json $R/candidates/$n/distill.json $R/candidates/$n/log.jsonl
+done
 python3 - <<'PY'
 import yaml
 s = yaml.safe_load(open("experiments/subarch.yaml"))
