@@ -41,7 +41,7 @@ from experiments.engine.options import EngineOptions, results_dir, run_study_gra
 from experiments.study_config import train_config
 from experiments.subarch_config import SubarchStudy, load_study, study_to_dict
 from experiments.subarch_files import StudyFiles, read_json
-from experiments.subarch_models import distilled_step, extracted_step, latency_step, ticket_step
+from experiments.subarch_models import distilled_step, extracted_step, latency_step, ticket_step, timed_rows
 from experiments.subarch_search import (
     candidate_error_step,
     candidate_latency_step,
@@ -211,7 +211,8 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None,
     for row in (r for r in rows if r in MODEL_ROWS):
         needed = [str(Path(c.output.output_dir) / "metrics.json") for (r, *_), c in runs.items() if r == row]
         needed += [str(path / "metrics.json") for (r, *_), path in chosen.items() if r == row]
-        needed.append(str(files.latency))
+        if row in timed_rows(rows):
+            needed.append(str(files.latency))
         outputs = {"distilled": (files.distill_dir / "log.jsonl", files.distill_dir / "distill.json",
                                  files.distill_dir / "curve.png"),
                    "ticket": (files.ticket_dir / "mask.safetensors", files.ticket_dir / "ticket.json")}.get(row, ())
@@ -232,8 +233,8 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None,
         jobs.append(Job(f"finetune/{row}/{task}/chosen-seed{seed}", deps=swept, config=placeholder,
                         resolve=chosen_config, resolve_args=(study, row, task, seed),
                         labels={"task": task, "kind": row, "seed": seed}, info={"label": row, "seed": seed}))
-    model_jobs = tuple(f"models/{r}" for r in rows if r in MODEL_ROWS)
-    jobs.append(Job("latency", deps=("select", *model_jobs), action=latency_step, args=(study, rows, threads),
+    timed = tuple(f"models/{r}" for r in timed_rows(rows))
+    jobs.append(Job("latency", deps=("select", *timed), action=latency_step, args=(study, rows, threads),
                     where="worker", outputs=(files.latency,)))
     finetune = tuple(j.name for j in jobs if j.name.startswith("finetune/"))
     jobs.append(Job("table", deps=("latency", *finetune), action=table_step, args=(study, rows), after_failures=True,

@@ -7,8 +7,9 @@ ticket, and the speed measurement of the table.
 - :func:`ticket_step`: the union of the tasks' winning tickets with the chosen architecture's encoder
   parameter count (:func:`masks.matched_ticket.matched_union`), or ``ticket.mask`` as it is, compacted out of
   the pre-trained teacher (``models/ticket``; fine-tuning it rewinds the ticket);
-- :func:`latency_step`: every model of the table against the teacher, paired, at each batch size
-  (``latency.json``, with their parameter counts).
+- :func:`latency_step`: every model shape of the table against the teacher, paired, at each batch size
+  (``latency.json``, with their parameter counts); the chosen architecture is timed once, as the extracted model,
+  so the timing waits for no distillation.
 
 A model step does nothing when its model directory is complete, or when nothing still needs the model
 (every run fine-tuned from it has finished, and the speed was measured): a study continued from a results
@@ -139,15 +140,21 @@ def ticket_step(study: SubarchStudy, needed_by: Sequence[str] = (), threads: int
     print(f"ticket: {info['layer_params']:,} encoder-layer parameters (target {target:,}) -> {model_dir}", flush=True)
 
 
+def timed_rows(rows: Sequence[str]) -> list[str]:
+    """The model rows :func:`latency_step` times: the chosen architecture once (the extracted model, which needs no
+    training, else the distilled one: the same shape, so the same speed) and the ticket."""
+    shape = [r for r in ("extracted", "distilled") if r in rows][:1]
+    return shape + (["ticket"] if "ticket" in rows else [])
+
+
 def latency_step(study: SubarchStudy, rows: Sequence[str], threads: int | None = 1) -> None:
     files = StudyFiles(study.out)
     if files.latency.is_file():
         print(f"latency: {files.latency} exists", flush=True)
         return
     models = {"teacher": load_encoder(study.teacher)[0]}
-    for row in rows:
-        if row in ("distilled", "ticket") or (row == "extracted" and "distilled" not in rows):
-            models[row] = load_encoder(str(files.model(row)))[0]  # extracted = distilled in size and speed
+    for row in timed_rows(rows):
+        models[row] = load_encoder(str(files.model(row)))[0]
     lat = study.latency
     with torch_threads(threads):
         measured = measure(models, lat, threads)

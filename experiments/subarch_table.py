@@ -4,7 +4,7 @@ One row per model (``finetune.rows``): the teacher, the chosen architecture extr
 architecture extracted without distillation, and the matched ticket. Columns: parameters (total, embeddings,
 and the encoder layers: their count and their share of the total), D / A / H / I (per-layer means for a
 ticket, whose layers differ), the measured CPU speed-up against the teacher at each batch size
-(``latency.json``; the extracted model has the distilled one's shape, so its speed), and per task the dev task
+(``latency.json``; the extracted and the distilled model have one shape, timed once), and per task the dev task
 score (mean of the task's metrics, percent) as mean ± std over seeds, then the GLUE average.
 
 Fine-tuning is a sweep (learning rate × warm-up × seeds): for every row and task the setting with the best
@@ -119,13 +119,21 @@ def seed_averages(row: Mapping[str, Any], tasks: list[str]) -> dict[int, float]:
     return {s: statistics.fmean(v) for s, v in sorted(by_seed.items()) if len(v) == len(tasks)}
 
 
+def timed_as(row: str, timed: Mapping[str, Any]) -> str:
+    """The timed model that stands for ``row``: itself, or for the extracted and the distilled model (one shape)
+    the other one."""
+    if row in timed or row not in ("extracted", "distilled"):
+        return row
+    return "distilled" if row == "extracted" else "extracted"
+
+
 def build_table(study: SubarchStudy, rows: Sequence[str]) -> dict[str, Any]:
     files = StudyFiles(study.out)
     latency = read_json(files.latency) if files.latency.is_file() else None
     tasks = task_order(set(study.finetune.tasks))
     out_rows = []
     for row in rows:
-        source = "distilled" if row == "extracted" and latency and "extracted" not in latency["models"] else row
+        source = timed_as(row, (latency or {}).get("models", {}))
         model = (latency or {}).get("models", {}).get(source)
         speed = (latency or {}).get("speedup", {}).get(source)
         gpu = (latency or {}).get("gpu", {}).get("speedup", {}).get(source)
@@ -185,7 +193,7 @@ def markdown(table: dict[str, Any]) -> str:
               f"(learning rate, warm-up) chosen per row and task on {table['select_on']}. Encoder = the encoder "
               "layers' parameters (no embeddings, no pooler); encoder share = encoder / all parameters. Speed-up: paired median against the teacher "
               f"({lat.get('device', '?')}, {lat.get('threads', '?')} thread(s), {lat.get('seq_len', '?')} tokens, "
-              f"{lat.get('rounds', '?')} rounds); the extracted model has the distilled one's shape and speed.", "",
+              f"{lat.get('rounds', '?')} rounds); the extracted and the distilled model have one shape, so one speed.", "",
               "Settings chosen:", ""]
     for r in table["rows"]:
         chosen = [f"{t} lr {c['chosen']['lr']:g} wu {c['chosen']['warmup']:g} (seeds {c['chosen']['seeds']})"

@@ -18,6 +18,8 @@ from experiments import subarch
 from experiments.pareto import dominates, pareto_front, rank, w_scores
 from experiments.subarch_config import load_study, study_from_dict
 from experiments.subarch_files import progress
+from experiments.subarch_models import timed_rows
+from experiments.subarch_table import timed_as
 from masks.arch import EncoderShape
 from masks.importance import Importance, save_importance
 from masks.subarch import SubArch
@@ -211,3 +213,8 @@ def test_a_chosen_seed_run_waits_for_its_model_even_when_its_sweep_is_restored()
     jobs = {j.name: j for j in subarch.study_jobs(study, [SubArch.parse(c) for c in CANDIDATES], 1)}
     assert "models/distilled" in jobs["finetune/distilled/rte/chosen-seed2"].deps
     assert not any(d.startswith("models/") for d in jobs["finetune/teacher/rte/chosen-seed2"].deps)
+    # the timing waits for no distillation: the extracted model stands for the chosen shape
+    assert "models/distilled" not in jobs["latency"].deps and "models/extracted" in jobs["latency"].deps
+    assert timed_as("distilled", {"teacher": {}, "extracted": {}}) == "extracted"
+    assert timed_as("extracted", {"teacher": {}, "distilled": {}}) == "distilled"  # a table timed before the change
+    assert timed_rows(["teacher", "distilled", "ticket"]) == ["distilled", "ticket"]  # no extracted row: the distilled
