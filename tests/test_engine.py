@@ -30,6 +30,7 @@ from experiments.engine.options import (
     make_backend,
     parse_duration,
     plan_text,
+    run_study_graph,
 )
 from experiments.engine.results_dir import ResultsDir
 from experiments.engine.scheduler import Scheduler, StudyFailed, raise_if_failed
@@ -132,6 +133,24 @@ def test_results_dir_mirrors_small_artifacts_and_restores_them(tmp_path):
     assert rd.restore_files([step_out]) == [step_out] and step_out.read_text() == "measured elsewhere"
     step_out.write_text("rerun here since")  # newer than the results folder's copy: kept, and published
     assert rd.restore_files([step_out]) == [] and step_out.read_text() == "rerun here since"
+
+
+def count_finished(path: str, target: str) -> None:
+    Path(target).write_text(str(len(list(Path(path).glob("*/metrics.json")))))
+
+
+def test_report_only_reads_the_runs_finished_elsewhere_from_the_results_folder(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "out"
+    copy = RunDir(results / "runs" / "a")  # finished on another machine; this output folder has never seen it
+    copy.path.mkdir(parents=True)
+    save_config(TrainConfig.of(tasks=["rte"], output_dir=str(out / "runs" / "a")), copy.config_path)
+    copy.results_path.write_text(json.dumps({"metrics": {"rte": {"accuracy": 60.0}}}))
+    copy.metrics_path.write_text(json.dumps({"rte": {"accuracy": 60.0}}))
+    jobs = [Job("runs/a", config=TrainConfig.of(tasks=["rte"], output_dir=str(out / "runs" / "a"))),
+            Job("report", deps=("runs/a",), action=count_finished, args=(str(out / "runs"), str(tmp_path / "n")))]
+    options = EngineOptions(backend="inline", results_dir=results)
+    assert run_study_graph(out, "name: s\n", jobs, options, report_only=("report",)) == 0
+    assert (tmp_path / "n").read_text() == "1" and RunDir(out / "runs" / "a").finished
 
 
 @pytest.mark.parametrize("backend", ["inline", "local"])

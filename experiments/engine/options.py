@@ -238,7 +238,7 @@ def run_study_graph(out: Path, study_yaml: str, jobs: Sequence[Job], options: En
     """The tail of a study driven by one YAML file (``experiments.subarch``, ``experiments.transfer``): write
     ``OUT/study.yaml``; with ``--results-dir``, restore the steps' outputs from it (a step that finds them skips)
     and publish ``study.yaml`` there (not on a dry run, which leaves the results folder as it is); with
-    ``report_only``, keep only the named steps, without their dependencies; print ``plan_lines`` before a dry
+    ``report_only``, restore the finished runs from it and keep only the named steps, without their dependencies; print ``plan_lines`` before a dry
     run's plan; run the graph, raise :class:`StudyFailed` if a job did not finish, and print the ``table``."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.yaml", study_yaml)
@@ -248,6 +248,10 @@ def run_study_graph(out: Path, study_yaml: str, jobs: Sequence[Job], options: En
         if not options.dry_run:
             results.publish_files([out / "study.yaml"])
     if report_only is not None:
+        if results is not None and not options.dry_run:  # the runs the report reads: those finished elsewhere too
+            for job in jobs:
+                if job.is_training:
+                    results.restore_run(job.run)
         jobs = [Job(j.name, action=j.action, args=j.args, outputs=j.outputs) for j in jobs if j.name in report_only]
     if options.dry_run:
         for line in plan_lines:
