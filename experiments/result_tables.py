@@ -613,6 +613,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "subarch-full-progress": subarch_progress("full"),
     **{f"subarch-{f}-targets": subarch_targets_table(f) for f in ("demo", "full")},
     "subarch-demo-table": subarch_result_table("demo"),
+    "subarch-full-table": subarch_result_table("full"),
     "subarch-full-device-check": lambda: _lines(subarch_device.device_check_lines(
         subarch_device.device_check(RESULTS / "subarch" / "full"))),
 }

@@ -62,6 +62,16 @@ def _verdict(diff: PairedDifference | None) -> str:
     return diff.format() + (": not distinguishable" if side == 0 else ": higher" if side == 1 else ": lower")
 
 
+def ticket_size(table: Mapping[str, Any]) -> str:
+    """"same size", or the ticket's encoder-layer parameters against the distilled model's when they differ by
+    more than 5 % (a union of tickets that keeps a head per layer and task cannot shrink below some size)."""
+    ticket, model = _row(table, "ticket"), _row(table, "distilled")
+    if not (ticket and model and ticket.get("model") and model.get("model")):
+        return "same size"
+    ratio = ticket["model"]["params"]["layers"] / model["model"]["params"]["layers"]
+    return "same size" if abs(ratio - 1) <= 0.05 else f"{ratio:.2f}× the encoder-layer parameters"
+
+
 def judge(table: Mapping[str, Any], targets: Targets = ISSUE_TARGETS) -> list[Check]:
     """The targets and comparisons of ``table`` (a study's ``table.json``)."""
     teacher, model = _row(table, "teacher"), _row(table, "distilled")
@@ -92,7 +102,7 @@ def judge(table: Mapping[str, Any], targets: Targets = ISSUE_TARGETS) -> list[Ch
         met = "on the mean only"
     checks.append(Check("GLUE average, extracted + distilled − teacher (paired over seeds)",
                         f"≥ {signed(-targets.max_gap, 1)}", gap.format() if gap else "–", met))
-    checks.append(Check("GLUE average, ticket (same size) − extracted + distilled", "stated either way",
+    checks.append(Check(f"GLUE average, ticket ({ticket_size(table)}) − extracted + distilled", "stated either way",
                         _verdict(_difference(table, "ticket", "distilled")), "—"))
     checks.append(Check("GLUE average, extracted + distilled − extracted, not distilled", "stated either way",
                         _verdict(_difference(table, "distilled", "extracted")), "—"))

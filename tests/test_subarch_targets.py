@@ -56,8 +56,10 @@ def test_missing_rows_and_a_slower_or_larger_model_are_said():
     t = table([60.0, 62.0, 61.0])
     t["rows"][1]["model"]["params"]["layers"] = 6e6
     t["rows"][1]["speedup"] = {"1": 1.8, "32": 1.9}
-    share, speed, *_ = judge(t)
+    share, speed, _, ticket, _ = judge(t)
     assert share.met == "no" and speed.met == "no" and speed.measured == "1.90×"
+    assert ticket.what == "GLUE average, ticket (0.83× the encoder-layer parameters) − extracted + distilled"
+    assert judge(table([60.0, 62.0, 61.0]))[3].what == "GLUE average, ticket (same size) − extracted + distilled"
     t["rows"] = t["rows"][:1]  # only the teacher has finished
     assert [c.met for c in judge(t)] == ["not measured"] * 3 + ["—", "—"]
     assert all(c.measured in ("–", "not measured") for c in judge(t))
