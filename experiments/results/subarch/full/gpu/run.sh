@@ -1,7 +1,8 @@
 #!/bin/bash
 # The GPU part of the full sub-architecture study (issue 15), run once on the GPU machine lent to a session
 # (one NVIDIA H200), from the repository root, with .device/ carried (minilm16: half_model.py's fp16 copy of the
-# packaged MiniLM; glue: a copy of ../shared/glue, not committed):
+# packaged MiniLM, its model.safetensors optionally xz-compressed; glue: a copy of ../shared/glue without QNLI and
+# the test files; neither is committed):
 #   bash experiments/results/subarch/full/gpu/run.sh
 # It measures the error surrogate of every candidate whose error is missing, and again of those in controls.txt
 # (measured on the CPU before: the device check), selects, builds and distils the chosen architecture, and runs
@@ -13,7 +14,13 @@ set -u
 G=experiments/results/subarch/full/gpu
 export PYTHONPATH=$PWD:$PWD/$G/stub GLUE_DIR=$PWD/.device/glue HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
     PYTHONUNBUFFERED=1 MINILM_DIR=/tmp/minilm OMP_NUM_THREADS=1
-python3 $G/half_model.py .device/minilm16 /tmp/minilm --to fp32 || exit 1
+M=.device/minilm16
+if [ -f $M/model.safetensors.xz ]; then  # compressed to fit the 64 MiB (xz -k model.safetensors; 10 % smaller)
+  mkdir -p /tmp/m16 && cp -r $M/. /tmp/m16/ && rm /tmp/m16/model.safetensors.xz &&
+  python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
+      $M/model.safetensors.xz /tmp/m16/model.safetensors && M=/tmp/m16 || exit 1
+fi
+python3 $G/half_model.py $M /tmp/minilm --to fp32 || exit 1
 O=${O:-/work/study/runs/subarch} R=${R:-/tmp/results}
 mkdir -p $O && rm -rf $R && cp -r experiments/results/subarch/full $R && rm -rf $R/gpu $R/table.*
 # the controls whose error is still the CPU's are measured again (the first call, 2026-12-04, did; it also left out
