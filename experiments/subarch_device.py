@@ -23,6 +23,7 @@ from typing import Any
 
 from basics.stats import paired_difference, signed
 from experiments.subarch_files import read_json
+from mtl.rundir import RunDir
 from tasks.score import task_score
 
 
@@ -57,14 +58,6 @@ def gpu_name(device: str) -> str:
     return device.split("(", 1)[1].rstrip(")") if "(" in device else device
 
 
-def _run_score(run_dir: Path) -> float | None:
-    metrics = run_dir / "metrics.json"
-    if not metrics.is_file():
-        return None
-    (task, values), = read_json(metrics).items()
-    return task_score(values)
-
-
 def device_check(folder: Path) -> dict[str, Any] | None:
     """The paired CPU/GPU measurements of the study in ``folder`` (its ``gpu/cpu_side.json`` against the records
     there now); None without a snapshot. A record still measured on the CPU is not a pair."""
@@ -83,12 +76,14 @@ def device_check(folder: Path) -> dict[str, Any] | None:
                 devices.add(gpu_name(now["device"]))
     runs_cpu, runs_gpu = {}, {}
     for rel, run in side["finetune"].items():
-        (task, values), = run["metrics"].items()
+        (values,) = run["metrics"].values()
         runs_cpu[rel] = task_score(values)
-        results = folder / rel / "results.json"
-        if results.is_file() and read_json(results)["machine"].get("cuda"):
-            runs_gpu[rel] = _run_score(folder / rel)
-            devices.add(read_json(results)["machine"]["cuda"])
+        again = RunDir(folder / rel)
+        if again.finished and again.result().machine.get("cuda"):
+            result = again.result()
+            (values,) = result.metrics.values()
+            runs_gpu[rel] = task_score(values)
+            devices.add(result.machine["cuda"])
     return {"devices": sorted(devices), "loss_before": _pairs(before_cpu, before_gpu),
             "loss_after": _pairs(after_cpu, after_gpu), "finetune": _pairs(runs_cpu, runs_gpu)}
 

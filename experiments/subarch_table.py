@@ -150,8 +150,7 @@ def build_table(study: SubarchStudy, rows: Sequence[str]) -> dict[str, Any]:
             "mean": statistics.fmean(cells[t]["chosen"]["dev"]["mean"] for t in tasks),
             "std": statistics.stdev(complete) if len(complete) > 1 else None}
         out_rows.append({"row": row, "label": ROW_LABELS[row], "model": model, "speedup": speed, "gpu_speedup": gpu,
-                         "tasks": cells, "average": average})
-        out_rows[-1]["trained_on"] = devices_of(out_rows[-1])
+                         "tasks": cells, "average": average, "trained_on": devices_of({"tasks": cells})})
     return {"study": study.name, "teacher": study.teacher, "tasks": tasks, "rows": out_rows,
             "batch_sizes": study.latency.batch_sizes, "select_on": study.finetune.select_on,
             "latency": {k: v for k, v in (latency or {}).items() if k in ("device", "threads", "seq_len", "rounds")}}

@@ -28,7 +28,7 @@ def test_device_check_pairs_only_what_was_measured_again_on_the_gpu(tmp_path):
                           {"error": {"heldout_before": before, "heldout": after, "device": device}})
     run = tmp_path / "finetune" / "teacher" / "rte" / "run1"
     atomic_write_json(run / "metrics.json", {"rte": {"accuracy": 62.5}})
-    atomic_write_json(run / "results.json", {"machine": {"cuda": "H"}})
+    atomic_write_json(run / "results.json", {"metrics": {"rte": {"accuracy": 62.5}}, "machine": {"cuda": "H"}})
     check = device_check(tmp_path)
     assert check["loss_after"]["n"] == 2 and check["loss_after"]["difference"]["mean"] == pytest.approx(0.015)
     assert check["loss_after"]["max_abs"] == pytest.approx(0.02) and check["loss_after"]["spearman"] is None

@@ -238,8 +238,9 @@ def run_study_graph(out: Path, study_yaml: str, jobs: Sequence[Job], options: En
     """The tail of a study driven by one YAML file (``experiments.subarch``, ``experiments.transfer``): write
     ``OUT/study.yaml``; with ``--results-dir``, restore the steps' outputs from it (a step that finds them skips)
     and publish ``study.yaml`` there (not on a dry run, which leaves the results folder as it is); with
-    ``report_only``, restore the finished runs from it and keep only the named steps, without their dependencies; print ``plan_lines`` before a dry
-    run's plan; run the graph, raise :class:`StudyFailed` if a job did not finish, and print the ``table``."""
+    ``report_only``, restore the finished runs from it too and keep only the named steps, without their
+    dependencies; print ``plan_lines`` before a dry run's plan; run the graph, raise :class:`StudyFailed` if a
+    job did not finish, and print the ``table``."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.yaml", study_yaml)
     results = results_dir(options, out)
