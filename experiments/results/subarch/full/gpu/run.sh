@@ -8,7 +8,7 @@
 # (measured on the CPU before: the device check), selects, builds and distils the chosen architecture, and runs
 # every fine-tuning run; CPU timing stays on the CPU (candidates' latency.json before, the table's latency after).
 # What comes back: $OUT/results.tgz (the results folder, as the engine published it), $OUT/logs.tgz, and the
-# distilled model's weights in fp16 pieces (the latency step on the CPU needs the model). LIMIT (seconds, default
+# distilled model's weights in pieces (the fine-tuning runs left for the CPU need the model; cat joins them). LIMIT (seconds, default
 # 540) stops every engine at one deadline; what finished is in the results folder, the rest runs on the CPU later.
 set -u
 G=experiments/results/subarch/full/gpu
@@ -45,7 +45,9 @@ study() {  # study LOG JOBS ONLY: the engine on a part of the graph, stopped at 
   local rc=$?; echo "$1: rc $rc at $(( $(date +%s) - T0 )) s"; return $rc
 }
 # the errors and the choice first: the other parts would otherwise measure the same candidates at once
-if study search 14 select; then
+if [ "${DISTILLED_ONLY:-0}" = 1 ]; then  # the third call (2026-12-04, second session): only the distilled row was left
+  study pretrain 1 models/distilled && study finetune2 10 'finetune/distilled/*'
+elif study search 14 select; then
   study pretrain 14 models/distilled & A=$!  # alone in its engine, beside the runs that do not need it
   study finetune1 6 'finetune/teacher/*,finetune/extracted/*,finetune/ticket/*' & B=$!
   wait $A && study finetune2 10 'finetune/distilled/*'
@@ -54,9 +56,8 @@ fi
 for f in $L/*.log; do echo "== $f"; grep -E "^\[(FAILED|failed|left)|Error|error:|^select:" $f | tail -n 8; tail -n 2 $f; done
 cp -r $O/logs $L/jobs 2>/dev/null
 tar czf $OUT/results.tgz -C $R . && tar czf $OUT/logs.tgz -C $L .
-if [ -f $O/models/distilled/model.safetensors ]; then
-  mkdir -p /tmp/d16 && python3 $G/half_model.py $O/models/distilled /tmp/d16 --to fp16 &&
-  split -b 15M /tmp/d16/model.safetensors $OUT/distilled16.part && rm /tmp/d16/model.safetensors &&
-  tar czf $OUT/distilled16-files.tgz -C /tmp/d16 .
+if [ -f $O/models/distilled/model.safetensors ]; then  # fp32 as trained (53 MiB in 4 pieces of 15 MiB)
+  split -b 15M $O/models/distilled/model.safetensors $OUT/distilled.part &&
+  tar czf $OUT/distilled-files.tgz -C $O/models/distilled --exclude model.safetensors --exclude checkpoint.pt .
 fi
 ls -la $OUT; echo "total $(( $(date +%s) - T0 )) s"
