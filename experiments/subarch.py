@@ -15,7 +15,8 @@ The study (:mod:`experiments.subarch_config`, e.g. ``experiments/subarch.yaml``)
    (``--only``: see docs/subarch.md);
 3. ``select``: Pareto frontier over (parameters, cost, error), W ranking, constraints, the choice;
 4. ``models/extracted``, ``models/distilled`` (distillation pre-training on the corpus), ``models/ticket``
-   (a compacted union of winning tickets with the same encoder parameter count);
+   (a compacted union of winning tickets cut to the same encoder parameter count) and ``models/ticket_sized``
+   (the same with no head minimum per layer, which can reach that count);
 5. ``finetune/ROW/TASK/lr…-wu…-seed…``: ``train.py --model DIR`` runs over the sweep (seeds × lr × warm-up);
    with ``finetune.sweep_seeds``, the sweep runs on those seeds and ``finetune/ROW/TASK/chosen-seed…`` runs the
    other seeds at the setting chosen from them (a deferred job of the engine: its config is chosen when the
@@ -39,7 +40,7 @@ from basics.errors import UserError
 from experiments.engine.jobs import Job
 from experiments.engine.options import EngineOptions, results_dir, run_study_graph, yaml_study_main
 from experiments.study_config import train_config
-from experiments.subarch_config import SubarchStudy, load_study, study_to_dict
+from experiments.subarch_config import TICKET_ROWS, SubarchStudy, load_study, study_to_dict
 from experiments.subarch_files import StudyFiles, read_json
 from experiments.subarch_models import distilled_step, extracted_step, latency_step, ticket_step, timed_rows
 from experiments.subarch_search import (
@@ -57,8 +58,8 @@ from mtl.distill import DistillConfig
 from mtl.teacher import teacher_shape
 from mtl.trainer import autocast_dtype
 
-MODEL_ROWS = ("extracted", "distilled", "ticket")
-MODEL_STEPS = {"extracted": extracted_step, "distilled": distilled_step, "ticket": ticket_step}
+MODEL_ROWS = ("extracted", "distilled", *TICKET_ROWS)
+MODEL_STEPS = {"extracted": extracted_step, "distilled": distilled_step, **{row: ticket_step for row in TICKET_ROWS}}
 # Seconds of one distillation step on one core, per sequence of the batch: a + b x (millions of operations per
 # token of the teacher, unless its outputs are cached, + 3 x the student's; ops counted at 32 tokens), on GLUE
 # sentences (about 15 tokens on average), by precision: a least-squares fit of the eight rows (four
@@ -215,9 +216,11 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None,
             needed.append(str(files.latency))
         outputs = {"distilled": (files.distill_dir / "log.jsonl", files.distill_dir / "distill.json",
                                  files.distill_dir / "curve.png"),
-                   "ticket": (files.ticket_dir / "mask.safetensors", files.ticket_dir / "ticket.json")}.get(row, ())
+                   **{r: (files.ticket_dir(r) / "mask.safetensors", files.ticket_dir(r) / "ticket.json")
+                      for r in TICKET_ROWS}}.get(row, ())
         pretrain = row == "distilled"  # continues from its checkpoint
-        jobs.append(Job(f"models/{row}", deps=("select",), action=MODEL_STEPS[row], args=(study, needed, threads),
+        args = (study, needed, threads) + ((row,) if row in TICKET_ROWS else ())
+        jobs.append(Job(f"models/{row}", deps=("select",), action=MODEL_STEPS[row], args=args,
                         where="worker", outputs=outputs, resumable=pretrain,
                         seconds=costs.pretrain if costs and pretrain else None))
     for (row, task, lr, wu, seed), config in runs.items():

@@ -23,8 +23,8 @@ A study YAML (``experiments/subarch.yaml``) has these sections; every key has a 
     finetune:  {tasks: [...], seeds: [1, 2, 3], lrs: [...], warmups: [...], select_on: holdout,
                 sweep_seeds: null,      # null: every seed runs every setting; [1]: the others only the chosen one
                 train: {...},
-                per_task: {sst2: {...}}, rows: [teacher, distilled, extracted, ticket]}
-    ticket:    {importance: {rte: FILE, ...}, mask: null}
+                per_task: {sst2: {...}}, rows: [teacher, distilled, extracted, ticket, ticket_sized]}
+    ticket:    {importance: {rte: FILE, ...}, mask: null, min_heads_per_layer: 1}   # ticket_sized: 0 heads
     latency:   {seq_len: 128, batch_sizes: [1, 32], rounds: 9}   # the table's speed-up measurement
 """
 
@@ -57,6 +57,8 @@ ROWS.register("teacher", "the teacher, fine-tuned")
 ROWS.register("distilled", "the chosen architecture, extracted and distilled")
 ROWS.register("extracted", "the chosen architecture, extracted, not distilled")
 ROWS.register("ticket", "a compacted union of winning tickets with the chosen architecture's encoder parameters")
+ROWS.register("ticket_sized", "the same union with no head minimum per layer, so that it can shrink to those parameters")
+TICKET_ROWS = ("ticket", "ticket_sized")  # the rows cut from ticket.importance (ticket: or given as ticket.mask)
 SELECT_ON = ("holdout", "dev")
 
 
@@ -223,8 +225,23 @@ class FinetuneSpec:
 @dataclass
 class TicketSpec:
     importance: dict[str, str] = field(default_factory=dict)  # task -> importance.safetensors of a dense run
-    mask: str | None = None  # a shared mask file, used as it is
-    min_heads_per_layer: int = 1
+    mask: str | None = None  # a shared mask file, used as it is (the ``ticket`` row only)
+    min_heads_per_layer: int = 1  # of each task's ticket in the ``ticket`` row; ``ticket_sized`` has none
+
+    def __post_init__(self) -> None:
+        if self.min_heads_per_layer < 0:
+            raise UserError(f"ticket.min_heads_per_layer must be 0 or more, got {self.min_heads_per_layer}")
+
+    def min_heads(self, row: str) -> int:
+        """The head minimum per layer of each task's ticket in ``row``'s union: the ``ticket`` row keeps
+        ``min_heads_per_layer`` (a union of tickets that each keep a head per layer cannot shrink below some size);
+        ``ticket_sized`` none, so that it can reach the chosen architecture's encoder parameter count."""
+        return 0 if row == "ticket_sized" else self.min_heads_per_layer
+
+    def cuts(self, row: str) -> bool:
+        """Whether ``row`` can be made: ``ticket`` from the importance files or the given mask, ``ticket_sized``
+        from the importance files alone (a given mask has its own size)."""
+        return bool(self.importance) or (row == "ticket" and bool(self.mask))
 
 
 @dataclass
@@ -248,8 +265,8 @@ class SubarchStudy:
         return Path(self.output_dir).expanduser()
 
     def rows(self) -> list[str]:
-        """The table's rows; ``ticket`` only when the study says where its ticket comes from."""
-        return [r for r in self.finetune.rows if r != "ticket" or self.ticket.importance or self.ticket.mask]
+        """The table's rows; the ticket rows only when the study says where they come from (:meth:`TicketSpec.cuts`)."""
+        return [r for r in self.finetune.rows if r not in TICKET_ROWS or self.ticket.cuts(r)]
 
 
 SECTIONS = {"corpus": CorpusSpec, "scoring": ScoringSpec, "search": SearchSpec, "select": SelectSpec,

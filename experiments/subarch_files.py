@@ -8,9 +8,10 @@
     OUT/candidates/NAME/log.jsonl, distill.json  its limited distillation: the error (NAME/model: saved for a
                                                  reference task)
     OUT/search.json, search.md, frontier.png     frontier, ranking, the choice; OUT/chosen.json
-    OUT/models/{extracted,distilled,ticket}/     model directories (weights: never committed)
+    OUT/models/ROW/                              the rows' model directories (weights: never committed)
     OUT/distill/log.jsonl, distill.json, curve.png   distillation of the chosen architecture
-    OUT/ticket/mask.safetensors, ticket.json     the matched union ticket
+    OUT/ticket/mask.safetensors, ticket.json     the matched union ticket (OUT/ticket_sized/: the one with no
+                                                 head minimum per layer)
     OUT/finetune/ROW/TASK/lrLR-wuWU-seedS/       fine-tuning runs (train.py run directories)
     OUT/latency.json                             the table's speed measurement
     OUT/table.md, table.json                     the Bort-style table
@@ -82,9 +83,9 @@ class StudyFiles:
     def distill_dir(self) -> Path:
         return self.out / "distill"
 
-    @property
-    def ticket_dir(self) -> Path:
-        return self.out / "ticket"
+    def ticket_dir(self, row: str = "ticket") -> Path:
+        """A ticket row's mask and ``ticket.json`` (``OUT/ticket``, ``OUT/ticket_sized``)."""
+        return self.out / row
 
     def finetune_run(self, row: str, task: str, lr: float, warmup: float, seed: int) -> Path:
         return self.out / "finetune" / row / task / f"lr{lr:g}-wu{warmup:g}-seed{seed}"

@@ -6,10 +6,11 @@ ticket, and the speed measurement of the table.
   one (``distill/``: loss log, summary, loss curve; resumable from its checkpoint), saved as ``models/distilled``;
 - :func:`ticket_step`: the union of the tasks' winning tickets with the chosen architecture's encoder
   parameter count (:func:`masks.matched_ticket.matched_union`), or ``ticket.mask`` as it is, compacted out of
-  the pre-trained teacher (``models/ticket``; fine-tuning it rewinds the ticket);
+  the pre-trained teacher (``models/ticket``; fine-tuning it rewinds the ticket); ``models/ticket_sized``: the
+  same union with no head minimum per layer, which can shrink to the chosen architecture's size;
 - :func:`latency_step`: every model shape of the table against the teacher, paired, at each batch size
   (``latency.json``, with their parameter counts); the chosen architecture is timed once, as the extracted model,
-  so the timing waits for no distillation.
+  so the timing waits for no distillation. A row added to a finished study times every model again.
 
 A model step does nothing when its model directory is complete, or when nothing still needs the model
 (every run fine-tuned from it has finished, and the speed was measured): a study continued from a results
@@ -24,7 +25,7 @@ from pathlib import Path
 from basics.errors import UserError
 from basics.io import atomic_write_json
 from experiments.plots import _save, pyplot
-from experiments.subarch_config import SubarchStudy
+from experiments.subarch_config import TICKET_ROWS, SubarchStudy
 from experiments.subarch_files import StudyFiles, read_json, study_texts
 from experiments.subarch_search import chosen_arch, encoder_costs, measure, selection_of
 from masks.arch import shape_of
@@ -111,49 +112,60 @@ def plot_curve(run_dir: Path, title: str) -> Path:
     return Path(run_dir) / "curve.png"
 
 
-def ticket_step(study: SubarchStudy, needed_by: Sequence[str] = (), threads: int | None = 1) -> None:
+def ticket_step(study: SubarchStudy, needed_by: Sequence[str] = (), threads: int | None = 1,
+                row: str = "ticket") -> None:
+    """``models/ROW`` for a ticket row (``ticket``, ``ticket_sized``): the union of the tasks' winning tickets cut
+    to the chosen architecture's encoder-layer parameters with the row's head minimum per layer, or the given
+    ``ticket.mask``, compacted out of the pre-trained teacher."""
     files = StudyFiles(study.out)
-    model_dir = files.model("ticket")
+    model_dir, ticket_dir = files.model(row), files.ticket_dir(row)
     if (model_dir / TICKET_FILE).is_file() or not_needed(needed_by):
-        print("ticket: nothing to do", flush=True)
+        print(f"{row}: nothing to do", flush=True)
         return
+    given = study.ticket.mask if row == "ticket" else None
     target = read_json(files.chosen)["params"]["layers"]
     with torch_threads(threads):
         encoder, tokenizer = load_encoder(study.teacher)
         teacher_size, shape = EncoderSize.of(encoder), shape_of(encoder)
-        if study.ticket.mask:
-            mask = load_mask(study.ticket.mask, expect_shape=shape)
+        if given:
+            mask = load_mask(given, expect_shape=shape)
         else:
             importances = {task: load_importance(path, expect_shape=shape) for task, path in study.ticket.importance.items()}
-            mask = matched_union(importances, shape, teacher_size, target, study.ticket.min_heads_per_layer)
-        save_mask(mask, files.ticket_dir / "mask.safetensors")
-        compact = compact_encoder(encoder.eval(), mask, {"ticket": "matched union" if not study.ticket.mask else "given mask"})
+            mask = matched_union(importances, shape, teacher_size, target, study.ticket.min_heads(row))
+        save_mask(mask, ticket_dir / "mask.safetensors")
+        compact = compact_encoder(encoder.eval(), mask, {"ticket": "given mask" if given else "matched union"})
         register_auto_classes()
         model_dir.mkdir(parents=True, exist_ok=True)
         compact.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
-    info = {"source": study.ticket.mask or study.ticket.importance, "target_layer_params": target,
+    info = {"source": given or study.ticket.importance, "target_layer_params": target,
+            "min_heads_per_layer": None if given else study.ticket.min_heads(row),
             "layer_params": layer_params(mask, teacher_size), "heads_per_layer": [int(n) for n in mask.heads.sum(1)],
             "ffn_per_layer": [int(n) for n in mask.ffn.sum(1)], "source_sparsity": mask.meta.extra.get("source_sparsity")}
-    atomic_write_json(files.ticket_dir / TICKET_FILE, info)
+    atomic_write_json(ticket_dir / TICKET_FILE, info)
     atomic_write_json(model_dir / TICKET_FILE, info)
-    print(f"ticket: {info['layer_params']:,} encoder-layer parameters (target {target:,}) -> {model_dir}", flush=True)
+    print(f"{row}: {info['layer_params']:,} encoder-layer parameters (target {target:,}) -> {model_dir}", flush=True)
 
 
 def timed_rows(rows: Sequence[str]) -> list[str]:
     """The model rows :func:`latency_step` times: the chosen architecture once (the extracted model, which needs no
-    training, else the distilled one: the same shape, so the same speed) and the ticket."""
+    training, else the distilled one: the same shape, so the same speed) and the ticket rows."""
     shape = [r for r in ("extracted", "distilled") if r in rows][:1]
-    return shape + (["ticket"] if "ticket" in rows else [])
+    return shape + [r for r in TICKET_ROWS if r in rows]
 
 
 def latency_step(study: SubarchStudy, rows: Sequence[str], threads: int | None = 1) -> None:
     files = StudyFiles(study.out)
+    timed = timed_rows(rows)
     if files.latency.is_file():
-        print(f"latency: {files.latency} exists", flush=True)
-        return
+        missing = [r for r in timed if r not in read_json(files.latency)["speedup"]]
+        if not missing:
+            print(f"latency: {files.latency} exists", flush=True)
+            return
+        # speed-ups are ratios within one measurement: a row added later times every model again
+        print(f"latency: {files.latency} lacks {', '.join(missing)}; timing every model again", flush=True)
     models = {"teacher": load_encoder(study.teacher)[0]}
-    for row in timed_rows(rows):
+    for row in timed:
         models[row] = load_encoder(str(files.model(row)))[0]
     lat = study.latency
     with torch_threads(threads):

@@ -1,7 +1,8 @@
 """The Bort-style table of a sub-architecture study: size, shape, measured speed and GLUE dev per model.
 
 One row per model (``finetune.rows``): the teacher, the chosen architecture extracted and distilled, the same
-architecture extracted without distillation, and the matched ticket. Columns: parameters (total, embeddings,
+architecture extracted without distillation, and the matched tickets (with and without a head minimum per
+layer). Columns: parameters (total, embeddings,
 and the encoder layers: their count and their share of the total), D / A / H / I (per-layer means for a
 ticket, whose layers differ), the measured CPU speed-up against the teacher at each batch size
 (``latency.json``; the extracted and the distilled model have one shape, timed once), and per task the dev task
@@ -28,7 +29,8 @@ from mtl.rundir import RunDir
 from tasks.score import task_score
 
 ROW_LABELS = {"teacher": "Teacher", "distilled": "Extracted + distilled", "extracted": "Extracted, not distilled",
-              "ticket": "Ticket (matched union, compacted)"}
+              "ticket": "Ticket (matched union, compacted)",
+              "ticket_sized": "Ticket, no head minimum (matched union, compacted)"}
 
 
 def _mean_std(values: list[float]) -> dict[str, Any]:

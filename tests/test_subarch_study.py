@@ -57,6 +57,12 @@ def test_study_config_checks_its_keys_and_candidates():
         study_from_dict({"search": {"gird": {}}})
     with pytest.raises(UserError, match="hidden 48 is outside 1..32"):
         study_from_dict({"search": {"candidates": ["D1-A1-H48-I8"]}}).search.archs(shape)
+    with pytest.raises(UserError, match="ticket.min_heads_per_layer must be 0 or more, got -1"):
+        study_from_dict({"ticket": {"min_heads_per_layer": -1}})
+    given = study_from_dict({"ticket": {"mask": "union.safetensors"}})  # a given mask has its own size
+    assert given.rows() == ["teacher", "distilled", "extracted", "ticket"]
+    assert given.ticket.min_heads("ticket") == 1 and given.ticket.min_heads("ticket_sized") == 0
+    assert study_from_dict({}).rows() == ["teacher", "distilled", "extracted"]  # no ticket without its source
     with pytest.raises(UserError, match="unknown cost axis 'flops'"):
         study_from_dict({"select": {"cost": "flops"}})
 
@@ -105,7 +111,7 @@ def test_a_tiny_study_end_to_end_and_its_search_resumes(tmp_path, monkeypatch, c
     full = next(c for c in search["candidates"] if c["name"] == "D3-A4-H32-I37")
     assert full["encoder_share"] == 1.0 and full["error"]["heldout_before"] < 1e-6  # the teacher itself
     table = json.loads((out / "table.json").read_text())
-    assert [r["row"] for r in table["rows"]] == ["teacher", "distilled", "extracted", "ticket"]
+    assert [r["row"] for r in table["rows"]] == ["teacher", "distilled", "extracted", "ticket", "ticket_sized"]
     assert all(r["tasks"]["tinysent"]["chosen"] is not None and r["speedup"] for r in table["rows"])
     for row in table["rows"]:  # the sweep's setting with the best held-out score is the one reported
         settings = row["tasks"]["tinysent"]["settings"]
@@ -113,6 +119,9 @@ def test_a_tiny_study_end_to_end_and_its_search_resumes(tmp_path, monkeypatch, c
             s["holdout"]["mean"] for s in settings)
     ticket = json.loads((out / "ticket" / "ticket.json").read_text())
     assert abs(ticket["layer_params"] - pick["params"]["layers"]) <= 0.1 * pick["params"]["layers"]
+    sized = json.loads((out / "ticket_sized" / "ticket.json").read_text())
+    assert ticket["min_heads_per_layer"] == 1 and sized["min_heads_per_layer"] == 0
+    assert abs(sized["layer_params"] - pick["params"]["layers"]) <= 0.1 * pick["params"]["layers"]
     distill = json.loads((out / "distill" / "distill.json").read_text())
     assert distill["steps"] == 6 and (out / "distill" / "curve.png").is_file()
     assert "Extracted + distilled" in (out / "table.md").read_text()
@@ -177,6 +186,31 @@ def test_sweep_seeds_run_the_other_seeds_at_the_chosen_setting_only(tmp_path, ca
         study_from_dict({"finetune": {"seeds": [1, 2], "sweep_seeds": [3]}})
 
 
+def test_a_ticket_row_added_to_a_finished_study_is_cut_and_every_model_timed_again(tmp_path, capsys):
+    study = tiny_study(tmp_path)
+    study["finetune"].update(lrs=[1e-3], rows=["teacher", "extracted", "ticket"])
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study), encoding="utf-8")
+    assert run(tmp_path) == 0, capsys.readouterr().err
+    out = tmp_path / "out"
+    before = json.loads((out / "latency.json").read_text())
+    assert sorted(before["speedup"]) == ["extracted", "teacher", "ticket"] and not (out / "ticket_sized").exists()
+    finished = {p: p.stat().st_mtime_ns for p in (out / "finetune").glob("*/*/*/results.json")}
+    study["finetune"]["rows"].append("ticket_sized")
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study), encoding="utf-8")
+    capsys.readouterr()
+    assert run(tmp_path) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "lacks ticket_sized; timing every model again" in printed
+    after = json.loads((out / "latency.json").read_text())
+    assert sorted(after["speedup"]) == ["extracted", "teacher", "ticket", "ticket_sized"]
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # the finished runs were not trained again
+    assert json.loads((out / "ticket_sized" / "ticket.json").read_text())["min_heads_per_layer"] == 0
+    table = json.loads((out / "table.json").read_text())
+    assert [r["row"] for r in table["rows"]] == ["teacher", "extracted", "ticket", "ticket_sized"]
+    assert table["rows"][-1]["speedup"] and table["rows"][-1]["tasks"]["tinysent"]["chosen"] is not None
+    assert "Ticket, no head minimum" in (out / "table.md").read_text()
+
+
 def test_dry_run_prints_the_plan_and_the_search_cost(tmp_path, capsys):
     tiny_study(tmp_path)
     assert run(tmp_path, "--dry-run") == 0
@@ -196,11 +230,11 @@ def test_the_shipped_studies_load():
     full = load_study(REPO / "experiments" / "subarch.yaml")
     assert len(full.search.archs(minilm)) == full.search.size() == 256 and full.select.max_encoder_share == 0.5
     jobs = subarch.study_jobs(full, full.search.archs(minilm), threads=1)
-    assert sum(j.name.startswith("finetune/") for j in jobs) == 120 == dict(
+    assert sum(j.name.startswith("finetune/") for j in jobs) == 150 == dict(
         (s, n) for s, _, n in progress(full, full.out))["fine-tuning runs"]
     sampled = study_from_dict({"search": {"sample": 10}})
     assert sampled.search.size() == len(sampled.search.archs(minilm)) == 10
-    assert full.rows() == ["teacher", "distilled", "extracted", "ticket"] and full.distill.steps == 20000
+    assert full.rows() == ["teacher", "distilled", "extracted", "ticket", "ticket_sized"] and full.distill.steps == 20000
     demo = load_study(REPO / "experiments" / "subarch_demo.yaml")
     assert len(demo.search.archs(minilm)) == demo.search.size() == 6 and demo.finetune.tasks == ["rte", "mrpc"]
     for path in demo.ticket.importance.values():
@@ -217,4 +251,5 @@ def test_a_chosen_seed_run_waits_for_its_model_even_when_its_sweep_is_restored()
     assert "models/distilled" not in jobs["latency"].deps and "models/extracted" in jobs["latency"].deps
     assert timed_as("distilled", {"teacher": {}, "extracted": {}}) == "extracted"
     assert timed_as("extracted", {"teacher": {}, "distilled": {}}) == "distilled"  # a table timed before the change
+    assert timed_rows(["teacher", "extracted", "ticket_sized", "ticket"]) == ["extracted", "ticket", "ticket_sized"]
     assert timed_rows(["teacher", "distilled", "ticket"]) == ["distilled", "ticket"]  # no extracted row: the distilled

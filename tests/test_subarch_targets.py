@@ -64,3 +64,15 @@ def test_missing_rows_and_a_slower_or_larger_model_are_said():
     assert [c.met for c in judge(t)] == ["not measured"] * 3 + ["—", "—"]
     assert all(c.measured in ("–", "not measured") for c in judge(t))
     assert targets_table(t)[0] == "| what | target | measured | met |"
+
+
+def test_each_ticket_row_is_compared_with_the_distilled_model():
+    t = table([59.0, 61.5, 60.0])
+    t["rows"][3]["model"]["params"]["layers"] = 8e6  # a union that keeps a head per layer and task: larger
+    t["rows"].append(row("ticket_sized", 4.9e6, 2.0, {"rte": [50.0, 53.0, 51.0], "mrpc": [75.0, 76.0, 74.0]}))
+    checks = judge(t)
+    assert [c.what for c in checks[3:5]] == [
+        "GLUE average, ticket (1.60× the encoder-layer parameters) − extracted + distilled",
+        "GLUE average, ticket with no head minimum (same size) − extracted + distilled"]
+    assert checks[4].measured.endswith(": lower") and checks[4].met == "—"
+    assert len(judge(table([59.0, 61.5, 60.0]))) == 5  # no ticket_sized row: no line for it
