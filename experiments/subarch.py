@@ -190,12 +190,16 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None,
     for arch in archs:
         name = arch.name
         labels = {"kind": "candidate", "task": name}
+        # a part measured before (or restored from the results folder) only writes the record: in the scheduler's
+        # process, not in a worker started for it (hundreds of them would cost minutes on every resume)
+        where = {part: "scheduler" if left is not None and left[name] == 0.0 else "worker"
+                 for part, left in (("latency", costs and costs.latency), ("error", costs and costs.candidates))}
         jobs.append(Job(f"candidates/{name}/latency", deps=("scores",), action=candidate_latency_step,
-                        args=(study, name, threads), where="worker", labels=labels,
+                        args=(study, name, threads), where=where["latency"], labels=labels,
                         seconds=costs.latency[name] if costs else None,
                         outputs=(files.candidate_latency(name), files.candidate_json(name))))
         jobs.append(Job(f"candidates/{name}/error", deps=("scores", *cache), action=candidate_error_step,
-                        args=(study, name, threads), where="worker", labels=labels,
+                        args=(study, name, threads), where=where["error"], labels=labels,
                         seconds=costs.candidates[name] if costs else None,
                         outputs=(files.candidate_distill(name), files.candidate_dir(name) / "log.jsonl",
                                  files.candidate_json(name))))

@@ -129,6 +129,10 @@ def test_a_tiny_study_end_to_end_and_its_search_resumes(tmp_path, monkeypatch, c
     costs = subarch.StepCosts.of(load_study(tmp_path / "study.yaml"), [SubArch.parse(c) for c in CANDIDATES],
                                  EncoderShape(3, 4, 8, 32, 37))  # nothing left: no cost
     assert set(costs.candidates.values()) == {0.0} and costs.pretrain == 0.0 and costs.pretrain_arch == chosen
+    places = {j.name: j.where for j in subarch.study_jobs(load_study(tmp_path / "study.yaml"),
+                                                          [SubArch.parse(c) for c in CANDIDATES], 1, costs)}
+    assert {places[f"candidates/{c}/{part}"] for c in CANDIDATES for part in ("latency", "error")} == {"scheduler"}
+    assert places["scores"] == "worker"  # measured parts only write their record: no worker started for them
     steps = progress(load_study(tmp_path / "study.yaml"), out)  # all done, counted from the files
     assert ("search candidates", 4, 4) in steps and all(done == of for _, done, of in steps), steps
     assert json.loads((out / "teacher_cache" / "cache.json").read_text())["batches"] == {"train": 3, "heldout": 1}
