@@ -42,6 +42,7 @@ from experiments import (
     phase_transition,
     subarch_device,
     subarch_files,
+    subarch_pooling,
     subarch_search,
     subarch_table,
     subarch_targets,
@@ -616,6 +617,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "subarch-full-table": subarch_result_table("full"),
     "subarch-full-device-check": lambda: _lines(subarch_device.device_check_lines(
         subarch_device.device_check(RESULTS / "subarch" / "full"))),
+    "subarch-pooling": lambda: _lines(subarch_pooling.pooling_table(RESULTS / "subarch" / "full",
+                                                                    RESULTS / "subarch" / "pooling")),
 }
 
 
