@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,13 @@ ROWS.register("ticket", "a compacted union of winning tickets with the chosen ar
 ROWS.register("ticket_sized", "the same union with no head minimum per layer, so that it can shrink to those parameters")
 TICKET_ROWS = ("ticket", "ticket_sized")  # the rows cut from ticket.importance (ticket: or given as ticket.mask)
 SELECT_ON = ("holdout", "dev")
+
+
+def timed_rows(rows: Sequence[str]) -> list[str]:
+    """The model rows the table's timing measures (``latency.json``): the chosen architecture once (the extracted
+    model, which needs no training, else the distilled one: the same shape, so the same speed) and the ticket rows."""
+    shape = [r for r in ("extracted", "distilled") if r in rows][:1]
+    return shape + [r for r in TICKET_ROWS if r in rows]
 
 
 def _build(cls: type, data: Any, where: str):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.subarch_config import SubarchStudy
+from experiments.subarch_config import SubarchStudy, timed_rows
 from mtl.corpus import glue_sentences, read_text_files, split_heldout, subsample
 
 
@@ -119,7 +119,8 @@ def progress(study: SubarchStudy, out: Path) -> list[tuple[str, int, int]]:
             ("distillation pre-training of the chosen architecture",
              int((files.distill_dir / "distill.json").is_file()), int("distilled" in rows)),
             ("fine-tuning runs", len(finished_runs), len(rows) * len(f.tasks) * f.runs_per_row_and_task()),
-            ("latency of the table's models", int(files.latency.is_file()), 1),
+            ("latency of the table's models", int(files.latency.is_file() and all(
+                r in read_json(files.latency)["speedup"] for r in timed_rows(rows))), 1),
             ("table, every row complete", int(files.table_json.is_file() and all(
                 r["average"] is not None for r in read_json(files.table_json)["rows"])), 1)]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from basics.errors import UserError
 from basics.io import atomic_write_json
 from experiments.plots import _save, pyplot
-from experiments.subarch_config import TICKET_ROWS, SubarchStudy
+from experiments.subarch_config import SubarchStudy, timed_rows
 from experiments.subarch_files import StudyFiles, read_json, study_texts
 from experiments.subarch_search import chosen_arch, encoder_costs, measure, selection_of
 from masks.arch import shape_of
@@ -145,13 +145,6 @@ def ticket_step(study: SubarchStudy, needed_by: Sequence[str] = (), threads: int
     atomic_write_json(ticket_dir / TICKET_FILE, info)
     atomic_write_json(model_dir / TICKET_FILE, info)
     print(f"{row}: {info['layer_params']:,} encoder-layer parameters (target {target:,}) -> {model_dir}", flush=True)
-
-
-def timed_rows(rows: Sequence[str]) -> list[str]:
-    """The model rows :func:`latency_step` times: the chosen architecture once (the extracted model, which needs no
-    training, else the distilled one: the same shape, so the same speed) and the ticket rows."""
-    shape = [r for r in ("extracted", "distilled") if r in rows][:1]
-    return shape + [r for r in TICKET_ROWS if r in rows]
 
 
 def latency_step(study: SubarchStudy, rows: Sequence[str], threads: int | None = 1) -> None:

@@ -27,6 +27,7 @@ import torch
 from basics.cli import OneLineParser, run_main
 from basics.errors import UserError
 from basics.io import atomic_write_json
+from basics.stats import signed
 from experiments.subarch_files import read_json
 from experiments.subarch_table import ROW_LABELS
 from mtl.model import load_encoder
@@ -78,7 +79,7 @@ def pooling_table(full: Path, pooling: Path) -> list[str]:
             raise UserError(f"pilot run {p['row']}/{p['task']}: pooling {p['pilot_pooling']} against "
                             f"{p['original_pooling']}, expected mean against cls")
         lines.append(f"| {ROW_LABELS[p['row']]} | {p['task']} | {p['original']:.1f} | {p['mean']:.1f} | "
-                     f"{p['mean'] - p['original']:+.1f} |")
+                     f"{signed(p['mean'] - p['original'], 1)} |")
     if shots:
         lines += ["", "| model | STS-B dev, zero-shot (Spearman × 100 of the mean-pooled embeddings' cosine) |",
                   "|---|---:|"]
