@@ -506,6 +506,14 @@ def _distill_summary() -> str:
             f"{len(rows)} sub-architectures; held-out loss within {loss:.4f} of fp32's")
 
 
+def _subarch_summary(table: dict) -> str:
+    """The sub-architecture study's targets in one cell: each check's measurement and verdict."""
+    arch = next(r for r in table["rows"] if r["row"] == "distilled")["model"]["arch"]
+    checks = subarch_targets.judge(table)
+    return f"D{arch['depth']}-A{arch['heads'][0]}-H{arch['hidden']}-I{arch['ffn'][0]}: " + "; ".join(
+        f"{c.what}: {c.measured}" + (f" (target {c.target}: {c.met})" if c.met != "—" else "") for c in checks)
+
+
 def results_summary() -> str:
     train = _json("bench_train_rte.json")
     masks = _json("bench_masks.json")
@@ -545,6 +553,8 @@ def results_summary() -> str:
          "CI)", _transfer_summary(), "`transfer_cpu/transfer.json`"),
         ("distillation step of a sub-architecture from MiniLM (1 thread): bf16, and bf16 with the teacher cache, vs "
          "fp32", _distill_summary(), "`bench_distill.json`"),
+        ("Bort-style sub-architecture of MiniLM, extracted + distilled (5 tasks, 3 seeds; issue 15's targets)",
+         _subarch_summary(_json("subarch/full/table.json")), "`subarch/full/table.json`"),
     ]
     lines = ["| what | result (computed from the file) | file (under `experiments/results/`) |", "|---|---|---|"]
     lines += [f"| {what} | {result} | {file} |" for what, result, file in rows]
