@@ -72,7 +72,8 @@ def pooling_table(full: Path, pooling: Path) -> list[str]:
     """The pilot as a markdown table; the zero-shot STS-B column from ``pooling/zero_shot.json`` when there."""
     zero = Path(pooling) / "zero_shot.json"
     shots = read_json(zero)["spearman"] if zero.is_file() else {}
-    lines = ["| model | task | dev, first-token pooling (the study) | dev, mean pooling | mean − first token |",
+    lines = ["| model | task | dev, first-token pooling (the study's seed-1 run) | dev, mean pooling (seed 1) | "
+             "mean − first token |",
              "|---|---|---:|---:|---:|"]
     for p in pilot_pairs(full, pooling):
         if (p["original_pooling"], p["pilot_pooling"]) != ("cls", "mean"):
