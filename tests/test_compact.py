@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ from masks.compact_model import CompactBertModel, SkippedAttention
 from masks.gates import attach_gates
 from masks.mask import Mask, save_mask, save_task_masks
 from mtl.compact_run import compact_multitask
-from mtl.model import MultiTaskModel, load_encoder, load_multitask_model, save_multitask_model
+from mtl.model import MultiTaskModel, load_encoder, load_multitask_model, resolve_model_path, save_multitask_model
 from tasks.registry import default_registry
 from tests.conftest import COMPACT_ARCHS, REPO, tiny_encoder, tiny_inputs
 
@@ -280,3 +281,10 @@ def test_minilm_compacted_run_matches_masked_model_on_glue(glue, tmp_path, capsy
     assert float((want - got).abs().max()) < TOL
     kept, total = mask.param_counts(shape_of(encoder))
     assert num_params(encoder) - num_params(loaded.encoder) == total - kept
+
+
+def test_a_model_directory_may_be_given_as_a_path(tmp_path):
+    assert resolve_model_path(tmp_path / "model") == str(tmp_path / "model")
+    assert resolve_model_path(Path("minilm")) == resolve_model_path("minilm") != "minilm"  # the packaged model
+    encoder, _ = load_encoder(Path(resolve_model_path("minilm")))
+    assert encoder.config.num_hidden_layers == 6
