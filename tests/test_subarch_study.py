@@ -4,6 +4,7 @@ Pareto frontier and the W ranking on a hand-made set."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -239,6 +240,10 @@ def test_the_shipped_studies_load():
     sampled = study_from_dict({"search": {"sample": 10}})
     assert sampled.search.size() == len(sampled.search.archs(minilm)) == 10
     assert full.rows() == ["teacher", "distilled", "extracted", "ticket", "ticket_sized"] and full.distill.steps == 20000
+    deep = load_study(REPO / "experiments" / "subarch_deep.yaml")  # the deeper choice: one candidate, the same protocol
+    assert [a.name for a in deep.search.archs(minilm)] == ["D6-A4-H384-I768"] and deep.out != full.out
+    same_rows = dataclasses.replace(full.finetune, rows=["teacher", "distilled", "extracted", "ticket"])
+    assert (deep.finetune, deep.distill, deep.select, deep.ticket) == (same_rows, full.distill, full.select, full.ticket)
     demo = load_study(REPO / "experiments" / "subarch_demo.yaml")
     assert len(demo.search.archs(minilm)) == demo.search.size() == 6 and demo.finetune.tasks == ["rte", "mrpc"]
     for path in demo.ticket.importance.values():
