@@ -622,6 +622,7 @@ TABLES: dict[str, Callable[[], str]] = {
     **{f"subarch-{f}-scores": subarch_scores(f) for f in ("demo", "full")},
     "subarch-demo-search": subarch_search_table("demo"),
     "subarch-full-progress": subarch_progress("full"),
+    "subarch-deep-progress": subarch_progress("deep"),
     **{f"subarch-{f}-targets": subarch_targets_table(f) for f in ("demo", "full")},
     "subarch-demo-table": subarch_result_table("demo"),
     "subarch-full-table": subarch_result_table("full"),
