@@ -21,17 +21,22 @@ if [ -f $M/model.safetensors.xz ]; then  # compressed to fit the 64 MiB (xz -k m
       $M/model.safetensors.xz /tmp/m16/model.safetensors && M=/tmp/m16 || exit 1
 fi
 python3 $G/half_model.py $M /tmp/minilm --to fp32 || exit 1
+# STUDY and RESULTS: the study and its results folder (default the full study; the deeper choice:
+# STUDY=experiments/subarch_deep.yaml RESULTS=experiments/results/subarch/deep O=/work/study/runs/subarch_deep)
+STUDY=${STUDY:-experiments/subarch.yaml} RESULTS=${RESULTS:-experiments/results/subarch/full}
 O=${O:-/work/study/runs/subarch} R=${R:-/tmp/results}
-mkdir -p $O && rm -rf $R && cp -r experiments/results/subarch/full $R && rm -rf $R/gpu $R/table.*
+mkdir -p $O $RESULTS && rm -rf $R && cp -r $RESULTS $R && rm -rf $R/gpu $R/table.*
 # the controls whose error is still the CPU's are measured again (the first call, 2026-12-04, did; it also left out
 # the 4 teacher runs finished on the CPU, kept in cpu_side.json, so that they trained again on the GPU)
+[ "$RESULTS" = experiments/results/subarch/full ] || CONTROLS=${CONTROLS:-/dev/null}  # the full study's alone
 for n in $(grep -v "^#" ${CONTROLS:-$G/controls.txt}); do
   if grep -q '"device": "cuda' $R/candidates/$n.json 2>/dev/null; then continue; fi
   rm -f $R/candidates/$n.json $R/candidates/$n/distill.json $R/candidates/$n/log.jsonl
 done
-python3 - <<'PY'
+STUDY=$STUDY python3 - <<'PY'
 import yaml
-s = yaml.safe_load(open("experiments/subarch.yaml"))
+import os
+s = yaml.safe_load(open(os.environ["STUDY"]))
 s["search"]["teacher_cache"] = False  # the teacher runs live on the GPU: the same losses (tests/test_subarch_study.py)
 yaml.safe_dump(s, open("/tmp/gpu.yaml", "w"), sort_keys=False)
 PY
