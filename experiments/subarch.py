@@ -40,9 +40,9 @@ from basics.errors import UserError
 from experiments.engine.jobs import Job
 from experiments.engine.options import EngineOptions, results_dir, run_study_graph, yaml_study_main
 from experiments.study_config import train_config
-from experiments.subarch_config import TICKET_ROWS, SubarchStudy, load_study, study_to_dict
+from experiments.subarch_config import TICKET_ROWS, SubarchStudy, load_study, study_to_dict, timed_rows
 from experiments.subarch_files import StudyFiles, read_json
-from experiments.subarch_models import distilled_step, extracted_step, latency_step, ticket_step, timed_rows
+from experiments.subarch_models import distilled_step, extracted_step, latency_step, ticket_step
 from experiments.subarch_search import (
     candidate_error_step,
     candidate_latency_step,

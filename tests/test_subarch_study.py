@@ -17,9 +17,8 @@ import mtl.distill
 from basics.errors import UserError
 from experiments import subarch
 from experiments.pareto import dominates, pareto_front, rank, w_scores
-from experiments.subarch_config import load_study, study_from_dict
+from experiments.subarch_config import load_study, study_from_dict, timed_rows
 from experiments.subarch_files import progress
-from experiments.subarch_models import timed_rows
 from experiments.subarch_table import timed_as
 from masks.arch import EncoderShape
 from masks.importance import Importance, save_importance
