@@ -24,24 +24,16 @@ from typing import Any
 from basics.stats import paired_difference, signed
 from experiments.subarch_files import read_json
 from mtl.rundir import RunDir
+from tasks import metrics
 from tasks.score import task_score
 
 
-def _ranks(values: list[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    for rank, i in enumerate(order):
-        ranks[i] = float(rank)
-    return ranks
-
-
 def spearman(a: list[float], b: list[float]) -> float | None:
-    """Spearman's rank correlation (no ties expected in continuous losses); None under 5 pairs (too few to say)."""
+    """Spearman's rank correlation in [-1, 1] (:func:`tasks.metrics.spearman`, ties at their mean rank); None under
+    5 pairs (too few to say)."""
     if len(a) < 5:
         return None
-    ra, rb = _ranks(a), _ranks(b)
-    n = len(a)
-    return 1.0 - 6.0 * sum((x - y) ** 2 for x, y in zip(ra, rb, strict=True)) / (n * (n * n - 1))
+    return metrics.spearman(a, b) / 100.0
 
 
 def _pairs(cpu: Mapping[str, float], gpu: Mapping[str, float]) -> dict[str, Any]:
