@@ -192,8 +192,9 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None,
         labels = {"kind": "candidate", "task": name}
         # a part measured before (or restored from the results folder) only writes the record: in the scheduler's
         # process, not in a worker started for it (hundreds of them would cost minutes on every resume)
-        where = {part: "scheduler" if left is not None and left[name] == 0.0 else "worker"
-                 for part, left in (("latency", costs and costs.latency), ("error", costs and costs.candidates))}
+        measured = {"latency": costs is not None and costs.latency[name] == 0.0,
+                    "error": costs is not None and costs.candidates[name] == 0.0}
+        where = {part: "scheduler" if done else "worker" for part, done in measured.items()}
         jobs.append(Job(f"candidates/{name}/latency", deps=("scores",), action=candidate_latency_step,
                         args=(study, name, threads), where=where["latency"], labels=labels,
                         seconds=costs.latency[name] if costs else None,

@@ -41,9 +41,10 @@ from tasks.score import task_score
 PILOT_RUN = "mean-seed1"  # a pilot run's folder: pooling/ROW/TASK/mean-seed1
 
 
-def chosen_run(full: Path, row: str, task: str, seed: int = 1) -> Path:
-    """The run of ``row`` on ``task`` at the setting the study chose for them (``full/table.json``), seed ``seed``."""
-    table = read_json(Path(full) / "table.json")
+def chosen_run(full: Path, row: str, task: str, seed: int = 1, table: dict[str, Any] | None = None) -> Path:
+    """The run of ``row`` on ``task`` at the setting the study chose for them (``table``: ``full/table.json``,
+    read when not given), seed ``seed``."""
+    table = table if table is not None else read_json(Path(full) / "table.json")
     entry = next((r for r in table["rows"] if r["row"] == row), None)
     if entry is None or task not in entry["tasks"] or entry["tasks"][task]["chosen"] is None:
         raise UserError(f"{full}/table.json has no chosen setting of {row} on {task}")
@@ -60,7 +61,7 @@ def pilot_pairs(full: Path, pooling: Path) -> list[dict[str, Any]]:
             pilot = RunDir(Path(pooling) / entry["row"] / task / PILOT_RUN)
             if not pilot.finished:
                 continue
-            original = RunDir(chosen_run(full, entry["row"], task))
+            original = RunDir(chosen_run(full, entry["row"], task, table=table))
             pairs.append({"row": entry["row"], "task": task, "original_pooling": original.config().model.pooling,
                           "original": task_score(original.result().metrics[task]),
                           "mean": task_score(pilot.result().metrics[task]),
@@ -135,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             raise UserError(f"give each model as NAME=MODEL, got {bad[0]!r}")
         models = dict(m.split("=", 1) for m in args.models)
-        atomic_write_json(args.out, zero_shot(models, Path(os.environ["GLUE_DIR"]).expanduser()))
-        print("\n".join(f"{name}: {value:.1f}" for name, value in read_json(args.out)["spearman"].items()))
+        result = zero_shot(models, Path(os.environ["GLUE_DIR"]).expanduser())
+        atomic_write_json(args.out, result)
+        print("\n".join(f"{name}: {value:.1f}" for name, value in result["spearman"].items()))
     else:
         print("\n".join(pooling_table(args.full, args.pooling)))
     return 0
