@@ -66,10 +66,11 @@ def _verdict(diff: PairedDifference | None) -> str:
 
 def ticket_size(table: Mapping[str, Any], row: str = "ticket") -> str:
     """"same size", or the ticket row's encoder-layer parameters against the distilled model's when they differ by
-    more than 5 % (a union of tickets that keeps a head per layer and task cannot shrink below some size)."""
+    more than 5 % (a union of tickets that keeps a head per layer and task cannot shrink below some size);
+    "size not measured" while either model is not built yet."""
     ticket, model = _row(table, row), _row(table, "distilled")
     if not (ticket and model and ticket.get("model") and model.get("model")):
-        return "same size"
+        return "size not measured"
     ratio = ticket["model"]["params"]["layers"] / model["model"]["params"]["layers"]
     return "same size" if abs(ratio - 1) <= 0.05 else f"{ratio:.2f}× the encoder-layer parameters"
 

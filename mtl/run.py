@@ -25,6 +25,7 @@ from mtl.distributed import Dist
 from mtl.gating import check_arch_support, mask_gating, score_model, write_tickets
 from mtl.model import MultiTaskModel, attention_note, check_max_seq_length, load_encoder, save_multitask_model
 from mtl.model_card import run_card
+from mtl.model_digest import model_identity
 from mtl.rundir import RunDir, RunResult
 from mtl.trainer import Plan, Progress, TaskData, Trainer, format_metrics
 from mtl.training_log import close_reporters, open_reporters
@@ -251,6 +252,7 @@ def _run(config: TrainConfig, dist: Dist, device: torch.device, on_step: StepCal
     if mode == "complete":
         say(f"nothing to resume: {out} holds a finished run ({out / 'metrics.json'})")
         return RunOutcome(RunDir(out).result() if dist.is_main else None)
+    model_id = model_identity(config.model.name)  # the weights the run starts from, before it reads them
     model, tokenizer = build_model(config, tasks)
     check_max_seq_length(model.encoder, config.data.max_seq_length, config.model.name)
     check_arch_support(model.encoder, config.tickets)
@@ -303,6 +305,7 @@ def _run(config: TrainConfig, dist: Dist, device: torch.device, on_step: StepCal
                            **({"holdout": d.holdout.num_examples} if d.holdout is not None else {})}
                        for t, d in data.items()}
     summary["machine"] = {**machine_info(), "processes": dist.world_size}
+    summary["model"] = model_id
     if dist.is_main:
         write_results(out, summary, model, tokenizer, config)
     say(f"done in {summary['wall_seconds']}s (best epoch {summary['best_epoch']}): {format_metrics(summary['metrics'])}")

@@ -32,6 +32,7 @@ from basics.options import build_config, read_yaml
 from masks.mask import tensor_digest
 from masks.meta import format_fraction
 from mtl.config import TrainConfig, run_conflicts
+from mtl.model_digest import local_model_dir, weights_digest
 from mtl.trainer import SELECTED_BY
 
 CONFIG = "config.yaml"
@@ -102,6 +103,7 @@ class RunResult:
     wall_seconds: float | None = None
     data: dict[str, dict[str, int]] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, str] | None = None  # the model it started from: name, and sha256 of a local one's weights
     mask: MaskInfo | None = None
     scoring: dict[str, Any] | None = None
     weight_mask: dict[str, Any] | None = None
@@ -253,7 +255,8 @@ class RunDir:
         """What makes this run another run than ``config`` asks for (empty: the same run).
 
         Options are compared by their role (:func:`mtl.config.run_conflicts`). A mask is compared by
-        content: the digest the run recorded against the digest of ``config``'s mask file.
+        content: the digest the run recorded against the digest of ``config``'s mask file; a local model
+        directory too (:mod:`mtl.model_digest`): a student rebuilt at the same path is another model.
         """
         out = run_conflicts(self.saved_options(), config) if self.config_path.is_file() else []
         if not self.finished:
@@ -270,6 +273,10 @@ class RunDir:
                 continue  # no mask asked for, or the run predates digests, or the file is gone
             if tensor_digest(Path(given).expanduser()) != recorded:
                 out.append(f"{option}: {given} holds other masks than the run trained with")
+        recorded = (result.model or {}).get("sha256")
+        local = local_model_dir(config.model.name)
+        if recorded and local is not None and weights_digest(local) not in (None, recorded):
+            out.append(f"model: {config.model.name} holds other weights than the run trained from (rebuilt since?)")
         return out
 
     def check_matches(self, config: TrainConfig) -> None:

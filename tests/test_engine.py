@@ -537,12 +537,13 @@ def _glue_with(tmp_path, rows: int) -> Path:
 
 
 def _finished(tmp_path, name: str, tasks: list[str], model: str, seconds: float, examples: int, glue: Path,
-              wall: float | None = None) -> RunDir:
+              wall: float | None = None, cuda: str | None = None) -> RunDir:
     run = RunDir(tmp_path / name)
     run.path.mkdir(parents=True)
     save_config(TrainConfig.of(tasks=tasks, model=model, glue_dir=str(glue), output_dir=str(run.path)), run.config_path)
     metrics = {t: {"accuracy": 60.0} for t in tasks}
-    result = {"metrics": metrics, "train_seconds": seconds, "train_examples": examples}
+    result = {"metrics": metrics, "train_seconds": seconds, "train_examples": examples,
+              "machine": {"threads": 1, "cuda": cuda}}
     run.results_path.write_text(json.dumps(result if wall is None else {**result, "wall_seconds": wall}))
     run.metrics_path.write_text(json.dumps(metrics))
     return run
@@ -581,6 +582,20 @@ def test_the_cost_model_learns_from_the_closest_finished_runs(tmp_path):
     # a run's own wall time (evaluation and start-up included) replaces the assumed 10 % overhead
     cost.learn([_finished(tmp_path, "w1", ["mrpc"], "/students/small", 4.0, 100, glue, wall=4.5)])
     assert cost.seconds(job(["mrpc"], "/students/small")) == pytest.approx(4.5)
+
+
+def test_the_cost_model_learns_only_from_runs_on_its_kind_of_machine(tmp_path):
+    glue = _glue_with(tmp_path, 100)
+    job = Job("runs/next", config=TrainConfig.of(tasks=["rte"], epochs=1, glue_dir=str(glue),
+                                                   output_dir=str(tmp_path / "next")))
+    runs = [_finished(tmp_path, "gpu", ["rte"], "minilm", 1.0, 100, glue, cuda="NVIDIA H200"),
+            _finished(tmp_path, "cpu", ["rte"], "minilm", 40.0, 100, glue)]
+    cpu, gpu, other = CostModel(), CostModel(accelerator="NVIDIA H200"), CostModel(accelerator="NVIDIA A100")
+    for cost in (cpu, gpu, other):
+        cost.learn(runs)
+    assert cpu.seconds(job) == pytest.approx(40.0 * 1.1)  # not the median of 1 and 40
+    assert gpu.seconds(job) == pytest.approx(1.0 * 1.1)
+    assert other.seconds(job) == pytest.approx(100 / other.rates["rte"] * 1.1)  # nothing measured there: the table
 
 
 def test_the_cost_of_a_run_comes_first_from_the_other_seeds_of_its_row(tmp_path):

@@ -60,7 +60,10 @@ def test_missing_rows_and_a_slower_or_larger_model_are_said():
     assert share.met == "no" and speed.met == "no" and speed.measured == "1.90×"
     assert ticket.what == "GLUE average, ticket (0.83× the encoder-layer parameters) − extracted + distilled"
     assert judge(table([60.0, 62.0, 61.0]))[3].what == "GLUE average, ticket (same size) − extracted + distilled"
+    t["rows"][1]["model"] = None  # the distilled model is not built yet: its size is not known either
+    assert judge(t)[3].what == "GLUE average, ticket (size not measured) − extracted + distilled"
     t["rows"] = t["rows"][:1]  # only the teacher has finished
+    assert [c.what for c in judge(t)][3] == "GLUE average, ticket (size not measured) − extracted + distilled"
     assert [c.met for c in judge(t)] == ["not measured"] * 3 + ["—", "—"]
     assert all(c.measured in ("–", "not measured") for c in judge(t))
     assert targets_table(t)[0] == "| what | target | measured | met |"

@@ -15,6 +15,11 @@ finished run records ``train_examples`` and ``train_seconds``), the closest firs
 So the seeds and settings of one row of a study (a smaller student, a compacted model) are costed from
 that row's own first run, not from the teacher's. Each is the median over the runs, as a run that was
 paused (a study stopped while CI ran, a suspended machine) records hours it did not compute.
+
+Only runs measured on the kind of machine the estimate is for count: a CPU estimate learns from CPU runs, a
+GPU estimate from runs on that GPU (each run's ``results.json`` names its accelerator). A study whose first
+runs were trained on a lent GPU would otherwise cost its CPU runs at GPU speed, and ``--time-limit`` would
+start runs that cannot finish.
 """
 
 from __future__ import annotations
@@ -80,6 +85,11 @@ def row(config: TrainConfig) -> tuple[tuple[str, str], ...]:
                         if roles[k] in COSTED_ROLES and k != "seed"))
 
 
+def accelerator_of(machine: dict[str, Any]) -> str | None:
+    """The GPU a run's ``results.json`` ``machine`` names, or None for a CPU run (and for a run without one)."""
+    return machine.get("cuda") or None
+
+
 def _typical(values: dict[str, float]) -> float:
     """The median: a run paused for hours (a machine suspended, a study stopped for CI) is an outlier, not a rate."""
     return statistics.median(values.values())
@@ -88,7 +98,8 @@ def _typical(values: dict[str, float]) -> float:
 class CostModel:
     """Seconds a training job takes on one core (``threads_per_run`` cores divide it, up to a point)."""
 
-    def __init__(self, threads_per_run: int = 1) -> None:
+    def __init__(self, threads_per_run: int = 1, accelerator: str | None = None) -> None:
+        self.accelerator = accelerator  # the GPU's name the estimates are for (None: CPU)
         self.rates = dict(MEASURED_RATE)  # task -> examples/s before anything is measured
         self.threads = max(1, threads_per_run)
         self._rows: dict[str, int] = {}
@@ -108,6 +119,8 @@ class CostModel:
             result = run.result()
             if not (result.train_seconds and result.train_examples):
                 continue
+            if accelerator_of(result.machine) != self.accelerator:
+                continue  # another kind of machine: its times say nothing of this one's
             config = run.config()
             threads = config.runtime.num_threads or 1
             wall = result.wall_seconds

@@ -54,6 +54,15 @@ def cuda_devices() -> list[str]:
     return [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
+def accelerator(devices: list[str]) -> str | None:
+    """The name of the GPU the runs go to (as a run's ``results.json`` records it), None for CPU runs."""
+    if not devices:
+        return None
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(devices[0]))
+
+
 @dataclass
 class EngineOptions:
     jobs: int | None = None
@@ -164,7 +173,7 @@ def _skip_now(job: Job) -> str | None:
 def plan_text(graph: JobGraph, options: EngineOptions, results: ResultsDir | None) -> str:
     """The graph as a table: every job, its state and estimated time; then the totals."""
     jobs, threads, devices = options.resolved()
-    cost = CostModel(threads)
+    cost = CostModel(threads, accelerator(devices))
     cost.learn(j.run for j in graph.training())
     lines = [f"{len(graph)} jobs ({len(graph.training())} training runs); {jobs} at a time, {threads} thread(s) each"
              + (f", on {', '.join(devices)}" if devices else "")]
@@ -224,7 +233,7 @@ def run_jobs(graph: JobGraph, options: EngineOptions, out: Path, say=None) -> Re
     log_dir = Path(out) / "logs"
     backend = make_backend(options, log_dir)
     scheduler = Scheduler(graph, backend, log_dir=log_dir, results=results, threads_per_run=threads,
-                          devices=devices, say=say, status_every=options.status_every, time_limit=options.time_limit)
+                          devices=devices, cost=CostModel(threads, accelerator(devices)), say=say, status_every=options.status_every, time_limit=options.time_limit)
     report = scheduler.run()
     write_report(report, log_dir / "engine.json")  # the last call's
     write_report(report, log_dir / f"engine-{socket.gethostname()}-{os.getpid()}.json")  # every call's

@@ -1,0 +1,82 @@
+"""The identity of a model directory's weights, so that a finished run can be told apart from one trained from a
+model rebuilt at the same path.
+
+A study builds its students into fixed folders (``models/distilled``...). Run again with other settings, or on
+another machine, the folder holds other weights under the same name, and a finished run of the old model must
+not be taken for a run of the new one. Every run trained from a local model directory records
+:func:`weights_digest` of it in ``results.json``; :meth:`mtl.rundir.RunDir.conflicts` compares it with the folder's
+weights now. A model named on the hub (or ``minilm``, the packaged one) is identified by its name.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from mtl.model import MODEL_ALIASES
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")  # model.safetensors, shards, pytorch_model.bin
+CHUNK = 1 << 22
+
+
+def local_model_dir(name: str | os.PathLike) -> Path | None:
+    """``name`` as a directory when it is one on this machine, else None (a hub name, an alias)."""
+    if os.fspath(name).lower() in MODEL_ALIASES:
+        return None
+    path = Path(name).expanduser()
+    return path if path.is_dir() else None
+
+
+def weights_digest(directory: str | os.PathLike) -> str | None:
+    """SHA-256 of the weights in ``directory``: the tensors of its safetensors files (names, dtypes, shapes, bytes,
+    in name order: one file or shards, whatever the metadata), then the bytes of any other weight file (``.bin``).
+    None when it holds no weights. Each file is read once per version in a process (keyed on size and mtime)."""
+    files = sorted(p for p in Path(directory).expanduser().iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if not files:
+        return None
+    tensors: dict[str, str] = {}
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        if path.suffix == ".safetensors":
+            tensors.update(_tensor_digests(str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+        else:
+            digest.update(f"{path.name}:{_file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)};".encode())
+    for name in sorted(tensors):
+        digest.update(f"{name}:{tensors[name]};".encode())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _tensor_digests(path: str, size: int, mtime_ns: int) -> dict[str, str]:  # size and mtime: the cache key
+    out = {}
+    with safe_open(path, framework="pt") as f:
+        for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+            t = f.get_tensor(name)
+            head = f"{t.dtype}:{tuple(t.shape)};".encode()
+            data = t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+            out[name] = hashlib.sha256(head + data).hexdigest()
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: the cache key
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_identity(name: str | os.PathLike) -> dict[str, str]:
+    """What ``results.json`` records of the model a run started from: its name, and for a local directory the
+    digest of its weights."""
+    out = {"name": os.fspath(name)}
+    local = local_model_dir(name)
+    digest = weights_digest(local) if local is not None else None
+    return {**out, "sha256": digest} if digest else out
