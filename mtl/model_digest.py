@@ -24,9 +24,14 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")  # model.safetensors, shards, pytorch
 CHUNK = 1 << 22
 
 
+def is_model_alias(name: str | os.PathLike) -> bool:
+    """``name`` is one of our names for a packaged model (``minilm``), not a path."""
+    return os.fspath(name).lower() in MODEL_ALIASES
+
+
 def local_model_dir(name: str | os.PathLike) -> Path | None:
     """``name`` as a directory when it is one on this machine, else None (a hub name, an alias)."""
-    if os.fspath(name).lower() in MODEL_ALIASES:
+    if is_model_alias(name):
         return None
     path = Path(name).expanduser()
     return path if path.is_dir() else None

@@ -32,7 +32,7 @@ from basics.options import build_config, read_yaml
 from masks.mask import tensor_digest
 from masks.meta import format_fraction
 from mtl.config import TrainConfig, run_conflicts
-from mtl.model_digest import local_model_dir, weights_digest
+from mtl.model_digest import is_model_alias, local_model_dir, weights_digest
 from mtl.trainer import SELECTED_BY
 
 CONFIG = "config.yaml"
@@ -278,6 +278,14 @@ class RunDir:
         if recorded and local is not None and weights_digest(local) not in (None, recorded):
             out.append(f"model: {config.model.name} holds other weights than the run trained from (rebuilt since?)")
         return out
+
+    def model_unbuilt(self, config: TrainConfig) -> bool:
+        """The finished run recorded the weights of a local model folder that ``config`` names but that does not
+        exist (yet) on this machine (a study's student, built by a step): :meth:`conflicts` can compare the
+        weights only once it does."""
+        if not self.finished or (self.result().model or {}).get("sha256") is None:
+            return False
+        return local_model_dir(config.model.name) is None and not is_model_alias(config.model.name)
 
     def check_matches(self, config: TrainConfig) -> None:
         """UserError naming the differences when this (finished) run is not the run ``config`` asks for."""

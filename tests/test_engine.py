@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import mtl.run
 from basics.errors import UserError
@@ -406,6 +408,54 @@ def test_a_deferred_run_trains_the_config_its_dependencies_chose(tmp_path, monke
                  resolve_args=(str(tmp_path), str(out)))
     with pytest.raises(ValueError, match="a deferred run's directory is fixed"):
         moving.resolved()
+
+
+# ---------------------------------------------------------------- a run of a model a step builds
+
+
+def build_student(source: str, target: str, scale: float) -> None:
+    """A step that builds a "student" folder from ``source``: its weights times ``scale`` (module level: picklable)."""
+    from transformers import AutoModel
+
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
+    if scale != 1.0:
+        encoder = AutoModel.from_pretrained(target)
+        with torch.no_grad():
+            encoder.embeddings.word_embeddings.weight.mul_(scale)
+        encoder.save_pretrained(target)
+
+
+def student_graph(root: Path, out: Path, scale: float) -> JobGraph:
+    student = root / "student"
+    config = sweep_config(root, out, LRS[1], 1).replace(model=str(student), output_dir=str(out / "run"))
+    return JobGraph([Job("models/student", action=build_student, args=(str(root / "model"), str(student), scale)),
+                     Job("runs/student", deps=("models/student",), config=config)])
+
+
+def test_a_run_restored_before_its_model_is_built_is_checked_once_it_is(tmp_path, monkeypatch):
+    tiny_setup(tmp_path)
+    results = tmp_path / "results"
+
+    def study(out: Path, scale: float):
+        return Scheduler(student_graph(tmp_path, out, scale), InlineBackend(tmp_path / "logs"),
+                         log_dir=tmp_path / "logs", results=ResultsDir(results, out), say=lambda line: None).run()
+
+    assert study(tmp_path / "first", 1.0).ok
+    assert (results / "run" / "results.json").is_file()
+
+    def no_training(config, on_step=None):
+        raise AssertionError(f"trained {config.output.output_dir} again")
+
+    monkeypatch.setattr(mtl.run, "run_training", no_training)
+    shutil.rmtree(tmp_path / "student")  # a new machine: the student is not built yet when the run is restored
+    same = study(tmp_path / "same", 1.0)  # built again, the same weights: the run is the study's run
+    assert same.ok and same.records["runs/student"].status == "restored"
+    shutil.rmtree(tmp_path / "student")
+    other = study(tmp_path / "other", 0.5)  # built again with other weights: refused, not taken for its run
+    assert not other.ok and other.records["runs/student"].status == "failed"
+    assert other.user_errors and "model: " in other.user_errors[0]
+    assert "holds other weights than the run trained from" in other.user_errors[0]
 
 
 # ---------------------------------------------------------------- a tiny phase-transition study

@@ -9,7 +9,8 @@ Guarantees (each tested in ``tests/test_engine.py``):
   folder, from the copy there (restored into the run directory first);
 - before anything is trained, every finished run must be the run the study asks for now
   (:meth:`mtl.rundir.RunDir.check_matches`): a changed config is a one-line error (a deferred run's config
-  is known, and checked, once its dependencies have finished);
+  is known, and checked, once its dependencies have finished; so is a run of a local model folder that a
+  dependency builds: a student built again on a new machine must hold the weights the run trained from);
 - a run interrupted in any way (a killed worker, a killed scheduler) continues from its checkpoint on
   the next call;
 - two schedulers on one folder never train the same run: a run is trained only under its lock
@@ -126,6 +127,8 @@ class Scheduler:
         self._restore(job, report)
         if not job.finished():
             return False
+        if job.deps and job.run.model_unbuilt(job.config):
+            return False  # its model is a dependency's output, not built here yet: checked once it is (run)
         job.run.check_matches(job.config)  # a UserError: a changed config never mixes in
         report.records.setdefault(job.name, Record(job.name, "finished-before"))
         if self.results is not None:
@@ -200,8 +203,17 @@ class Scheduler:
                                 board.end(job, f"skipped: {reason}")
                             progressed = True
                             continue
-                    if job.is_training and job.finished():  # finished meanwhile (another scheduler)
-                        pending.remove(job)
+                    if job.is_training and job.finished():  # finished meanwhile (another scheduler), or restored
+                        pending.remove(job)  # before its model was built: checked now that it is
+                        try:
+                            job.run.check_matches(job.config)
+                        except UserError as exc:  # like a user mistake found by a job: said at the end
+                            stop = True
+                            failed.add(job.name)
+                            report.records[job.name] = Record(job.name, "failed", error=str(exc))
+                            report.user_errors.append(f"{job.name}: {exc}")
+                            progressed = True
+                            continue
                         self._finish(job, Outcome(job.name, ok=True), report, done, failed, board)
                         progressed = True
                         continue
