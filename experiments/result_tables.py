@@ -623,9 +623,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "subarch-demo-search": subarch_search_table("demo"),
     "subarch-full-progress": subarch_progress("full"),
     "subarch-deep-progress": subarch_progress("deep"),
-    **{f"subarch-{f}-targets": subarch_targets_table(f) for f in ("demo", "full")},
-    "subarch-demo-table": subarch_result_table("demo"),
-    "subarch-full-table": subarch_result_table("full"),
+    **{f"subarch-{f}-targets": subarch_targets_table(f) for f in ("demo", "full", "deep")},
+    **{f"subarch-{f}-table": subarch_result_table(f) for f in ("demo", "full", "deep")},
     "subarch-full-device-check": lambda: _lines(subarch_device.device_check_lines(
         subarch_device.device_check(RESULTS / "subarch" / "full"))),
     "subarch-pooling": lambda: _lines(subarch_pooling.pooling_table(RESULTS / "subarch" / "full",

@@ -35,12 +35,15 @@ def test_seed_averages_need_every_task():
 
 def test_targets_met_with_the_interval():
     checks = judge(table([59.0, 61.5, 60.0]))  # RTE −1.0, −0.5, −1.0: GLUE avg −0.5, −0.25, −0.5
-    share, speed, gap, ticket, distill = checks
+    share, speed, gap, ticket, distill, ticket_teacher = checks
     assert (share.measured, share.met) == ("50.0% (5.00 M of 10.00 M)", "yes")
     assert (speed.measured, speed.met) == ("2.10×", "yes")
     assert gap.met == "yes" and gap.measured.startswith("−0.42 [")
     assert ticket.met == "—" and ticket.measured.endswith("not distinguishable")
     assert distill.measured.endswith(": higher")  # distillation helps in this table, detectably
+    # the ticket against the teacher: GLUE averages −0.25, −0.75, −0.5 over the seeds
+    assert ticket_teacher.what == "GLUE average, ticket − teacher" and ticket_teacher.met == "—"
+    assert ticket_teacher.measured.startswith("−0.50 [") and ticket_teacher.measured.endswith("not distinguishable")
 
 
 @pytest.mark.parametrize("rte, met", [
@@ -56,7 +59,7 @@ def test_missing_rows_and_a_slower_or_larger_model_are_said():
     t = table([60.0, 62.0, 61.0])
     t["rows"][1]["model"]["params"]["layers"] = 6e6
     t["rows"][1]["speedup"] = {"1": 1.8, "32": 1.9}
-    share, speed, _, ticket, _ = judge(t)
+    share, speed, _, ticket, _, _ = judge(t)
     assert share.met == "no" and speed.met == "no" and speed.measured == "1.90×"
     assert ticket.what == "GLUE average, ticket (0.83× the encoder-layer parameters) − extracted + distilled"
     assert judge(table([60.0, 62.0, 61.0]))[3].what == "GLUE average, ticket (same size) − extracted + distilled"
@@ -64,7 +67,7 @@ def test_missing_rows_and_a_slower_or_larger_model_are_said():
     assert judge(t)[3].what == "GLUE average, ticket (size not measured) − extracted + distilled"
     t["rows"] = t["rows"][:1]  # only the teacher has finished
     assert [c.what for c in judge(t)][3] == "GLUE average, ticket (size not measured) − extracted + distilled"
-    assert [c.met for c in judge(t)] == ["not measured"] * 3 + ["—", "—"]
+    assert [c.met for c in judge(t)] == ["not measured"] * 3 + ["—", "—", "—"]
     assert all(c.measured in ("–", "not measured") for c in judge(t))
     assert targets_table(t)[0] == "| what | target | measured | met |"
 
@@ -78,4 +81,6 @@ def test_each_ticket_row_is_compared_with_the_distilled_model():
         "GLUE average, ticket (1.60× the encoder-layer parameters) − extracted + distilled",
         "GLUE average, ticket with no head minimum (same size) − extracted + distilled"]
     assert checks[4].measured.endswith(": lower") and checks[4].met == "—"
-    assert len(judge(table([59.0, 61.5, 60.0]))) == 5  # no ticket_sized row: no line for it
+    assert [c.what for c in checks[6:8]] == ["GLUE average, ticket − teacher",
+                                             "GLUE average, ticket with no head minimum − teacher"]
+    assert len(judge(table([59.0, 61.5, 60.0]))) == 6  # no ticket_sized row: no line for it
