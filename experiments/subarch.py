@@ -54,7 +54,7 @@ from experiments.subarch_table import chosen_setting, sweep, table_step
 from masks.cost import EncoderSize, ops_per_token, param_counts
 from masks.subarch import SubArch
 from mtl.config import TrainConfig
-from mtl.distill import DistillConfig
+from mtl.distill import DistillConfig, resume_step
 from mtl.teacher import teacher_shape
 from mtl.trainer import autocast_dtype
 
@@ -123,6 +123,7 @@ class StepCosts:
     cached: bool  # the search distils from cached teacher outputs
     pretrain: float
     pretrain_arch: str
+    pretrain_resumed: int = 0  # the step an interrupted pre-training continues from (its checkpoint's)
 
     @classmethod
     def of(cls, study: SubarchStudy, archs: list[SubArch], shape) -> "StepCosts":
@@ -156,7 +157,9 @@ class StepCosts:
         arch = (SubArch.parse(read_json(files.chosen)["arch"]) if files.chosen.is_file()
                 else max(allowed or archs, key=lambda a: ops_per_token(size(a), seq)))
         done = (files.model("distilled") / "subarch.json").is_file()
-        return cls(candidates, latency, cache, cached, 0.0 if done else seconds(arch, study.distill, False), arch.name)
+        resumed = 0 if done else resume_step(files.distill_dir, study.distill.checkpoint_every)
+        left = 0.0 if done else seconds(arch, study.distill, False) * (1 - resumed / study.distill.steps)
+        return cls(candidates, latency, cache, cached, left, arch.name, resumed)
 
     def lines(self, study: SubarchStudy) -> list[str]:
         """The plan's lines on the search and the distillation pre-training."""
@@ -169,6 +172,7 @@ class StepCosts:
                 f"measure, about {search / 3600:.1f} core-hours on CPU ({d.steps} distillation steps of batch "
                 f"{d.batch_size} each, precision {d.precision}{', teacher outputs cached' if self.cached else ''})",
                 f"distillation pre-training: {study.distill.steps} steps of batch {study.distill.batch_size}, "
+                + (f"{self.pretrain_resumed} done (its checkpoint), " if self.pretrain_resumed else "")
                 + (f"about {self.pretrain / 3600:.1f} core-hours left (for {self.pretrain_arch}, the chosen one)"
                    if chosen else f"at most about {self.pretrain / 3600:.1f} core-hours (for {self.pretrain_arch}, "
                    "the costliest candidate the selection allows; the chosen one may be cheaper)"),

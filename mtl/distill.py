@@ -315,3 +315,13 @@ def read_log(out_dir: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def resume_step(out_dir: Path, checkpoint_every: int) -> int:
+    """The step a distillation in ``out_dir`` would continue from, without loading its checkpoint: the last step
+    its log reached, down to a multiple of ``checkpoint_every`` (checkpoints are written at those steps); 0 without
+    a checkpoint."""
+    if not checkpoint_every or not (Path(out_dir) / "checkpoint.pt").is_file():
+        return 0
+    steps = [int(r["step"]) for r in read_log(out_dir) if "step" in r]
+    return max(steps, default=0) // checkpoint_every * checkpoint_every

@@ -14,7 +14,7 @@ from masks.arch import shape_of
 from masks.subarch import Selection, SubArch, select
 from masks.subarch_importance import SubarchScores
 from mtl.corpus import BatchStream, TokenizedCorpus, glue_sentences, read_text_files, split_heldout
-from mtl.distill import DistillConfig, Distiller, read_log
+from mtl.distill import DistillConfig, Distiller, read_log, resume_step
 from mtl.teacher import is_student_dir, load_teacher, make_student, save_student
 from tests.tiny_run import WORDS
 from tests.tiny_run import save_tiny_model as save_tokenizer_and_model
@@ -123,7 +123,9 @@ def test_a_killed_distillation_resumes_where_it_stopped(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "killed", fail_at=1 + 8 + 1)  # held-out eval (1 batch), 8 steps, then killed at step 9
     assert (tmp_path / "killed" / "checkpoint.pt").is_file()
+    assert resume_step(tmp_path / "killed", 5) == 5  # logged up to step 8, checkpointed at step 5
     resumed = run(tmp_path / "killed")
+    assert resume_step(tmp_path / "killed", 5) == 0  # finished: no checkpoint
     assert not (tmp_path / "killed" / "checkpoint.pt").exists()
     assert abs(resumed["heldout"]["loss"] - straight["heldout"]["loss"]) < 1e-6
     assert [r["step"] for r in read_log(tmp_path / "killed")] == [r["step"] for r in read_log(tmp_path / "straight")]

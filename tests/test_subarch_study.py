@@ -227,6 +227,18 @@ def test_dry_run_prints_the_plan_and_the_search_cost(tmp_path, capsys):
     assert "finetune/ticket/tinysent/lr1e-05-wu0.1-seed1: to train" in printed
     assert not (tmp_path / "out" / "scores.safetensors").exists()
     assert SubArch.parse(CANDIDATES[0]).depth == 1
+    # an interrupted pre-training: the plan counts the steps left after its checkpoint (step 4 of 6), not all 6
+    args = (load_study(tmp_path / "study.yaml"), [SubArch.parse(c) for c in CANDIDATES], EncoderShape(3, 4, 8, 32, 37))
+    whole = subarch.StepCosts.of(*args)
+    distill = tmp_path / "out" / "distill"
+    distill.mkdir(parents=True)
+    (distill / "log.jsonl").write_text("".join(f'{{"step": {k}, "loss": 1.0}}\n' for k in (2, 4, 5)))
+    assert subarch.StepCosts.of(*args).pretrain == whole.pretrain  # a log without a checkpoint: from the start
+    (distill / "checkpoint.pt").write_bytes(b"")
+    resumed = subarch.StepCosts.of(*args)
+    assert resumed.pretrain_resumed == 4 and resumed.pretrain == pytest.approx(whole.pretrain * 2 / 6)
+    assert "distillation pre-training: 6 steps of batch 8, 4 done (its checkpoint), " in "\n".join(
+        resumed.lines(load_study(tmp_path / "study.yaml")))
 
 
 def test_the_shipped_studies_load():
