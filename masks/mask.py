@@ -221,10 +221,14 @@ def tensor_digest(path: str | os.PathLike) -> str:
     tensors, _ = read_safetensors(path, "mask")
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].contiguous().reshape(-1)
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(tensor_record(name, tensors[name]))
     return digest.hexdigest()
+
+
+def tensor_record(name: str, tensor: torch.Tensor) -> bytes:
+    """What a digest of a named tensor reads: ``name:dtype:(numel,);`` then its bytes."""
+    t = tensor.contiguous().reshape(-1)
+    return f"{name}:{t.dtype}:{tuple(t.shape)};".encode() + (t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
 def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

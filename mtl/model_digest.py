@@ -15,13 +15,13 @@ import hashlib
 import os
 from pathlib import Path
 
-import torch
 from safetensors import safe_open
 
+from masks.mask import tensor_record
+from mtl.data import file_fingerprint
 from mtl.model import MODEL_ALIASES
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")  # model.safetensors, shards, pytorch_model.bin
-CHUNK = 1 << 22
 
 
 def is_model_alias(name: str | os.PathLike) -> bool:
@@ -38,9 +38,9 @@ def local_model_dir(name: str | os.PathLike) -> Path | None:
 
 
 def weights_digest(directory: str | os.PathLike) -> str | None:
-    """SHA-256 of the weights in ``directory``: the tensors of its safetensors files (names, dtypes, shapes, bytes,
-    in name order: one file or shards, whatever the metadata), then the bytes of any other weight file (``.bin``).
-    None when it holds no weights. Each file is read once per version in a process (keyed on size and mtime)."""
+    """SHA-256 of the weights in ``directory``: the tensors of its safetensors files (names, dtypes, sizes, bytes:
+    :func:`masks.mask.tensor_record`; in name order: one file or shards, whatever the metadata), then the bytes of
+    any other weight file (``.bin``). None when it holds no weights. Each file is read once per version in a process (keyed on size and mtime)."""
     files = sorted(p for p in Path(directory).expanduser().iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
     if not files:
         return None
@@ -59,23 +59,14 @@ def weights_digest(directory: str | os.PathLike) -> str | None:
 
 @functools.lru_cache(maxsize=64)
 def _tensor_digests(path: str, size: int, mtime_ns: int) -> dict[str, str]:  # size and mtime: the cache key
-    out = {}
     with safe_open(path, framework="pt") as f:
-        for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
-            t = f.get_tensor(name)
-            head = f"{t.dtype}:{tuple(t.shape)};".encode()
-            data = t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-            out[name] = hashlib.sha256(head + data).hexdigest()
-    return out
+        return {name: hashlib.sha256(tensor_record(name, f.get_tensor(name))).hexdigest()
+                for name in f.keys()}  # noqa: SIM118 - safe_open is not a mapping
 
 
 @functools.lru_cache(maxsize=64)
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: the cache key
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_fingerprint(Path(path))["sha256"]
 
 
 def model_identity(name: str | os.PathLike) -> dict[str, str]:

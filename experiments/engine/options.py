@@ -233,7 +233,8 @@ def run_jobs(graph: JobGraph, options: EngineOptions, out: Path, say=None) -> Re
     log_dir = Path(out) / "logs"
     backend = make_backend(options, log_dir)
     scheduler = Scheduler(graph, backend, log_dir=log_dir, results=results, threads_per_run=threads,
-                          devices=devices, cost=CostModel(threads, accelerator(devices)), say=say, status_every=options.status_every, time_limit=options.time_limit)
+                          devices=devices, cost=CostModel(threads, accelerator(devices)), say=say,
+                          status_every=options.status_every, time_limit=options.time_limit)
     report = scheduler.run()
     write_report(report, log_dir / "engine.json")  # the last call's
     write_report(report, log_dir / f"engine-{socket.gethostname()}-{os.getpid()}.json")  # every call's

@@ -205,16 +205,11 @@ class Scheduler:
                             continue
                     if job.is_training and job.finished():  # finished meanwhile (another scheduler), or restored
                         pending.remove(job)  # before its model was built: checked now that it is
-                        try:
-                            job.run.check_matches(job.config)
-                        except UserError as exc:  # like a user mistake found by a job: said at the end
+                        outcome = self._read_back(job)
+                        if outcome.user_error:
                             stop = True
-                            failed.add(job.name)
-                            report.records[job.name] = Record(job.name, "failed", error=str(exc))
-                            report.user_errors.append(f"{job.name}: {exc}")
-                            progressed = True
-                            continue
-                        self._finish(job, Outcome(job.name, ok=True), report, done, failed, board)
+                            report.user_errors.append(f"{job.name}: {outcome.error}")
+                        self._finish(job, outcome, report, done, failed, board)
                         progressed = True
                         continue
                     if not job.in_worker:
@@ -288,6 +283,15 @@ class Scheduler:
             report.records[job.name] = Record(job.name, "failed", error=f"{type(exc).__name__}: {exc}")
             self.say(f"[failed] {job.name}: its config could not be resolved: {type(exc).__name__}: {exc}")
             return job
+
+    @staticmethod
+    def _read_back(job: Job) -> Outcome:
+        """A finished run taken as done: ok, or a user error when it is not the run the study asks for now."""
+        try:
+            job.run.check_matches(job.config)
+        except UserError as exc:
+            return Outcome(job.name, ok=False, error=str(exc), user_error=True)
+        return Outcome(job.name, ok=True)
 
     def _too_late(self, job: Job, start: float) -> str | None:
         """Why ``job`` (one that runs in a worker) should not start under the time limit, or None if it may: a
