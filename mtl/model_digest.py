@@ -40,7 +40,8 @@ def local_model_dir(name: str | os.PathLike) -> Path | None:
 def weights_digest(directory: str | os.PathLike) -> str | None:
     """SHA-256 of the weights in ``directory``: the tensors of its safetensors files (names, dtypes, sizes, bytes:
     :func:`masks.mask.tensor_record`; in name order: one file or shards, whatever the metadata), then the bytes of
-    any other weight file (``.bin``). None when it holds no weights. Each file is read once per version in a process (keyed on size and mtime)."""
+    any other weight file (``.bin``). None when it holds no weights. Each file is read once per version in a
+    process (keyed on size and mtime)."""
     files = sorted(p for p in Path(directory).expanduser().iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
     if not files:
         return None
