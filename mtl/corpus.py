@@ -89,6 +89,8 @@ class TokenizedCorpus:
 
     @classmethod
     def of(cls, tokenizer, texts: Sequence[str], max_length: int) -> "TokenizedCorpus":
+        if not texts:  # e.g. the training batches of a search that distils 0 steps (fast tokenizers fail on [])
+            return cls([], int(tokenizer.pad_token_id or 0))
         enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
         return cls([torch.tensor(x, dtype=torch.long) for x in enc["input_ids"]], int(tokenizer.pad_token_id or 0))
 

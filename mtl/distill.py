@@ -217,8 +217,9 @@ class Distiller:
             self.teacher.mlm_head.eval()
         for dropout, _ in self._attention_dropout:
             dropout.p = 0.0
-        stream = BatchStream(self.train_data, cfg.batch_size, cfg.seed, position)
-        batches = iter(stream)
+        if step < cfg.steps:  # 0 steps (the held-out loss of the bare student) need no training text
+            stream = BatchStream(self.train_data, cfg.batch_size, cfg.seed, position)
+            batches = iter(stream)
         start, window = time.time() - seconds, []
         while step < cfg.steps:
             index = stream.position

@@ -69,9 +69,10 @@ def _file(folder: Path, split: str, index: int) -> Path:
 
 
 def _batches(train: TokenizedCorpus, heldout: TokenizedCorpus, config: DistillConfig):
-    stream = iter(BatchStream(train, config.batch_size, config.seed))
-    for index in range(config.steps):
-        yield "train", index, next(stream)
+    if config.steps:  # 0 steps: no training text, the held-out batches only
+        stream = iter(BatchStream(train, config.batch_size, config.seed))
+        for index in range(config.steps):
+            yield "train", index, next(stream)
     for index, batch in enumerate(heldout.batches(config.eval_batch_size)):
         yield "heldout", index, batch
 

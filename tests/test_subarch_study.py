@@ -273,3 +273,30 @@ def test_a_chosen_seed_run_waits_for_its_model_even_when_its_sweep_is_restored()
     assert timed_as("extracted", {"teacher": {}, "distilled": {}}) == "distilled"  # a table timed before the change
     assert timed_rows(["teacher", "extracted", "ticket_sized", "ticket"]) == ["extracted", "ticket", "ticket_sized"]
     assert timed_rows(["teacher", "distilled", "ticket"]) == ["distilled", "ticket"]  # no extracted row: the distilled
+
+
+def test_a_search_on_a_reference_task_of_the_bare_extractions(tmp_path):
+    """``search.distill.steps: 0`` with ``select.error: task``: every candidate is extracted (its held-out loss
+    measured, not distilled), saved and fine-tuned on the reference task; the error is 100 minus that run's dev
+    score, and the choice with weights (0, 0, 1) is the eligible candidate with the lowest one."""
+    study = tiny_study(tmp_path)
+    train = {k: study["finetune"]["train"][k] for k in ("task_def", "batch_size", "max_seq_length", "precision",
+                                                         "cache_dir")}
+    study["search"]["distill"] = {"steps": 0, "batch_size": 8}
+    study["search"]["reference_task"] = {"task": "tinysent", "train": {**train, "max_steps": 4, "lr": 1e-3}}
+    study["select"] = {"error": "task", "weights": {"params": 0, "cost": 0, "error": 1}, "max_encoder_share": 0.7}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study), encoding="utf-8")
+    assert run(tmp_path, "--only", "select") == 0
+    out = tmp_path / "out"
+    assert json.loads((out / "teacher_cache" / "cache.json").read_text())["batches"] == {"train": 0, "heldout": 1}
+    search = json.loads((out / "search.json").read_text())
+    errors = {}
+    for c in search["candidates"]:
+        assert c["error"]["steps"] == 0 and c["error"]["heldout"] == c["error"]["heldout_before"]
+        reference = RunDir(out / "candidates" / c["name"] / "reference")
+        assert reference.finished and reference.config().model.name == str(out / "candidates" / c["name"] / "model")
+        errors[c["name"]] = 100.0 - task_score(reference.metrics()["tinysent"])
+        assert c["objectives"]["error"] == pytest.approx(errors[c["name"]])
+    eligible = [c["name"] for c in search["candidates"] if c["encoder_share"] <= 0.7]
+    assert search["chosen"] == min(eligible, key=lambda n: (errors[n], n))
+    assert not (out / "distill").exists()  # the search alone: nothing after the choice ran

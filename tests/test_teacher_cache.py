@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from basics.errors import UserError
+from mtl.corpus import TokenizedCorpus
 from mtl.distill import Distiller, read_log
 from mtl.teacher import load_teacher, make_student
 from mtl.teacher_cache import write_teacher_cache
@@ -98,3 +99,21 @@ def test_cache_serves_the_hidden_objective_only(tmp_path):
     train, held = corpora(teacher.tokenizer)
     with pytest.raises(UserError, match="hidden objective only"):
         write_teacher_cache(teacher, train, held, config(steps=4), tmp_path / "cache")
+
+
+def test_zero_steps_with_no_training_text_only_measures_the_heldout_loss(tmp_path):
+    """A search that distils 0 steps (its error is a fine-tune of the bare extraction) tokenizes no training text:
+    the cache holds the held-out batches only, and the held-out loss equals the live teacher's."""
+    teacher = load_teacher(str(save_tiny_model(tmp_path / "teacher")))
+    _, held = corpora(teacher.tokenizer)
+    train = TokenizedCorpus.of(teacher.tokenizer, [], 16)
+    assert len(train) == 0
+    cfg = config(steps=0, eval_batch_size=8)
+    live, live_log, student = distil(teacher, train, held, cfg, tmp_path / "live")
+    cache = write_teacher_cache(teacher, train, held, cfg, tmp_path / "cache")
+    assert json.loads((tmp_path / "cache" / "cache.json").read_text())["batches"] == {"train": 0, "heldout": 4}
+    cached, _, _ = distil(teacher, train, held, cfg, tmp_path / "cached", cache)
+    assert live["steps"] == 0 and cached["heldout"] == live["heldout"] == live["heldout_before"]
+    untouched = make_student(teacher, chosen(teacher))
+    for (name, a), (_, b) in zip(student.encoder.state_dict().items(), untouched.encoder.state_dict().items()):
+        assert torch.equal(a, b), name
