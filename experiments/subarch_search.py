@@ -274,11 +274,25 @@ COST_LABELS = {"ops": "operations per token", "latency_b1": "seconds per call, b
 ERROR_LABELS = {"distill": "held-out distillation loss", "task": "100 - reference task dev score"}
 
 
+def error_label(study: SubarchStudy) -> str:
+    """What the search's error objective is, in words, with its protocol."""
+    steps = study.search.distill.steps
+    distilled = f"after {steps} distillation steps" if steps else "of the bare extraction (no distillation)"
+    if study.select.error == "distill":
+        return f"{ERROR_LABELS['distill']} {distilled}"
+    ref = study.search.reference_task
+    options = ", ".join(f"{k} {v}" for k, v in sorted((ref.get("train") or {}).items()) if k not in ("task_def",
+                                                                                                     "cache_dir"))
+    return (f"100 - the {ref['task']} dev score (the mean of its metrics) of a fine-tune of each candidate "
+            f"{distilled}, seed 1{', ' + options if options else ''}")
+
+
 def search_table(report: dict) -> list[str]:
     """The candidates of ``search.json`` as a markdown table, best W first."""
     sizes = sorted({b for r in report["candidates"] for b in r["latency"]["speedup"]["candidate"]}, key=int)
+    task = report["select"]["error"] == "task"  # the error is 100 - the reference run's dev score: show that score
     head = ["rank", "candidate", "W", "frontier", "layers kept", "encoder params (M)", "share", "ops/token (M)",
-            *(f"speed-up b{b}" for b in sizes), "loss before", "loss after"]
+            *(f"speed-up b{b}" for b in sizes), "loss before", "loss after", *(["reference dev score"] if task else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for r in report["candidates"]:
         speed = r["latency"]["speedup"]["candidate"]
@@ -287,7 +301,8 @@ def search_table(report: dict) -> list[str]:
         cells = [str(r["rank"]), label, f"{r['w']:.3f}",
                  "yes" if r["frontier"] else "", ",".join(map(str, r["layers_kept"])),
                  f"{r['params']['layers'] / 1e6:.2f}", f"{r['encoder_share']:.2f}", f"{r['ops_per_token'] / 1e6:.2f}",
-                 *(f"{speed[b]:.2f}×" for b in sizes), f"{r['error']['heldout_before']:.4f}", f"{r['error']['heldout']:.4f}"]
+                 *(f"{speed[b]:.2f}×" for b in sizes), f"{r['error']['heldout_before']:.4f}", f"{r['error']['heldout']:.4f}",
+                 *([f"{100.0 - r['objectives']['error']:.1f}"] if task else [])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -296,7 +311,7 @@ def search_markdown(report: dict, study: SubarchStudy) -> str:
     seconds = [r["error"]["seconds"] for r in report["candidates"]]
     lines = [f"# Sub-architecture search: {study.name} (teacher {study.teacher})", "",
              f"Chosen: **{report['chosen']}**. Cost axis: {COST_LABELS[study.select.cost]}; error: "
-             f"{ERROR_LABELS[study.select.error]} after {study.search.distill.steps} distillation steps. "
+             f"{error_label(study)}. "
              f"W: closeness to the utopia point of the min-max normalised (params, cost, error), weights "
              f"{study.select.weights} (experiments/pareto.py: our stand-in for Bort's W-coefficient).", "",
              *search_table(report),
