@@ -587,6 +587,10 @@ def subarch_search_table(folder: str) -> Callable[[], str]:
     return lambda: _lines(subarch_search.search_table(_json(f"subarch/{folder}/search.json")))
 
 
+def subarch_reference_grid(folder: str) -> Callable[[], str]:
+    return lambda: _lines(subarch_search.reference_grid(_json(f"subarch/{folder}/search.json")))
+
+
 def subarch_result_table(folder: str) -> Callable[[], str]:
     return lambda: _lines(subarch_table.table_lines(_json(f"subarch/{folder}/table.json")))
 
@@ -623,7 +627,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "subarch-demo-search": subarch_search_table("demo"),
     "subarch-full-progress": subarch_progress("full"),
     "subarch-deep-progress": subarch_progress("deep"),
-    **{f"subarch-{f}-targets": subarch_targets_table(f) for f in ("demo", "full", "deep")},
+    "subarch-task-progress": subarch_progress("task"),
+    "subarch-task-reference": subarch_reference_grid("task"),
+    **{f"subarch-{f}-targets": subarch_targets_table(f) for f in ("demo", "full", "deep", "task")},
     **{f"subarch-{f}-table": subarch_result_table(f) for f in ("demo", "full", "deep")},
     "subarch-full-device-check": lambda: _lines(subarch_device.device_check_lines(
         subarch_device.device_check(RESULTS / "subarch" / "full"))),

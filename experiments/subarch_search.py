@@ -307,6 +307,26 @@ def search_table(report: dict) -> list[str]:
     return lines
 
 
+def reference_grid(report: dict) -> list[str]:
+    """For a search on a reference task: the best reference dev score of each depth (rows) and head count (columns)
+    over the hidden and FFN sizes searched, with that candidate and how many there were."""
+    if report["select"]["error"] != "task":
+        raise UserError("the search's error is not a reference task's (select.error: task)")
+    best: dict[tuple[int, int], tuple[float, str, int]] = {}
+    for r in report["candidates"]:
+        arch = SubArch.parse(r["name"])
+        score = 100.0 - r["objectives"]["error"]
+        top, name, n = best.get((arch.depth, arch.heads), (float("-inf"), "", 0))
+        best[(arch.depth, arch.heads)] = (score, r["name"], n + 1) if score > top else (top, name, n + 1)
+    depths, heads = sorted({d for d, _ in best}), sorted({a for _, a in best})
+    lines = ["| layers \\ heads per layer | " + " | ".join(map(str, heads)) + " |", "|---|" + "---:|" * len(heads)]
+    for d in depths:
+        cells = [f"{best[(d, a)][0]:.1f} ({best[(d, a)][1]}, best of {best[(d, a)][2]})" if (d, a) in best else ""
+                 for a in heads]
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def search_markdown(report: dict, study: SubarchStudy) -> str:
     seconds = [r["error"]["seconds"] for r in report["candidates"]]
     lines = [f"# Sub-architecture search: {study.name} (teacher {study.teacher})", "",

@@ -19,6 +19,7 @@ from experiments import subarch
 from experiments.pareto import dominates, pareto_front, rank, w_scores
 from experiments.subarch_config import load_study, study_from_dict, timed_rows
 from experiments.subarch_files import progress
+from experiments.subarch_search import reference_grid
 from experiments.subarch_table import timed_as
 from masks.arch import EncoderShape
 from masks.importance import Importance, save_importance
@@ -307,3 +308,15 @@ def test_a_search_on_a_reference_task_of_the_bare_extractions(tmp_path):
             if line.startswith("| ") and line.split(" | ")[1][:1] == "D"}
     assert md.count("| reference dev score |") == 1
     assert rows == {name: f"{100.0 - e:.1f}" for name, e in errors.items()}
+
+
+def test_the_reference_grid_keeps_the_best_score_of_each_depth_and_head_count():
+    report = {"select": {"error": "task"}, "candidates": [
+        {"name": n, "objectives": {"error": e}} for n, e in
+        (("D2-A4-H8-I8", 90.0), ("D2-A4-H16-I8", 70.0), ("D2-A8-H8-I8", 80.0), ("D3-A8-H8-I8", 40.0))]}
+    assert reference_grid(report) == [
+        "| layers \\ heads per layer | 4 | 8 |", "|---|---:|---:|",
+        "| 2 | 30.0 (D2-A4-H16-I8, best of 2) | 20.0 (D2-A8-H8-I8, best of 1) |",
+        "| 3 |  | 60.0 (D3-A8-H8-I8, best of 1) |"]
+    with pytest.raises(UserError, match="not a reference task's"):
+        reference_grid({**report, "select": {"error": "distill"}})
