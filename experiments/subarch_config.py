@@ -7,7 +7,8 @@ A study YAML (``experiments/subarch.yaml``) has these sections; every key has a 
     output_dir: runs/subarch
     glue_dir: null                      # default: $GLUE_DIR
     corpus:    {files: [], glue_tasks: [], max_texts: null, heldout: 2000, max_seq_length: 128}
-    scoring:   {batches: 64, batch_size: 32, seed: 0}
+    scoring:   {batches: 64, batch_size: 32, seed: 0, units: output, importance: {}}   # units: tasks -> the tasks'
+                                        # importance (scoring.importance, else ticket.importance) ranks heads, neurons
     search:
       grid: {depth: [2, 3, 4, 6], heads: [4, 6, 8, 12], hidden: [192, 256, 320, 384], ffn: [384, 768, 1152, 1536]}
       candidates: []                    # names such as D4-A8-H256-I768 instead of the grid
@@ -53,6 +54,9 @@ COST_AXES.register("latency_b32", "measured seconds per call at batch 32")
 ERRORS: Registry[str] = Registry("error surrogate")
 ERRORS.register("distill", "the distillation loss on held-out text after the search's limited distillation")
 ERRORS.register("task", "100 - the reference task's dev score after a short fine-tune")
+UNITS: Registry[str] = Registry("unit scores")
+UNITS.register("output", "the teacher's output sensitivity on the corpus (task-free)")
+UNITS.register("tasks", "the tasks' own gate importance (scoring.importance, else ticket.importance), summed")
 ROWS: Registry[str] = Registry("table row")
 ROWS.register("teacher", "the teacher, fine-tuned")
 ROWS.register("distilled", "the chosen architecture, extracted and distilled")
@@ -105,10 +109,13 @@ class ScoringSpec:
     batches: int = 64
     batch_size: int = 32
     seed: int = 0
+    units: str = "output"  # how heads and FFN neurons are ranked (UNITS); layers and hidden: output sensitivity
+    importance: dict[str, str] = field(default_factory=dict)  # units: tasks; task -> importance.safetensors
 
     def __post_init__(self) -> None:
         if self.batches < 1 or self.batch_size < 1:
             raise UserError("scoring needs batches >= 1 and batch_size >= 1")
+        UNITS.check(self.units)
 
 
 @dataclass
@@ -267,6 +274,15 @@ class SubarchStudy:
     finetune: FinetuneSpec = field(default_factory=FinetuneSpec)
     ticket: TicketSpec = field(default_factory=TicketSpec)
     latency: LatencySpec = field(default_factory=lambda: LatencySpec(rounds=9))
+
+    def __post_init__(self) -> None:
+        if self.scoring.units == "tasks" and not self.unit_importance():
+            raise UserError("scoring.units tasks needs importance files: scoring.importance or ticket.importance "
+                            "({task: importance.safetensors})")
+
+    def unit_importance(self) -> dict[str, str]:
+        """The importance files that rank heads and neurons when ``scoring.units`` is ``tasks``."""
+        return dict(self.scoring.importance or self.ticket.importance)
 
     @property
     def out(self) -> Path:

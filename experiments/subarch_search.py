@@ -36,8 +36,9 @@ from experiments.subarch_config import SubarchStudy
 from experiments.subarch_files import StudyFiles, read_json, study_texts
 from masks.arch import shape_of
 from masks.cost import EncoderSize, measure_latency, ops_per_token, param_counts, torch_threads
+from masks.importance import load_importance
 from masks.subarch import Selection, SubArch, select
-from masks.subarch_importance import describe, load_scores, save_scores, score_subarch
+from masks.subarch_importance import describe, load_scores, save_scores, score_subarch, with_task_units
 from mtl.corpus import BatchStream, TokenizedCorpus, subsample
 from mtl.distill import Distiller, objective_for
 from mtl.distributed import pick_device
@@ -49,10 +50,15 @@ from tasks.score import task_score
 
 def score_step(study: SubarchStudy, threads: int | None = 1) -> None:
     files = StudyFiles(study.out)
+    s = study.scoring
+    units = "output" if s.units == "output" else "tasks: " + ", ".join(sorted(study.unit_importance()))
     if files.scores.is_file():
+        made = load_scores(files.scores).meta.get("units", "output")
+        if made != units:
+            raise UserError(f"{files.scores} ranks heads and neurons by {made}, the study by {units}; delete it "
+                            "(and the candidates measured with it) or use another output directory")
         print(f"scores: {files.scores} exists", flush=True)
         return
-    s = study.scoring
     with torch_threads(threads):
         teacher = load_teacher(study.teacher)
         train, _ = study_texts(study)
@@ -61,9 +67,14 @@ def score_step(study: SubarchStudy, threads: int | None = 1) -> None:
         stream = iter(BatchStream(corpus, min(s.batch_size, len(corpus)), s.seed))
         batches = [next(stream) for _ in range(max(1, min(s.batches, len(corpus) // s.batch_size)))]
         scores = score_subarch(teacher.encoder, batches, seed=s.seed)
+        if s.units == "tasks":
+            shape = shape_of(teacher.encoder)
+            scores = with_task_units(scores, {task: load_importance(path, expect_shape=shape)
+                                              for task, path in study.unit_importance().items()})
     scores.meta["teacher"] = study.teacher
     save_scores(scores, files.scores)
-    atomic_write_json(files.scores_json, {"teacher": study.teacher, "batches": len(batches), **describe(scores)})
+    atomic_write_json(files.scores_json, {"teacher": study.teacher, "batches": len(batches), "units": units,
+                                          **describe(scores)})
     print(f"scores: layers {describe(scores)['layers']}", flush=True)
 
 

@@ -21,7 +21,7 @@ Higher = more important. Stored in one safetensors file (:func:`save_scores`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from torch import nn
 from basics.errors import UserError
 from masks.arch import EncoderShape, check_tensor_shapes, shape_of
 from masks.hidden_gates import HiddenGates
-from masks.importance import ImportanceConfig, compute_importance
+from masks.importance import Importance, ImportanceConfig, compute_importance
 from masks.layer_gates import LayerGates
 from masks.mask import read_safetensors, write_safetensors
 
@@ -142,6 +142,26 @@ def score_subarch(encoder: nn.Module, batches: Iterable[Batch], max_batches: int
             "scorer": "output-sensitivity (heads, ffn, hidden); skip-one-layer output change (layers)",
             "model": str(getattr(encoder.config, "_name_or_path", "") or encoder.config.model_type)}
     return SubarchScores(layers=layers, heads=imp.heads_raw, ffn=imp.ffn_raw, hidden=hidden, meta=meta)
+
+
+def with_task_units(scores: SubarchScores, importances: Mapping[str, Importance]) -> SubarchScores:
+    """``scores`` whose head and FFN-neuron scores are the tasks' own gate importance (the tickets' normalised
+    scores, ``heads [L, H]`` and ``ffn [L, I]``), each task's divided by its sum so that every task weighs the
+    same, then summed over the tasks; the layer and hidden-dimension scores stay the output-sensitivity ones."""
+    if not importances:
+        raise UserError("choosing the units by task importance needs at least one task's importance file")
+    shape = EncoderShape(len(scores.layers), scores.heads.shape[1], 0, len(scores.hidden), scores.ffn.shape[1])
+    for task, imp in importances.items():
+        if tuple(imp.heads.shape) != tuple(scores.heads.shape) or tuple(imp.ffn.shape) != tuple(scores.ffn.shape):
+            raise UserError(f"the importance of {task} has heads {tuple(imp.heads.shape)} and FFN "
+                            f"{tuple(imp.ffn.shape)}; the teacher has {shape.describe()}")
+
+    def summed(part: str) -> torch.Tensor:
+        return sum(getattr(i, part).float() / getattr(i, part).float().sum().clamp_min(1e-30) for i in importances.values())
+
+    meta = {**scores.meta, "units": "tasks: " + ", ".join(sorted(importances)),
+            "scorer": scores.meta.get("scorer", "") + "; heads and ffn replaced by the tasks' gate importance"}
+    return SubarchScores(scores.layers, summed("heads"), summed("ffn"), scores.hidden, meta)
 
 
 def save_scores(scores: SubarchScores, path: str | os.PathLike) -> None:

@@ -16,9 +16,10 @@ from masks.extract import extract_encoder
 from masks.gates import attach_gates
 from masks.hidden_gates import HiddenGates
 from masks.layer_gates import LayerGates
+from masks.importance import Importance
 from masks.mask import Mask, save_mask
 from masks.subarch import LAYER_CHOICES, Selection, SubArch, even_layers, select, top
-from masks.subarch_importance import SubarchScores, load_scores, save_scores, score_subarch
+from masks.subarch_importance import SubarchScores, load_scores, save_scores, score_subarch, with_task_units
 from tests.conftest import tiny_encoder, tiny_inputs
 
 # the families hidden-dimension extraction knows (masks/residual.py); the others are refused in one line
@@ -171,3 +172,28 @@ def test_a_family_extraction_does_not_know_is_one_line_error():
     encoder = tiny_encoder("xlm-roberta")
     with pytest.raises(UserError, match="hidden-dimension extraction does not know model_type 'xlm-roberta'"):
         extract_encoder(encoder, Selection.full(shape_of(encoder)))
+
+
+def test_task_units_rank_heads_and_neurons_by_the_tasks_summed_importance():
+    scores = SubarchScores(layers=torch.tensor([3.0, 1.0]), heads=torch.tensor([[9.0, 1, 1, 1]] * 2),
+                           ffn=torch.tensor([[9.0, 1, 1]] * 2), hidden=torch.arange(4.0), meta={"scorer": "s"})
+
+    def imp(heads, ffn):
+        h, f = torch.tensor(heads), torch.tensor(ffn)
+        return Importance(h, f, h, f, torch.ones(2, 1))
+
+    # task a is 10x larger in scale than b: divided by their sums they weigh the same
+    a = imp([[0.0, 10, 0, 0], [0.0, 0, 10, 0]], [[0.0, 10, 0], [0.0, 0, 10]])
+    b = imp([[0.0, 0, 0, 1], [0.0, 0, 0, 1]], [[0.0, 0, 1], [0.0, 1, 0]])
+    units = with_task_units(scores, {"b": b, "a": a})
+    assert torch.allclose(units.heads, torch.tensor([[0.0, 0.5, 0, 0.5], [0.0, 0, 0.5, 0.5]]))
+    assert torch.allclose(units.ffn, torch.tensor([[0.0, 0.5, 0.5], [0.0, 0.5, 0.5]]))
+    assert torch.equal(units.layers, scores.layers) and torch.equal(units.hidden, scores.hidden)
+    assert units.meta["units"] == "tasks: a, b"
+    chosen = select(units, SubArch(2, 2, 4, 2))
+    assert chosen.heads == ((1, 3), (2, 3)) and chosen.neurons == ((1, 2), (1, 2))
+    assert select(scores, SubArch(2, 2, 4, 2)).heads == ((0, 1), (0, 1))  # the output scores would keep head 0
+    with pytest.raises(UserError, match="the importance of c has heads"):
+        with_task_units(scores, {"c": imp([[1.0, 1, 1]] * 2, [[1.0, 1, 1]] * 2)})
+    with pytest.raises(UserError, match="needs at least one task's importance file"):
+        with_task_units(scores, {})

@@ -19,11 +19,12 @@ from experiments import subarch
 from experiments.pareto import dominates, pareto_front, rank, w_scores
 from experiments.subarch_config import load_study, study_from_dict, timed_rows
 from experiments.subarch_files import progress
-from experiments.subarch_search import reference_grid
+from experiments.subarch_search import reference_grid, score_step
 from experiments.subarch_table import timed_as
 from masks.arch import EncoderShape
-from masks.importance import Importance, save_importance
+from masks.importance import Importance, load_importance, save_importance
 from masks.subarch import SubArch
+from masks.subarch_importance import load_scores, with_task_units
 from mtl.rundir import RunDir
 from tasks.score import task_score
 from tests.conftest import REPO
@@ -320,3 +321,29 @@ def test_the_reference_grid_keeps_the_best_score_of_each_depth_and_head_count():
         "| 3 |  | 60.0 (D3-A8-H8-I8, best of 1) |"]
     with pytest.raises(UserError, match="not a reference task's"):
         reference_grid({**report, "select": {"error": "distill"}})
+
+
+def test_units_chosen_by_the_tasks_importance(tmp_path):
+    """``scoring.units: tasks``: the scores file ranks heads and neurons by the ticket's importance files (the
+    output sensitivity still ranks layers and hidden dimensions); scores made the other way are refused."""
+    study = tiny_study(tmp_path, scoring={"batches": 2, "batch_size": 8, "units": "tasks"})
+    assert run(tmp_path, "--only", "scores") == 0
+    out = tmp_path / "out"
+    scores = load_scores(out / "scores.safetensors")
+    expect = with_task_units(scores, {"tinysent": load_importance(tmp_path / "imp.safetensors")})
+    assert torch.equal(scores.heads, expect.heads) and torch.equal(scores.ffn, expect.ffn)
+    assert scores.meta["units"] == "tasks: tinysent" and json.loads((out / "scores.json").read_text())["units"] == \
+        "tasks: tinysent"
+    output = tiny_study(tmp_path / "plain")
+    assert run(tmp_path / "plain", "--only", "scores") == 0
+    plain = load_scores(tmp_path / "plain" / "out" / "scores.safetensors")
+    assert torch.equal(scores.layers, plain.layers) and torch.equal(scores.hidden, plain.hidden)
+    assert not torch.equal(scores.heads, plain.heads)
+    with pytest.raises(UserError, match="ranks heads and neurons by tasks: tinysent, the study by output; delete it"):
+        score_step(study_from_dict({**output, "output_dir": str(out)}))
+    with pytest.raises(UserError, match="scoring.units tasks needs importance files"):
+        study_from_dict({"scoring": {"units": "tasks"}})
+    with pytest.raises(UserError, match="unknown unit scores 'task'"):
+        study_from_dict({"scoring": {"units": "task"}})
+    assert study_from_dict({**study, "scoring": {"units": "tasks", "importance": {"x": "x.st"}}}).unit_importance() \
+        == {"x": "x.st"}
