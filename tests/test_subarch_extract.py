@@ -15,8 +15,8 @@ from masks.cost import EncoderSize, count_params, ops_per_token, param_counts
 from masks.extract import extract_encoder
 from masks.gates import attach_gates
 from masks.hidden_gates import HiddenGates
-from masks.layer_gates import LayerGates
 from masks.importance import Importance
+from masks.layer_gates import LayerGates
 from masks.mask import Mask, save_mask
 from masks.subarch import LAYER_CHOICES, Selection, SubArch, even_layers, select, top
 from masks.subarch_importance import SubarchScores, load_scores, save_scores, score_subarch, with_task_units
