@@ -591,6 +591,27 @@ def subarch_reference_grid(folder: str) -> Callable[[], str]:
     return lambda: _lines(subarch_search.reference_grid(_json(f"subarch/{folder}/search.json")))
 
 
+def subarch_units_check() -> str:
+    """``subarch/task/units/stsb_reference.json``: the same reference fine-tune of extractions whose heads and
+    neurons are ranked by the tasks' importance or by output sensitivity (the third search's own runs)."""
+    data = _json("subarch/task/units/stsb_reference.json")
+    rows = []
+    for name, run in data["runs"].items():
+        arch, _, units = name.partition("-task_importance") if "task_importance" in name else \
+            name.partition("-output_sensitivity")
+        label = {"teacher": ("the teacher", "all"), "ticket": ("the deeper study's ticket (compacted)", "ticket")}.get(
+            name, (arch, "tasks' importance" if "task_importance" in name else "output sensitivity"))
+        m = run["stsb_dev"]
+        rows.append((*label, f"{m['pearson']:.1f} / {m['spearman']:.1f}", f"{run['score']:.1f}", "`task/units/`"))
+    for arch, score in data["search_output_sensitivity"].items():
+        rows.append((arch, "output sensitivity", "", f"{score:.1f}", "`task/search.json`"))
+    order = {"the teacher": 0, "the deeper study's ticket (compacted)": 1}
+    rows.sort(key=lambda r: (order.get(r[0], 2), r[0], r[1]))
+    lines = ["| model | heads and neurons ranked by | STS-B dev Pearson / Spearman | score | file |",
+             "|---|---|---:|---:|---|", *(f"| {' | '.join(r)} |" for r in rows)]
+    return _lines(lines)
+
+
 def subarch_result_table(folder: str) -> Callable[[], str]:
     return lambda: _lines(subarch_table.table_lines(_json(f"subarch/{folder}/table.json")))
 
@@ -629,6 +650,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "subarch-deep-progress": subarch_progress("deep"),
     "subarch-task-progress": subarch_progress("task"),
     "subarch-task-reference": subarch_reference_grid("task"),
+    "subarch-task-units": subarch_units_check,
+    "subarch-units-progress": subarch_progress("units"),
+    "subarch-units-reference": subarch_reference_grid("units"),
     **{f"subarch-{f}-targets": subarch_targets_table(f) for f in ("demo", "full", "deep", "task")},
     **{f"subarch-{f}-table": subarch_result_table(f) for f in ("demo", "full", "deep")},
     "subarch-full-device-check": lambda: _lines(subarch_device.device_check_lines(
