@@ -288,14 +288,16 @@ ERROR_LABELS = {"distill": "held-out distillation loss", "task": "100 - referenc
 def error_label(study: SubarchStudy) -> str:
     """What the search's error objective is, in words, with its protocol."""
     steps = study.search.distill.steps
-    distilled = f"after {steps} distillation steps" if steps else "of the bare extraction (no distillation)"
     if study.select.error == "distill":
-        return f"{ERROR_LABELS['distill']} {distilled}"
+        return f"{ERROR_LABELS['distill']} " + (f"after {steps} distillation steps" if steps
+                                                else "of the bare extraction (no distillation)")
     ref = study.search.reference_task
     options = ", ".join(f"{k} {v}" for k, v in sorted((ref.get("train") or {}).items()) if k not in ("task_def",
                                                                                                      "cache_dir"))
-    return (f"100 - the {ref['task']} dev score (the mean of its metrics) of a fine-tune of each candidate "
-            f"{distilled}, seed 1{', ' + options if options else ''}")
+    start = f"each candidate after {steps} distillation steps" if steps else \
+        "each candidate's bare extraction (no distillation)"
+    return (f"100 - the {ref['task']} dev score (the mean of its metrics) after a fine-tune of {start}, seed 1"
+            f"{', ' + options if options else ''}")
 
 
 def search_table(report: dict) -> list[str]:

@@ -303,7 +303,7 @@ def test_a_search_on_a_reference_task_of_the_bare_extractions(tmp_path):
     assert search["chosen"] == min(eligible, key=lambda n: (errors[n], n))
     assert not (out / "distill").exists()  # the search alone: nothing after the choice ran
     md = (out / "search.md").read_text()
-    assert "error: 100 - the tinysent dev score (the mean of its metrics) of a fine-tune of each candidate of the " \
+    assert "error: 100 - the tinysent dev score (the mean of its metrics) after a fine-tune of each candidate's " \
            "bare extraction (no distillation), seed 1, batch_size 8, lr 0.001, max_seq_length 32, max_steps 4" in md
     rows = {line.split(" | ")[1].split(" ")[0]: line.split(" | ")[-1].rstrip(" |") for line in md.splitlines()
             if line.startswith("| ") and line.split(" | ")[1][:1] == "D"}
