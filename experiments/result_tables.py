@@ -648,12 +648,11 @@ TABLES: dict[str, Callable[[], str]] = {
     "subarch-demo-search": subarch_search_table("demo"),
     "subarch-full-progress": subarch_progress("full"),
     "subarch-deep-progress": subarch_progress("deep"),
-    "subarch-task-progress": subarch_progress("task"),
     "subarch-task-reference": subarch_reference_grid("task"),
     "subarch-task-units": subarch_units_check,
     "subarch-units-progress": subarch_progress("units"),
     "subarch-units-reference": subarch_reference_grid("units"),
-    **{f"subarch-{f}-targets": subarch_targets_table(f) for f in ("demo", "full", "deep", "task")},
+    **{f"subarch-{f}-targets": subarch_targets_table(f) for f in ("demo", "full", "deep", "units")},
     **{f"subarch-{f}-table": subarch_result_table(f) for f in ("demo", "full", "deep")},
     "subarch-full-device-check": lambda: _lines(subarch_device.device_check_lines(
         subarch_device.device_check(RESULTS / "subarch" / "full"))),
