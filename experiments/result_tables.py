@@ -596,11 +596,11 @@ def subarch_units_check() -> str:
     neurons are ranked by the tasks' importance or by output sensitivity (the third search's own runs)."""
     data = _json("subarch/task/units/stsb_reference.json")
     rows = []
+    special = {"teacher": ("the teacher", "all"), "ticket": ("the deeper study's ticket (compacted)", "ticket")}
+    ranked_by = {"task_importance": "tasks' importance", "output_sensitivity": "output sensitivity"}
     for name, run in data["runs"].items():
-        arch, _, units = name.partition("-task_importance") if "task_importance" in name else \
-            name.partition("-output_sensitivity")
-        label = {"teacher": ("the teacher", "all"), "ticket": ("the deeper study's ticket (compacted)", "ticket")}.get(
-            name, (arch, "tasks' importance" if "task_importance" in name else "output sensitivity"))
+        arch, _, units = name.rpartition("-")  # e.g. D6-A4-H384-I768-task_importance
+        label = special.get(name) or (arch, ranked_by[units])
         m = run["stsb_dev"]
         rows.append((*label, f"{m['pearson']:.1f} / {m['spearman']:.1f}", f"{run['score']:.1f}", "`task/units/`"))
     for arch, score in data["search_output_sensitivity"].items():
