@@ -553,8 +553,11 @@ def results_summary() -> str:
          "CI)", _transfer_summary(), "`transfer_cpu/transfer.json`"),
         ("distillation step of a sub-architecture from MiniLM (1 thread): bf16, and bf16 with the teacher cache, vs "
          "fp32", _distill_summary(), "`bench_distill.json`"),
-        ("Bort-style sub-architecture of MiniLM, extracted + distilled (5 tasks, 3 seeds; issue 15's targets)",
-         _subarch_summary(_json("subarch/full/table.json")), "`subarch/full/table.json`"),
+        ("Bort-style sub-architecture of MiniLM, extracted + distilled, first search (5 tasks, 3 seeds; issue 15's "
+         "targets)", _subarch_summary(_json("subarch/full/table.json")), "`subarch/full/table.json`"),
+        ("Bort-style sub-architecture of MiniLM, extracted + distilled, fourth search: heads and neurons ranked by the "
+         "tasks' importance, 3,000 distillation steps (5 tasks, 3 seeds; issue 15's targets)",
+         _subarch_summary(_json("subarch/units/table.json")), "`subarch/units/table.json`"),
     ]
     lines = ["| what | result (computed from the file) | file (under `experiments/results/`) |", "|---|---|---|"]
     lines += [f"| {what} | {result} | {file} |" for what, result, file in rows]
@@ -612,6 +615,23 @@ def subarch_units_check() -> str:
     return _lines(lines)
 
 
+def subarch_cola_units() -> str:
+    """``subarch/units/cola_units/cola_units.json``: CoLA fine-tunes of the fourth search's shape with its heads and
+    neurons ranked three ways (the study's sum over the tasks, CoLA's own importance, the maximum over the tasks)."""
+    data = _json("subarch/units/cola_units/cola_units.json")
+    what = {"sum": "the five tasks' normalised importance, summed (the study's extracted row)",
+            "cola": "CoLA's own importance", "max": "the five tasks' normalised importance, largest"}
+    lines = ["| heads and FFN neurons ranked by | heads kept also kept by the sum (of 24) | "
+             "neurons kept also kept by the sum (of 4,608) | CoLA dev, seeds 1 / 2 / 3 | mean ± std | "
+             "− the sum, paired over seeds |", "|---|---:|---:|---|---:|---|"]
+    for name, r in data["rankings"].items():
+        seeds = " / ".join(f"{v:.1f}" for v in r["runs"].values())
+        versus = format_versus(r["minus_sum"]) if "minus_sum" in r else ""
+        lines.append(f"| {what[name]} | {r['kept']['heads_shared_with_sum']} | {r['kept']['neurons_shared_with_sum']:,} "
+                     f"| {seeds} | {r['mean']:.1f} ± {r['std']:.1f} | {versus} |")
+    return _lines(lines)
+
+
 def subarch_result_table(folder: str) -> Callable[[], str]:
     return lambda: _lines(subarch_table.table_lines(_json(f"subarch/{folder}/table.json")))
 
@@ -653,7 +673,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "subarch-units-progress": subarch_progress("units"),
     "subarch-units-reference": subarch_reference_grid("units"),
     **{f"subarch-{f}-targets": subarch_targets_table(f) for f in ("demo", "full", "deep", "units")},
-    **{f"subarch-{f}-table": subarch_result_table(f) for f in ("demo", "full", "deep")},
+    **{f"subarch-{f}-table": subarch_result_table(f) for f in ("demo", "full", "deep", "units")},
+    "subarch-cola-units": subarch_cola_units,
     "subarch-full-device-check": lambda: _lines(subarch_device.device_check_lines(
         subarch_device.device_check(RESULTS / "subarch" / "full"))),
     "subarch-pooling": lambda: _lines(subarch_pooling.pooling_table(RESULTS / "subarch" / "full",

@@ -53,8 +53,9 @@ for job in cola:1 cola:2 cola:3 max:1 max:2 max:3; do echo "$job"; done | xargs 
   python train.py --config "$3" --model "$d/models/$name" --seed "$seed" --num-threads 1 --no-progress \
     --output-dir "$run" > "$d/$name-seed$seed.log" 2>&1' _ {} "$D" "$CONFIG"
 python - "$D" "$R" "$RUNS" <<'PY'
-import json, statistics, sys
+import json, sys
 import yaml
+from basics.stats import mean_std, paired_difference
 from mtl.teacher import read_student_info
 from tasks.score import task_score
 d, results, runs = sys.argv[1:]
@@ -79,9 +80,10 @@ out["rankings"]["sum"] = {"runs": {s: score(r) for s, r in sum_runs.items()}, "r
 for name in ("cola", "max"):
     sel = read_student_info(f"{d}/models/{name}")["selection"]
     out["rankings"][name] = {"runs": {s: score(f"{d}/runs/{name}-seed{s}") for s in (1, 2, 3)}, "kept": kept(sel)}
-for r in out["rankings"].values():
-    v = list(r["runs"].values())
-    r["mean"], r["std"] = statistics.mean(v), statistics.stdev(v)
+for name, r in out["rankings"].items():
+    r["mean"], r["std"] = mean_std(list(r["runs"].values()))
+    if name != "sum":  # paired by seed, as the study's tables pair rows
+        r["minus_sum"] = paired_difference(r["runs"], out["rankings"]["sum"]["runs"]).to_dict()
 json.dump(out, open(f"{results}/cola_units/cola_units.json", "w"), indent=1)
 print(json.dumps({k: (round(v["mean"], 2), round(v["std"], 2)) for k, v in out["rankings"].items()}))
 PY
