@@ -632,6 +632,18 @@ def subarch_cola_units() -> str:
     return _lines(lines)
 
 
+def subarch_cola_other_tasks() -> str:
+    """``subarch/units/cola_units/other_tasks.json``: the CoLA-ranked extraction on every task against the study's
+    extracted row (the sum ranking), paired by seed."""
+    data = _json("subarch/units/cola_units/other_tasks.json")
+    rows = [(TASK_NAMES[t], r) for t, r in data["tasks"].items()] + [("GLUE avg", data["average"])]
+    lines = ["| task | summed ranking (the study's extracted row) | CoLA's ranking | CoLA's − summed, paired over seeds |",
+             "|---|---:|---:|---|"]
+    lines += [f"| {name} | {pm(r['sum']['mean'], r['sum']['std'], 1)} | {pm(r['cola']['mean'], r['cola']['std'], 1)} | "
+              f"{format_versus(r['cola_minus_sum'])} |" for name, r in rows]
+    return _lines(lines)
+
+
 def subarch_result_table(folder: str) -> Callable[[], str]:
     return lambda: _lines(subarch_table.table_lines(_json(f"subarch/{folder}/table.json")))
 
@@ -675,6 +687,7 @@ TABLES: dict[str, Callable[[], str]] = {
     **{f"subarch-{f}-targets": subarch_targets_table(f) for f in ("demo", "full", "deep", "units")},
     **{f"subarch-{f}-table": subarch_result_table(f) for f in ("demo", "full", "deep", "units")},
     "subarch-cola-units": subarch_cola_units,
+    "subarch-cola-other-tasks": subarch_cola_other_tasks,
     "subarch-full-device-check": lambda: _lines(subarch_device.device_check_lines(
         subarch_device.device_check(RESULTS / "subarch" / "full"))),
     "subarch-pooling": lambda: _lines(subarch_pooling.pooling_table(RESULTS / "subarch" / "full",
