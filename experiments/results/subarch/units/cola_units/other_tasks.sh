@@ -21,25 +21,25 @@ for job in sst2:1 sst2:2 sst2:3 stsb:1 stsb:2 stsb:3 mrpc:1 mrpc:2 mrpc:3 rte:1 
     --seed "$seed" --num-threads 1 --no-progress --output-dir "$run" > "$d/cola-$task-seed$seed.log" 2>&1' _ {} "$D" "$R"
 python - "$D" "$R" <<'PY'
 import json, sys
-import yaml
 from basics.stats import mean_std, paired_difference
 from tasks.score import task_score
 d, results = sys.argv[1:]
 cola = json.load(open(f"{results}/cola_units/cola_units.json"))["rankings"]
 def score(run, task):
     return task_score(json.load(open(f"{run}/metrics.json"))[task])
-def study_runs(task):  # the extracted row: seed 1 is the sweep run at the chosen setting, seeds 2-3 the chosen runs
-    config = yaml.safe_load(open(f"{results}/finetune/extracted/{task}/chosen-seed2/config.yaml"))
-    seed1 = f"{results}/finetune/extracted/{task}/lr{config['lr']:g}-wu{config['warmup_ratio']:g}-seed1"
-    return {1: score(seed1, task), **{s: score(f"{results}/finetune/extracted/{task}/chosen-seed{s}", task) for s in (2, 3)}}
+extracted = next(r for r in json.load(open(f"{results}/table.json"))["rows"] if r["row"] == "extracted")["tasks"]
+def summary(runs):
+    mean, std = mean_std(list(runs.values()))
+    return {"runs": runs, "mean": mean, "std": std}
 tasks = {}
 for task in ("sst2", "cola", "stsb", "mrpc", "rte"):
+    chosen = extracted[task]["chosen"]  # the study's extracted row, per seed
     if task == "cola":
-        by = {name: {int(s): v for s, v in cola[name]["runs"].items()} for name in ("sum", "cola")}
+        mine = {int(s): v for s, v in cola["cola"]["runs"].items()}
     else:
-        by = {"sum": study_runs(task), "cola": {s: score(f"{d}/runs/cola-{task}-seed{s}", task) for s in (1, 2, 3)}}
-    tasks[task] = {name: {"runs": runs, "mean": mean_std(list(runs.values()))[0], "std": mean_std(list(runs.values()))[1]}
-                   for name, runs in by.items()}
+        mine = {s: score(f"{d}/runs/cola-{task}-seed{s}", task) for s in (1, 2, 3)}
+    by = {"sum": dict(zip(chosen["seeds"], chosen["dev"]["values"])), "cola": mine}
+    tasks[task] = {name: summary(runs) for name, runs in by.items()}
     tasks[task]["cola_minus_sum"] = paired_difference(by["cola"], by["sum"]).to_dict()
 average = {name: {s: sum(tasks[t][name]["runs"][s] for t in tasks) / len(tasks) for s in (1, 2, 3)}
            for name in ("sum", "cola")}
@@ -48,8 +48,7 @@ out = {"protocol": "train.py --config experiments/results/subarch/units/finetune
        "command": "GLUE_DIR=../shared/glue bash experiments/results/subarch/units/cola_units/other_tasks.sh "
                   "/work/study/runs/subarch_units",
        "tasks": tasks,
-       "average": {**{name: {"runs": v, "mean": mean_std(list(v.values()))[0], "std": mean_std(list(v.values()))[1]}
-                      for name, v in average.items()},
+       "average": {**{name: summary(v) for name, v in average.items()},
                    "cola_minus_sum": paired_difference(average["cola"], average["sum"]).to_dict()}}
 json.dump(out, open(f"{results}/cola_units/other_tasks.json", "w"), indent=1)
 print(json.dumps({t: round(v["cola_minus_sum"]["mean"], 2) for t, v in tasks.items()}),

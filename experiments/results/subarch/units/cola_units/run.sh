@@ -21,23 +21,23 @@ import torch
 import yaml
 from masks.importance import load_importance
 from masks.subarch import SubArch, select
-from masks.subarch_importance import SubarchScores, load_scores
+from masks.subarch_importance import SubarchScores, load_scores, with_task_units
 from mtl.teacher import load_teacher, make_student, read_student_info, save_student
 runs, out, results = sys.argv[1:]
 sens = load_scores(f"{results}/scores.safetensors")
 paths = yaml.safe_load(open(f"{results}/study.yaml"))["ticket"]["importance"]
 imps = {t: load_importance(p) for t, p in paths.items()}
-norm = {t: (i.heads.float() / i.heads.float().sum(), i.ffn.float() / i.ffn.float().sum()) for t, i in imps.items()}
+one = {t: with_task_units(sens, {t: i}) for t, i in imps.items()}  # each task's scores divided by their sum
 rankings = {
-    "sum": (sum(h for h, _ in norm.values()), sum(f for _, f in norm.values())),
-    "cola": norm["cola"],
-    "max": (torch.stack([h for h, _ in norm.values()]).amax(0), torch.stack([f for _, f in norm.values()]).amax(0)),
+    "sum": with_task_units(sens, imps),  # what the study's score step does (scoring.units: tasks)
+    "cola": one["cola"],
+    "max": SubarchScores(sens.layers, torch.stack([s.heads for s in one.values()]).amax(0),
+                         torch.stack([s.ffn for s in one.values()]).amax(0), sens.hidden, {"units": "max"}),
 }
 arch = SubArch.parse("D6-A4-H384-I768")
 teacher = load_teacher("minilm")
 study = read_student_info(f"{runs}/models/extracted")["selection"]
-for name, (heads, ffn) in rankings.items():
-    scores = SubarchScores(sens.layers, heads, ffn, sens.hidden, {"units": name})
+for name, scores in rankings.items():
     sel = select(scores, arch, "importance")
     if name == "sum":  # the study's extraction: the check's baseline must be it
         assert [list(h) for h in sel.heads] == study["heads"], "the summed ranking does not reproduce the study's heads"
@@ -54,7 +54,6 @@ for job in cola:1 cola:2 cola:3 max:1 max:2 max:3; do echo "$job"; done | xargs 
     --output-dir "$run" > "$d/$name-seed$seed.log" 2>&1' _ {} "$D" "$CONFIG"
 python - "$D" "$R" "$RUNS" <<'PY'
 import json, sys
-import yaml
 from basics.stats import mean_std, paired_difference
 from mtl.teacher import read_student_info
 from tasks.score import task_score
@@ -65,9 +64,7 @@ out = {"protocol": "train.py --config experiments/results/subarch/units/finetune
        "command": "GLUE_DIR=../shared/glue bash experiments/results/subarch/units/cola_units/run.sh "
                   "/work/study/runs/subarch_units",
        "rankings": {}}
-sum_runs = {1: None, 2: f"{results}/finetune/extracted/cola/chosen-seed2", 3: f"{results}/finetune/extracted/cola/chosen-seed3"}
-config = yaml.safe_load(open(f"{sum_runs[2]}/config.yaml"))  # seed 1 is the sweep run at the chosen setting
-sum_runs[1] = f"{results}/finetune/extracted/cola/lr{config['lr']:g}-wu{config['warmup_ratio']:g}-seed1"
+chosen = next(r for r in json.load(open(f"{results}/table.json"))["rows"] if r["row"] == "extracted")["tasks"]["cola"]["chosen"]
 def score(run):
     return task_score(json.load(open(f"{run}/metrics.json"))["cola"])
 def kept(sel):
@@ -75,7 +72,7 @@ def kept(sel):
     same_neurons = sum(len(set(a) & set(b)) for a, b in zip(sel["neurons"], study["neurons"]))
     return {"heads": sel["heads"], "heads_shared_with_sum": same_heads,
             "neurons_shared_with_sum": same_neurons, "neurons": sum(len(n) for n in sel["neurons"])}
-out["rankings"]["sum"] = {"runs": {s: score(r) for s, r in sum_runs.items()}, "runs_from": "the study's extracted row",
+out["rankings"]["sum"] = {"runs": dict(zip(chosen["seeds"], chosen["dev"]["values"])), "runs_from": "the study's extracted row",
                           "kept": kept(study)}
 for name in ("cola", "max"):
     sel = read_student_info(f"{d}/models/{name}")["selection"]
