@@ -42,7 +42,7 @@ from experiments.engine.options import EngineOptions, results_dir, run_study_gra
 from experiments.study_config import train_config
 from experiments.subarch_config import TICKET_ROWS, SubarchStudy, load_study, study_to_dict, timed_rows
 from experiments.subarch_files import StudyFiles, read_json
-from experiments.subarch_models import distilled_step, extracted_step, latency_step, ticket_step
+from experiments.subarch_models import distilled_step, extracted_step, latency_step, ticket_distilled_step, ticket_step
 from experiments.subarch_search import (
     candidate_error_step,
     candidate_latency_step,
@@ -58,8 +58,9 @@ from mtl.distill import DistillConfig, resume_step
 from mtl.teacher import teacher_shape
 from mtl.trainer import autocast_dtype
 
-MODEL_ROWS = ("extracted", "distilled", *TICKET_ROWS)
-MODEL_STEPS = {"extracted": extracted_step, "distilled": distilled_step, **{row: ticket_step for row in TICKET_ROWS}}
+MODEL_ROWS = ("extracted", "distilled", *TICKET_ROWS, "ticket_distilled")
+MODEL_STEPS = {"extracted": extracted_step, "distilled": distilled_step, **{row: ticket_step for row in TICKET_ROWS},
+               "ticket_distilled": ticket_distilled_step}
 # Seconds of one distillation step on one core, per sequence of the batch: a + b x (millions of operations per
 # token of the teacher, unless its outputs are cached, + 3 x the student's; ops counted at 32 tokens), on GLUE
 # sentences (about 15 tokens on average), by precision: a least-squares fit of the eight rows (four
@@ -124,6 +125,7 @@ class StepCosts:
     pretrain: float
     pretrain_arch: str
     pretrain_resumed: int = 0  # the step an interrupted pre-training continues from (its checkpoint's)
+    ticket_pretrain: float = 0.0  # the ticket_distilled row's (its encoder size is the chosen one's, so about its cost)
 
     @classmethod
     def of(cls, study: SubarchStudy, archs: list[SubArch], shape) -> "StepCosts":
@@ -159,7 +161,11 @@ class StepCosts:
         done = (files.model("distilled") / "subarch.json").is_file()
         resumed = 0 if done else resume_step(files.distill_dir, study.distill.checkpoint_every)
         left = 0.0 if done else seconds(arch, study.distill, False) * (1 - resumed / study.distill.steps)
-        return cls(candidates, latency, cache, cached, left, arch.name, resumed)
+        ticket = 0.0
+        if "ticket_distilled" in study.rows() and not (files.model("ticket_distilled") / "subarch.json").is_file():
+            ticket_done = resume_step(files.ticket_distill_dir, study.distill.checkpoint_every)
+            ticket = seconds(arch, study.distill, False) * (1 - ticket_done / study.distill.steps)
+        return cls(candidates, latency, cache, cached, left, arch.name, resumed, ticket)
 
     def lines(self, study: SubarchStudy) -> list[str]:
         """The plan's lines on the search and the distillation pre-training."""
@@ -176,6 +182,9 @@ class StepCosts:
                 + (f"about {self.pretrain / 3600:.1f} core-hours left (for {self.pretrain_arch}, the chosen one)"
                    if chosen else f"at most about {self.pretrain / 3600:.1f} core-hours (for {self.pretrain_arch}, "
                    "the costliest candidate the selection allows; the chosen one may be cheaper)"),
+                *([f"distillation of the ticket's units (ticket_distilled): about {self.ticket_pretrain / 3600:.1f} "
+                   "core-hours left (as for the chosen one: the same encoder size)"] if "ticket_distilled" in study.rows()
+                  else []),
                 "the engine's total below: these steps and the fine-tuning runs (MiniLM rates; smaller students "
                 "train faster)"]
 
@@ -225,13 +234,17 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None,
             needed.append(str(files.latency))
         outputs = {"distilled": (files.distill_dir / "log.jsonl", files.distill_dir / "distill.json",
                                  files.distill_dir / "curve.png"),
+                   "ticket_distilled": (files.ticket_distill_dir / "log.jsonl", files.ticket_distill_dir / "distill.json",
+                                        files.ticket_distill_dir / "curve.png"),
                    **{r: (files.ticket_dir(r) / "mask.safetensors", files.ticket_dir(r) / "ticket.json")
                       for r in TICKET_ROWS}}.get(row, ())
-        pretrain = row == "distilled"  # continues from its checkpoint
+        pretrain = row in ("distilled", "ticket_distilled")  # continues from its checkpoint
         args = (study, needed, threads) + ((row,) if row in TICKET_ROWS else ())
-        jobs.append(Job(f"models/{row}", deps=("select",), action=MODEL_STEPS[row], args=args,
+        deps = ("select", "models/ticket") if row == "ticket_distilled" else ("select",)  # it distils the ticket's units
+        jobs.append(Job(f"models/{row}", deps=deps, action=MODEL_STEPS[row], args=args,
                         where="worker", outputs=outputs, resumable=pretrain,
-                        seconds=costs.pretrain if costs and pretrain else None))
+                        seconds=(costs.ticket_pretrain if row == "ticket_distilled" else costs.pretrain)
+                        if costs and pretrain else None))
     for (row, task, lr, wu, seed), config in runs.items():
         deps = () if row == "teacher" else (f"models/{row}",)
         jobs.append(Job(f"finetune/{row}/{task}/lr{lr:g}-wu{wu:g}-seed{seed}", deps=deps, config=config,

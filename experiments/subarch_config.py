@@ -7,8 +7,10 @@ A study YAML (``experiments/subarch.yaml``) has these sections; every key has a 
     output_dir: runs/subarch
     glue_dir: null                      # default: $GLUE_DIR
     corpus:    {files: [], glue_tasks: [], max_texts: null, heldout: 2000, max_seq_length: 128}
-    scoring:   {batches: 64, batch_size: 32, seed: 0, units: output, importance: {}}   # units: tasks -> the tasks'
-                                        # importance (scoring.importance, else ticket.importance) ranks heads, neurons
+    scoring:   {batches: 64, batch_size: 32, seed: 0, units: output, importance: {}, weights: {}}   # units: tasks ->
+                                        # the tasks' importance (scoring.importance, else ticket.importance), each
+                                        # task's divided by its sum, times its weight (default 1), summed, ranks heads
+                                        # and neurons
     search:
       grid: {depth: [2, 3, 4, 6], heads: [4, 6, 8, 12], hidden: [192, 256, 320, 384], ffn: [384, 768, 1152, 1536]}
       candidates: []                    # names such as D4-A8-H256-I768 instead of the grid
@@ -25,6 +27,7 @@ A study YAML (``experiments/subarch.yaml``) has these sections; every key has a 
                 sweep_seeds: null,      # null: every seed runs every setting; [1]: the others only the chosen one
                 train: {...},
                 per_task: {sst2: {...}}, rows: [teacher, distilled, extracted, ticket, ticket_sized]}
+                                        # (also ticket_distilled: the ticket row's units, distilled; needs ticket)
     ticket:    {importance: {rte: FILE, ...}, mask: null, min_heads_per_layer: 1}   # ticket_sized: 0 heads
     latency:   {seq_len: 128, batch_sizes: [1, 32], rounds: 9}   # the table's speed-up measurement
 """
@@ -63,7 +66,10 @@ ROWS.register("distilled", "the chosen architecture, extracted and distilled")
 ROWS.register("extracted", "the chosen architecture, extracted, not distilled")
 ROWS.register("ticket", "a compacted union of winning tickets with the chosen architecture's encoder parameters")
 ROWS.register("ticket_sized", "the same union with no head minimum per layer, so that it can shrink to those parameters")
-TICKET_ROWS = ("ticket", "ticket_sized")  # the rows cut from ticket.importance (ticket: or given as ticket.mask)
+ROWS.register("ticket_distilled", "the ticket row's heads and neurons extracted as a per-layer sub-architecture and "
+              "distilled as the distilled row is")
+TICKET_ROWS = ("ticket", "ticket_sized")
+OPTIONAL_ROWS = ("ticket_distilled",)  # rows a study has only when its finetune.rows names them  # the rows cut from ticket.importance (ticket: or given as ticket.mask)
 SELECT_ON = ("holdout", "dev")
 
 
@@ -111,11 +117,17 @@ class ScoringSpec:
     seed: int = 0
     units: str = "output"  # how heads and FFN neurons are ranked (UNITS); layers and hidden: output sensitivity
     importance: dict[str, str] = field(default_factory=dict)  # units: tasks; task -> importance.safetensors
+    weights: dict[str, float] = field(default_factory=dict)  # units: tasks; task -> weight in the sum (default 1)
 
     def __post_init__(self) -> None:
         if self.batches < 1 or self.batch_size < 1:
             raise UserError("scoring needs batches >= 1 and batch_size >= 1")
         UNITS.check(self.units)
+        if self.weights and self.units != "tasks":
+            raise UserError("scoring.weights weighs the tasks' importance: it needs scoring.units: tasks")
+        if any(not isinstance(w, (int, float)) or w < 0 for w in self.weights.values()):
+            raise UserError(f"scoring.weights must be numbers >= 0, got {self.weights}")
+        self.weights = {task: float(w) for task, w in self.weights.items()}
 
 
 @dataclass
@@ -209,7 +221,7 @@ class FinetuneSpec:
     sweep_seeds: list[int] | None = None
     train: dict[str, Any] = field(default_factory=dict)  # train.py options of every fine-tuning run
     per_task: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {sst2: {max_train_samples: 10000}}
-    rows: list[str] = field(default_factory=lambda: list(ROWS.names()))
+    rows: list[str] = field(default_factory=lambda: [r for r in ROWS.names() if r not in OPTIONAL_ROWS])
 
     def __post_init__(self) -> None:
         for row in self.rows:
@@ -279,6 +291,12 @@ class SubarchStudy:
         if self.scoring.units == "tasks" and not self.unit_importance():
             raise UserError("scoring.units tasks needs importance files: scoring.importance or ticket.importance "
                             "({task: importance.safetensors})")
+        if "ticket_distilled" in self.finetune.rows and "ticket" not in self.finetune.rows:
+            raise UserError("finetune.rows: ticket_distilled distils the ticket row's units; add ticket to the rows")
+        unknown = sorted(set(self.scoring.weights) - set(self.unit_importance()))
+        if unknown:
+            raise UserError(f"scoring.weights names {', '.join(unknown)}, which has no importance file "
+                            f"(the tasks: {', '.join(sorted(self.unit_importance()))})")
 
     def unit_importance(self) -> dict[str, str]:
         """The importance files that rank heads and neurons when ``scoring.units`` is ``tasks``."""
@@ -290,7 +308,8 @@ class SubarchStudy:
 
     def rows(self) -> list[str]:
         """The table's rows; the ticket rows only when the study says where they come from (:meth:`TicketSpec.cuts`)."""
-        return [r for r in self.finetune.rows if r not in TICKET_ROWS or self.ticket.cuts(r)]
+        return [r for r in self.finetune.rows if (r not in TICKET_ROWS or self.ticket.cuts(r))
+                and (r != "ticket_distilled" or self.ticket.cuts("ticket"))]
 
 
 SECTIONS = {"corpus": CorpusSpec, "scoring": ScoringSpec, "search": SearchSpec, "select": SelectSpec,

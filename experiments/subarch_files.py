@@ -83,6 +83,11 @@ class StudyFiles:
     def distill_dir(self) -> Path:
         return self.out / "distill"
 
+    @property
+    def ticket_distill_dir(self) -> Path:
+        """The ``ticket_distilled`` row's distillation (as :attr:`distill_dir` is the ``distilled`` row's)."""
+        return self.out / "distill_ticket"
+
     def ticket_dir(self, row: str = "ticket") -> Path:
         """A ticket row's mask and ``ticket.json`` (``OUT/ticket``, ``OUT/ticket_sized``)."""
         return self.out / row
@@ -119,6 +124,9 @@ def progress(study: SubarchStudy, out: Path) -> list[tuple[str, int, int]]:
             ("selection (frontier, ranking, choice)", int(files.search_json.is_file()), 1),
             ("distillation pre-training of the chosen architecture",
              int((files.distill_dir / "distill.json").is_file()), int("distilled" in rows)),
+            *([("distillation pre-training of the ticket's units", int((files.ticket_distill_dir / "distill.json")
+                                                                       .is_file()), 1)] if "ticket_distilled" in rows
+              else []),
             ("fine-tuning runs", len(finished_runs), len(rows) * len(f.tasks) * f.runs_per_row_and_task()),
             ("latency of the table's models", int(files.latency.is_file() and set(timed_rows(rows)) <= set(timed)), 1),
             ("table, every row complete", int(files.table_json.is_file() and all(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from basics.errors import UserError
 from basics.io import atomic_write_json
@@ -35,11 +36,12 @@ from masks.cost import EncoderSize, torch_threads
 from masks.importance import load_importance
 from masks.mask import load_mask, save_mask
 from masks.matched_ticket import layer_params, matched_union
+from masks.subarch import Selection
 from mtl.corpus import TokenizedCorpus
 from mtl.distill import Distiller, read_log
 from mtl.distributed import pick_device
 from mtl.model import load_encoder
-from mtl.teacher import is_student_dir, load_teacher, make_student, read_student_info, save_student
+from mtl.teacher import Student, Teacher, is_student_dir, load_teacher, make_student, read_student_info, save_student
 
 TICKET_FILE = "ticket.json"
 
@@ -70,16 +72,21 @@ def _student_step(study: SubarchStudy, row: str, needed_by: Sequence[str], threa
         student = make_student(teacher, selection_of(study, arch, teacher), {"row": row})
         info = {"teacher": study.teacher, "distilled": distil}
         if distil:
-            train, heldout = study_texts(study)
-            tok, length = teacher.tokenizer, study.corpus.max_seq_length
-            summary = Distiller(teacher, student, TokenizedCorpus.of(tok, train, length),
-                                TokenizedCorpus.of(tok, heldout, length), study.distill, files.distill_dir,
-                                say=lambda line: print(line, flush=True), device=pick_device("auto")).run()
-            plot_curve(files.distill_dir, f"Distillation of {arch.name} from {study.teacher}")
-            info.update(heldout=summary["heldout"]["loss"], heldout_before=summary["heldout_before"]["loss"],
-                        steps=summary["steps"])
+            info.update(_distil(study, teacher, student, files.distill_dir, f"Distillation of {arch.name} from {study.teacher}"))
         save_student(student, teacher.tokenizer, files.model(row), info)
     print(f"{row}: {arch.name} -> {files.model(row)}", flush=True)
+
+
+def _distil(study: SubarchStudy, teacher: Teacher, student: Student, out_dir: Path, title: str) -> dict[str, Any]:
+    """Distil ``student`` from ``teacher`` on the study's corpus (``distill``), logging to ``out_dir`` (resumes
+    from its checkpoint); the held-out losses for the model's ``subarch.json``."""
+    train, heldout = study_texts(study)
+    tok, length = teacher.tokenizer, study.corpus.max_seq_length
+    summary = Distiller(teacher, student, TokenizedCorpus.of(tok, train, length), TokenizedCorpus.of(tok, heldout, length),
+                        study.distill, out_dir, say=lambda line: print(line, flush=True), device=pick_device("auto")).run()
+    plot_curve(out_dir, title)
+    return {"heldout": summary["heldout"]["loss"], "heldout_before": summary["heldout_before"]["loss"],
+            "steps": summary["steps"]}
 
 
 def extracted_step(study: SubarchStudy, needed_by: Sequence[str] = (), threads: int | None = 1) -> None:
@@ -90,6 +97,39 @@ def extracted_step(study: SubarchStudy, needed_by: Sequence[str] = (), threads: 
 def distilled_step(study: SubarchStudy, needed_by: Sequence[str] = (), threads: int | None = 1) -> None:
     """The chosen architecture sliced from the teacher and distilled on the study's corpus."""
     _student_step(study, "distilled", needed_by, threads, distil=True)
+
+
+def ticket_distilled_step(study: SubarchStudy, needed_by: Sequence[str] = (), threads: int | None = 1) -> None:
+    """``models/ticket_distilled``: the ``ticket`` row's heads and FFN neurons (its mask) extracted from the teacher
+    as a sub-architecture with every layer and hidden dimension and its own head and neuron count per layer
+    (:meth:`masks.subarch.Selection.of_mask`; before distillation it is the ticket row's model), then distilled as
+    the ``distilled`` row is (``distill_ticket/``)."""
+    files = StudyFiles(study.out)
+    model_dir, mask_file = files.model("ticket_distilled"), files.ticket_dir("ticket") / "mask.safetensors"
+    if not mask_file.is_file():
+        raise UserError(f"ticket_distilled distils the ticket row's units: {mask_file} is not there (models/ticket)")
+    mask = load_mask(mask_file)
+    if is_student_dir(model_dir):
+        held = read_student_info(model_dir)["selection"]
+        if held["heads"] != [list(map(int, r.nonzero().flatten())) for r in mask.heads] or \
+                held["neurons"] != [list(map(int, r.nonzero().flatten())) for r in mask.ffn]:
+            raise UserError(f"{model_dir} holds other units than the ticket's mask {mask_file}; delete it (and the "
+                            "runs fine-tuned from it) to rebuild")
+        print("ticket_distilled: nothing to do", flush=True)
+        return
+    if not_needed(needed_by):
+        print("ticket_distilled: nothing to do", flush=True)
+        return
+    with torch_threads(threads):
+        teacher = load_teacher(study.teacher)
+        shape = shape_of(teacher.encoder)
+        selection = Selection.of_mask(load_mask(mask_file, expect_shape=shape), shape)
+        student = make_student(teacher, selection, {"row": "ticket_distilled"})
+        info = {"teacher": study.teacher, "distilled": True, "ticket_mask": str(mask_file),
+                **_distil(study, teacher, student, files.ticket_distill_dir,
+                          f"Distillation of the ticket's units ({selection.name}) from {study.teacher}")}
+        save_student(student, teacher.tokenizer, model_dir, info)
+    print(f"ticket_distilled: {selection.name} -> {model_dir}", flush=True)
 
 
 def plot_curve(run_dir: Path, title: str) -> Path:

@@ -38,7 +38,14 @@ from masks.arch import shape_of
 from masks.cost import EncoderSize, measure_latency, ops_per_token, param_counts, torch_threads
 from masks.importance import load_importance
 from masks.subarch import Selection, SubArch, select
-from masks.subarch_importance import describe, load_scores, save_scores, score_subarch, with_task_units
+from masks.subarch_importance import (
+    describe,
+    load_scores,
+    save_scores,
+    score_subarch,
+    task_units_label,
+    with_task_units,
+)
 from mtl.corpus import BatchStream, TokenizedCorpus, subsample
 from mtl.distill import Distiller, objective_for
 from mtl.distributed import pick_device
@@ -51,7 +58,7 @@ from tasks.score import task_score
 def score_step(study: SubarchStudy, threads: int | None = 1) -> None:
     files = StudyFiles(study.out)
     s = study.scoring
-    units = "output" if s.units == "output" else "tasks: " + ", ".join(sorted(study.unit_importance()))
+    units = "output" if s.units == "output" else task_units_label(study.unit_importance(), s.weights)
     if files.scores.is_file():
         made = load_scores(files.scores).meta.get("units", "output")
         if made != units:
@@ -70,7 +77,7 @@ def score_step(study: SubarchStudy, threads: int | None = 1) -> None:
         if s.units == "tasks":
             shape = shape_of(teacher.encoder)
             scores = with_task_units(scores, {task: load_importance(path, expect_shape=shape)
-                                              for task, path in study.unit_importance().items()})
+                                              for task, path in study.unit_importance().items()}, s.weights)
     scores.meta["teacher"] = study.teacher
     save_scores(scores, files.scores)
     atomic_write_json(files.scores_json, {"teacher": study.teacher, "batches": len(batches), "units": units,

@@ -30,7 +30,8 @@ from tasks.score import task_score
 
 ROW_LABELS = {"teacher": "Teacher", "distilled": "Extracted + distilled", "extracted": "Extracted, not distilled",
               "ticket": "Ticket (matched union, compacted)",
-              "ticket_sized": "Ticket, no head minimum (matched union, compacted)"}
+              "ticket_sized": "Ticket, no head minimum (matched union, compacted)",
+              "ticket_distilled": "Ticket's units, extracted + distilled"}
 
 
 def _mean_std(values: list[float]) -> dict[str, Any]:
@@ -123,7 +124,9 @@ def seed_averages(row: Mapping[str, Any], tasks: list[str]) -> dict[int, float]:
 
 def timed_as(row: str, timed: Mapping[str, Any]) -> str:
     """The timed model that stands for ``row``: itself, or for the extracted and the distilled model (one shape)
-    the other one."""
+    the other one, or for the distilled ticket the ticket (its units, so its shape)."""
+    if row == "ticket_distilled":
+        return "ticket"
     if row in timed or row not in ("extracted", "distilled"):
         return row
     return "distilled" if row == "extracted" else "extracted"

@@ -76,26 +76,29 @@ def ticket_size(table: Mapping[str, Any], row: str = "ticket") -> str:
     return "same size" if abs(ratio - 1) <= 0.05 else f"{ratio:.2f}× the encoder-layer parameters"
 
 
-def judge(table: Mapping[str, Any], targets: Targets = ISSUE_TARGETS) -> list[Check]:
-    """The targets and comparisons of ``table`` (a study's ``table.json``)."""
-    teacher, model = _row(table, "teacher"), _row(table, "distilled")
+MODEL_NAMES = {"distilled": "extracted + distilled", "ticket_distilled": "the ticket's units, extracted + distilled"}
+
+
+def _model_checks(table: Mapping[str, Any], row: str, targets: Targets) -> list[Check]:
+    """The three targets for the model ``row`` (the sub-architecture, or the distilled ticket's units)."""
+    teacher, model, name = _row(table, "teacher"), _row(table, row), MODEL_NAMES[row]
     checks = []
-    ok = teacher is not None and model is not None and teacher["model"] and model["model"]
-    if ok:
+    what = "encoder-layer parameters, share of the teacher's" + ("" if row == "distilled" else f" ({name})")
+    if teacher is not None and model is not None and teacher["model"] and model["model"]:
         share = model["model"]["params"]["layers"] / teacher["model"]["params"]["layers"]
-        checks.append(Check("encoder-layer parameters, share of the teacher's", f"≤ {targets.max_encoder_share:.0%}",
+        checks.append(Check(what, f"≤ {targets.max_encoder_share:.0%}",
                             f"{share:.1%} ({model['model']['params']['layers'] / 1e6:.2f} M of "
                             f"{teacher['model']['params']['layers'] / 1e6:.2f} M)",
                             "yes" if share <= targets.max_encoder_share + 1e-12 else "no"))
     else:
-        checks.append(Check("encoder-layer parameters, share of the teacher's", f"≤ {targets.max_encoder_share:.0%}",
-                            "–", "not measured"))
+        checks.append(Check(what, f"≤ {targets.max_encoder_share:.0%}", "–", "not measured"))
     speed = (model or {}).get("speedup") or {}
     b = targets.speedup_batch
-    checks.append(Check(f"measured CPU throughput at batch {b}, against the teacher", f"≥ {targets.min_speedup:g}×",
+    checks.append(Check(f"measured CPU throughput at batch {b}, against the teacher"
+                        + ("" if row == "distilled" else f" ({name})"), f"≥ {targets.min_speedup:g}×",
                         f"{speed[b]:.2f}×" if b in speed else "–",
                         ("yes" if speed[b] >= targets.min_speedup else "no") if b in speed else "not measured"))
-    gap = _difference(table, "distilled", "teacher")
+    gap = _difference(table, row, "teacher")
     if gap is None:
         met = "not measured"
     elif gap.mean < -targets.max_gap:
@@ -104,8 +107,15 @@ def judge(table: Mapping[str, Any], targets: Targets = ISSUE_TARGETS) -> list[Ch
         met = "yes"
     else:
         met = "on the mean only"
-    checks.append(Check("GLUE average, extracted + distilled − teacher (paired over seeds)",
+    checks.append(Check(f"GLUE average, {name} − teacher (paired over seeds)",
                         f"≥ {signed(-targets.max_gap, 1)}", gap.format() if gap else "–", met))
+    return checks
+
+
+def judge(table: Mapping[str, Any], targets: Targets = ISSUE_TARGETS) -> list[Check]:
+    """The targets and comparisons of ``table`` (a study's ``table.json``); with a ``ticket_distilled`` row, the
+    same targets for it, and what distillation did to the ticket."""
+    checks = _model_checks(table, "distilled", targets)
     tickets = [(row, name) for row, name in TICKET_NAMES.items() if row == "ticket" or _row(table, row) is not None]
     for row, name in tickets:
         checks.append(Check(f"GLUE average, {name} ({ticket_size(table, row)}) − extracted + distilled",
@@ -115,6 +125,12 @@ def judge(table: Mapping[str, Any], targets: Targets = ISSUE_TARGETS) -> list[Ch
     for row, name in tickets:  # the ticket against the bar the sub-architecture is held to
         checks.append(Check(f"GLUE average, {name} − teacher", "stated either way",
                             _verdict(_difference(table, row, "teacher")), "—"))
+    if _row(table, "ticket_distilled") is not None:
+        checks += _model_checks(table, "ticket_distilled", targets)
+        checks.append(Check("GLUE average, the ticket's units, extracted + distilled − ticket", "stated either way",
+                            _verdict(_difference(table, "ticket_distilled", "ticket")), "—"))
+        checks.append(Check("GLUE average, the ticket's units, extracted + distilled − extracted + distilled",
+                            "stated either way", _verdict(_difference(table, "ticket_distilled", "distilled")), "—"))
     return checks
 
 

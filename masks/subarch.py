@@ -90,6 +90,35 @@ class Selection:
         return SubArch(len(self.layers), len(self.heads[0]) if self.heads else 0, len(self.dims),
                        len(self.neurons[0]) if self.neurons else 0)
 
+    @property
+    def uniform(self) -> bool:
+        """Whether every kept layer keeps as many heads, and as many neurons, as the others."""
+        return len({len(h) for h in self.heads}) <= 1 and len({len(n) for n in self.neurons}) <= 1
+
+    @property
+    def name(self) -> str:
+        """:attr:`arch`'s name when :attr:`uniform`, else the per-layer counts: ``D6-A5/7/6-H384-I1234/1105/829``."""
+        if self.uniform:
+            return self.arch.name
+        heads, neurons = "/".join(str(len(h)) for h in self.heads), "/".join(str(len(n)) for n in self.neurons)
+        return f"D{len(self.layers)}-A{heads}-H{len(self.dims)}-I{neurons}"
+
+    @classmethod
+    def of_mask(cls, mask: Mask, shape: EncoderShape) -> "Selection":
+        """A structured ticket as a sub-architecture: every layer and hidden dimension of ``shape``, and in each
+        layer the heads and FFN neurons ``mask`` keeps (its extraction equals the ticket compacted by
+        :func:`masks.compact.compact_encoder`; ``tests/test_subarch_extract.py``)."""
+        if tuple(mask.heads.shape) != (shape.num_layers, shape.num_heads) or \
+                tuple(mask.ffn.shape) != (shape.num_layers, shape.intermediate):
+            raise UserError(f"a mask with heads {tuple(mask.heads.shape)} and FFN {tuple(mask.ffn.shape)} does not "
+                            f"fit the teacher ({shape.describe()})")
+
+        def kept(row: torch.Tensor) -> tuple[int, ...]:
+            return tuple(int(i) for i in torch.nonzero(row).flatten())
+
+        return cls(tuple(range(shape.num_layers)), tuple(kept(r) for r in mask.heads), tuple(kept(r) for r in mask.ffn),
+                   tuple(range(shape.hidden)))
+
     @classmethod
     def full(cls, shape: EncoderShape) -> "Selection":
         """Every unit of the teacher (extraction then gives the teacher itself)."""

@@ -144,12 +144,21 @@ def score_subarch(encoder: nn.Module, batches: Iterable[Batch], max_batches: int
     return SubarchScores(layers=layers, heads=imp.heads_raw, ffn=imp.ffn_raw, hidden=hidden, meta=meta)
 
 
-def with_task_units(scores: SubarchScores, importances: Mapping[str, Importance]) -> SubarchScores:
+def with_task_units(scores: SubarchScores, importances: Mapping[str, Importance],
+                    weights: Mapping[str, float] | None = None) -> SubarchScores:
     """``scores`` whose head and FFN-neuron scores are the tasks' own gate importance (the tickets' normalised
     scores, ``heads [L, H]`` and ``ffn [L, I]``), each task's divided by its sum so that every task weighs the
-    same, then summed over the tasks; the layer and hidden-dimension scores stay the output-sensitivity ones."""
+    same, then summed over the tasks, each times its weight in ``weights`` (a task not named there weighs 1); the
+    layer and hidden-dimension scores stay the output-sensitivity ones."""
     if not importances:
         raise UserError("choosing the units by task importance needs at least one task's importance file")
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(importances))
+    if unknown:
+        raise UserError(f"unit weights name {', '.join(unknown)}, which has no importance file "
+                        f"(the tasks: {', '.join(sorted(importances))})")
+    if any(w < 0 for w in weights.values()) or not any(weights.get(t, 1.0) > 0 for t in importances):
+        raise UserError(f"unit weights must be >= 0 and not all 0, got {weights}")
     shape = EncoderShape(len(scores.layers), scores.heads.shape[1], 0, len(scores.hidden), scores.ffn.shape[1])
     for task, imp in importances.items():
         if tuple(imp.heads.shape) != tuple(scores.heads.shape) or tuple(imp.ffn.shape) != tuple(scores.ffn.shape):
@@ -157,11 +166,20 @@ def with_task_units(scores: SubarchScores, importances: Mapping[str, Importance]
                             f"{tuple(imp.ffn.shape)}; the teacher has {shape.describe()}")
 
     def summed(part: str) -> torch.Tensor:
-        return sum(getattr(i, part).float() / getattr(i, part).float().sum().clamp_min(1e-30) for i in importances.values())
+        return sum(weights.get(task, 1.0) * getattr(i, part).float() / getattr(i, part).float().sum().clamp_min(1e-30)
+                   for task, i in importances.items())
 
-    meta = {**scores.meta, "units": "tasks: " + ", ".join(sorted(importances)),
+    meta = {**scores.meta, "units": task_units_label(importances, weights),
             "scorer": scores.meta.get("scorer", "") + "; heads and ffn replaced by the tasks' gate importance"}
     return SubarchScores(scores.layers, summed("heads"), summed("ffn"), scores.hidden, meta)
+
+
+def task_units_label(tasks: Iterable[str], weights: Mapping[str, float] | None = None) -> str:
+    """How :func:`with_task_units` ranked the units, as its scores' metadata says: ``tasks: cola, rte`` and, when a
+    task weighs other than 1, `` (weights cola 3)``."""
+    names = sorted(tasks)
+    odd = [f"{t} {weights[t]:g}" for t in names if weights and weights.get(t, 1.0) != 1.0]
+    return "tasks: " + ", ".join(names) + (f" (weights {', '.join(odd)})" if odd else "")
 
 
 def save_scores(scores: SubarchScores, path: str | os.PathLike) -> None:

@@ -104,7 +104,7 @@ def save_student(student: Student, tokenizer, out_dir: Path, info: dict[str, Any
     encoder.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     atomic_write_json(out_dir / SUBARCH_FILE, {**info, "selection": student.selection.to_dict(),
-                                               "arch": student.selection.arch.name})
+                                               "arch": student.selection.name})
     return out_dir
 
 

@@ -11,6 +11,7 @@ from transformers import AutoModel
 from basics.errors import UserError
 from masks.arch import shape_of
 from masks.auto_classes import register_auto_classes
+from masks.compact import compact_encoder
 from masks.cost import EncoderSize, count_params, ops_per_token, param_counts
 from masks.extract import extract_encoder
 from masks.gates import attach_gates
@@ -75,6 +76,34 @@ def test_cutting_units_equals_gating_them(arch):
     if pooled is not None:
         assert float((pooled[..., dims] - small_pooled).abs().max()) < 1e-5
     assert float((outputs(teacher, inputs)[0] - dense).abs().max()) == 0  # every gate removed
+
+
+@pytest.mark.parametrize("arch", SUBARCH_ARCHS)
+def test_a_ticket_as_a_selection_extracts_to_the_compacted_ticket(arch):
+    """:meth:`Selection.of_mask`: every layer and hidden dimension, the mask's heads and neurons per layer; its
+    extraction computes what the ticket compacted does (and both have the same parameters)."""
+    teacher = tiny_encoder(arch, layers=3)
+    shape = shape_of(teacher)
+    g = torch.Generator().manual_seed(3)
+    heads = torch.rand(3, 4, generator=g) > 0.5
+    heads[:, 0] = True  # a head in every layer; layers of 1, 2 and more heads
+    ffn = torch.rand(3, 37, generator=g) > 0.6
+    mask = Mask(heads, ffn)
+    selection = Selection.of_mask(mask, shape)
+    assert selection.layers == (0, 1, 2) and selection.dims == tuple(range(32))
+    assert [len(h) for h in selection.heads] == heads.sum(1).tolist() and not selection.uniform
+    assert selection.name == (f"D3-A{'/'.join(map(str, heads.sum(1).tolist()))}-H32-"
+                              f"I{'/'.join(map(str, ffn.sum(1).tolist()))}")
+    assert torch.equal(selection.unit_mask(shape).heads, heads) and torch.equal(selection.unit_mask(shape).ffn, ffn)
+    inputs = tiny_inputs(9, 6)
+    extracted = extract_encoder(teacher, selection)
+    compacted = compact_encoder(teacher, mask)
+    for a, b in zip(outputs(compacted, inputs), outputs(extracted, inputs), strict=True):
+        assert (a is None) == (b is None) and (a is None or float((a - b).abs().max()) < 1e-5)
+    assert count_params(extracted) == count_params(compacted)
+    assert Selection.full(shape).uniform and Selection.full(shape).name == "D3-A4-H32-I37"
+    with pytest.raises(UserError, match=r"a mask with heads \(2, 4\) and FFN \(2, 37\) does not fit the teacher"):
+        Selection.of_mask(Mask(heads[:2], ffn[:2]), shape)
 
 
 def test_plain_zeroing_of_hidden_dims_is_not_removal():
@@ -197,3 +226,28 @@ def test_task_units_rank_heads_and_neurons_by_the_tasks_summed_importance():
         with_task_units(scores, {"c": imp([[1.0, 1, 1]] * 2, [[1.0, 1, 1]] * 2)})
     with pytest.raises(UserError, match="needs at least one task's importance file"):
         with_task_units(scores, {})
+
+
+def test_a_task_weight_counts_as_that_many_copies_of_the_task():
+    scores = SubarchScores(layers=torch.tensor([3.0, 1.0]), heads=torch.ones(2, 4), ffn=torch.ones(2, 3),
+                           hidden=torch.arange(4.0), meta={})
+
+    def imp(seed):
+        g = torch.Generator().manual_seed(seed)
+        h, f = torch.rand(2, 4, generator=g) * (seed + 1), torch.rand(2, 3, generator=g)
+        return Importance(h, f, h, f, torch.ones(2, 1))
+
+    a, b = imp(0), imp(1)
+    weighted = with_task_units(scores, {"a": a, "b": b}, {"a": 3.0})
+    copies = with_task_units(scores, {"a": a, "a2": a, "a3": a, "b": b})
+    assert torch.allclose(weighted.heads, copies.heads) and torch.allclose(weighted.ffn, copies.ffn)
+    assert weighted.meta["units"] == "tasks: a, b (weights a 3)"
+    assert with_task_units(scores, {"a": a, "b": b}, {"a": 1.0}).meta["units"] == "tasks: a, b"
+    only_b = with_task_units(scores, {"a": a, "b": b}, {"a": 0.0})
+    assert torch.allclose(only_b.heads, with_task_units(scores, {"b": b}).heads)
+    with pytest.raises(UserError, match="unit weights name c, which has no importance file"):
+        with_task_units(scores, {"a": a}, {"c": 2.0})
+    with pytest.raises(UserError, match="unit weights must be >= 0 and not all 0"):
+        with_task_units(scores, {"a": a}, {"a": -1.0})
+    with pytest.raises(UserError, match="unit weights must be >= 0 and not all 0"):
+        with_task_units(scores, {"a": a}, {"a": 0.0})

@@ -21,11 +21,14 @@ from experiments.subarch_config import load_study, study_from_dict, timed_rows
 from experiments.subarch_files import progress
 from experiments.subarch_search import reference_grid, score_step
 from experiments.subarch_table import timed_as
+from experiments.subarch_targets import judge
 from masks.arch import EncoderShape
 from masks.importance import Importance, load_importance, save_importance
+from masks.mask import load_mask
 from masks.subarch import SubArch
 from masks.subarch_importance import load_scores, with_task_units
 from mtl.rundir import RunDir
+from mtl.teacher import read_student_info
 from tasks.score import task_score
 from tests.conftest import REPO
 from tests.test_distill import save_tiny_model
@@ -217,6 +220,42 @@ def test_a_ticket_row_added_to_a_finished_study_is_cut_and_every_model_timed_aga
     assert "Ticket, no head minimum" in (out / "table.md").read_text()
 
 
+def test_the_ticket_units_distilled_row(tmp_path, capsys):
+    """``ticket_distilled``: the ticket row's units extracted (every layer and hidden dimension) and distilled as the
+    distilled row is, timed as the ticket (its shape), judged against the same targets and against the ticket."""
+    study = tiny_study(tmp_path)
+    study["finetune"].update(lrs=[1e-3], rows=["teacher", "distilled", "ticket", "ticket_distilled"])
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study), encoding="utf-8")
+    assert run(tmp_path, "--dry-run") == 0
+    assert "distillation of the ticket's units (ticket_distilled): about" in capsys.readouterr().out
+    assert run(tmp_path) == 0, capsys.readouterr().err
+    out = tmp_path / "out"
+    mask = load_mask(out / "ticket" / "mask.safetensors")
+    info = read_student_info(out / "models" / "ticket_distilled")
+    assert info["selection"]["heads"] == [r.nonzero().flatten().tolist() for r in mask.heads]
+    assert info["selection"]["neurons"] == [r.nonzero().flatten().tolist() for r in mask.ffn]
+    assert info["selection"]["layers"] == [0, 1, 2] and len(info["selection"]["dims"]) == 32
+    assert info["distilled"] and info["steps"] == 6 and info["heldout"] < info["heldout_before"]
+    log = [json.loads(line) for line in (out / "distill_ticket" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 6 and (out / "distill_ticket" / "curve.png").is_file()
+    table = json.loads((out / "table.json").read_text())
+    rows = {r["row"]: r for r in table["rows"]}
+    assert list(rows) == ["teacher", "distilled", "ticket", "ticket_distilled"]
+    assert rows["ticket_distilled"]["speedup"] == rows["ticket"]["speedup"]
+    assert rows["ticket_distilled"]["model"] == rows["ticket"]["model"]
+    assert rows["ticket_distilled"]["tasks"]["tinysent"]["chosen"] is not None
+    whats = [c.what for c in judge(table)]
+    assert "GLUE average, the ticket's units, extracted + distilled − teacher (paired over seeds)" in whats
+    assert "GLUE average, the ticket's units, extracted + distilled − ticket" in whats
+    assert "Ticket's units, extracted + distilled" in (out / "table.md").read_text()
+    capsys.readouterr()
+    assert run(tmp_path) == 0  # done: nothing is distilled or trained again
+    assert "ticket_distilled: nothing to do" in capsys.readouterr().out
+    with pytest.raises(UserError, match="ticket_distilled distils the ticket row's units; add ticket to the rows"):
+        study_from_dict({**study, "finetune": {**study["finetune"], "rows": ["teacher", "ticket_distilled"]}})
+    assert study_from_dict({**study, "ticket": {}}).rows() == ["teacher", "distilled"]  # no ticket, no distilled ticket
+
+
 def test_dry_run_prints_the_plan_and_the_search_cost(tmp_path, capsys):
     tiny_study(tmp_path)
     assert run(tmp_path, "--dry-run") == 0
@@ -347,3 +386,25 @@ def test_units_chosen_by_the_tasks_importance(tmp_path):
         study_from_dict({"scoring": {"units": "task"}})
     assert study_from_dict({**study, "scoring": {"units": "tasks", "importance": {"x": "x.st"}}}).unit_importance() \
         == {"x": "x.st"}
+
+
+def test_weighted_task_units(tmp_path):
+    """``scoring.weights``: the score step weighs each task's importance as :func:`with_task_units` does, and a
+    scores file weighed otherwise is refused; weights need ``units: tasks`` and name tasks with importance."""
+    study = tiny_study(tmp_path, scoring={"batches": 2, "batch_size": 8, "units": "tasks", "weights": {"tinysent": 2}})
+    assert run(tmp_path, "--only", "scores") == 0
+    out = tmp_path / "out"
+    scores = load_scores(out / "scores.safetensors")
+    expect = with_task_units(scores, {"tinysent": load_importance(tmp_path / "imp.safetensors")}, {"tinysent": 2.0})
+    assert torch.equal(scores.heads, expect.heads) and torch.equal(scores.ffn, expect.ffn)
+    assert scores.meta["units"] == "tasks: tinysent (weights tinysent 2)"
+    unweighted = {**study, "scoring": {**study["scoring"], "weights": {}}, "output_dir": str(out)}
+    with pytest.raises(UserError, match=r"ranks heads and neurons by tasks: tinysent \(weights tinysent 2\), the "
+                                        "study by tasks: tinysent; delete it"):
+        score_step(study_from_dict(unweighted))
+    with pytest.raises(UserError, match="scoring.weights weighs the tasks' importance: it needs scoring.units: tasks"):
+        study_from_dict({"scoring": {"weights": {"x": 2}}})
+    with pytest.raises(UserError, match="scoring.weights names y, which has no importance file"):
+        study_from_dict({**study, "scoring": {"units": "tasks", "importance": {"x": "x.st"}, "weights": {"y": 2}}})
+    with pytest.raises(UserError, match="scoring.weights must be numbers >= 0"):
+        study_from_dict({**study, "scoring": {"units": "tasks", "weights": {"tinysent": -1}}})
