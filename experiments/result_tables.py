@@ -644,6 +644,29 @@ def subarch_cola_other_tasks() -> str:
     return _lines(lines)
 
 
+def subarch_shape_screen() -> str:
+    """``subarch/units/shape_screen/shape_screen.json``: one-seed CoLA and STS-B fine-tunes of other shapes and unit
+    weightings of the fourth search's encoder size, against the study's own seed-1 runs."""
+    data = _json("subarch/units/shape_screen/shape_screen.json")
+    lines = ["| extraction (not distilled) | heads and FFN neurons ranked by | CoLA dev, seed 1 | STS-B dev, seed 1 |",
+             "|---|---|---:|---:|"]
+    for name, v in data["variants"].items():
+        units = "the tasks' sum, weights " + ", ".join(f"{TASK_NAMES[t]} {w:g}" for t, w in v["weights"].items()) \
+            if v["weights"] else "the tasks' sum"
+        study = " (the study's extracted row)" if "runs_from" in v else ""
+        lines.append(f"| {v['arch']}{study} | {units} | {v['cola']:.1f} | {v['stsb']:.1f} |")
+    return _lines(lines)
+
+
+def subarch_lr_check() -> str:
+    """``subarch/units/lr_check/lr_check.json``: the distilled model's CoLA at each learning rate and warm-up,
+    seed 1 (the sweep's runs and two at lr 2e-4)."""
+    data = _json("subarch/units/lr_check/lr_check.json")
+    lines = ["| learning rate | warm-up | CoLA holdout (what the sweep chooses on) | CoLA dev | run |", "|---:|---:|---:|---:|---|"]
+    lines += [f"| {r['lr']:g} | {r['warmup']:g} | {r['holdout']:.1f} | {r['dev']:.1f} | {r['from']} |" for r in data["runs"]]
+    return _lines(lines)
+
+
 def subarch_result_table(folder: str) -> Callable[[], str]:
     return lambda: _lines(subarch_table.table_lines(_json(f"subarch/{folder}/table.json")))
 
@@ -688,6 +711,8 @@ TABLES: dict[str, Callable[[], str]] = {
     **{f"subarch-{f}-table": subarch_result_table(f) for f in ("demo", "full", "deep", "units")},
     "subarch-cola-units": subarch_cola_units,
     "subarch-cola-other-tasks": subarch_cola_other_tasks,
+    "subarch-shape-screen": subarch_shape_screen,
+    "subarch-lr-check": subarch_lr_check,
     "subarch-full-device-check": lambda: _lines(subarch_device.device_check_lines(
         subarch_device.device_check(RESULTS / "subarch" / "full"))),
     "subarch-pooling": lambda: _lines(subarch_pooling.pooling_table(RESULTS / "subarch" / "full",
