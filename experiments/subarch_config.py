@@ -68,8 +68,8 @@ ROWS.register("ticket", "a compacted union of winning tickets with the chosen ar
 ROWS.register("ticket_sized", "the same union with no head minimum per layer, so that it can shrink to those parameters")
 ROWS.register("ticket_distilled", "the ticket row's heads and neurons extracted as a per-layer sub-architecture and "
               "distilled as the distilled row is")
-TICKET_ROWS = ("ticket", "ticket_sized")
-OPTIONAL_ROWS = ("ticket_distilled",)  # rows a study has only when its finetune.rows names them  # the rows cut from ticket.importance (ticket: or given as ticket.mask)
+TICKET_ROWS = ("ticket", "ticket_sized")  # the rows cut from ticket.importance (ticket: or given as ticket.mask)
+OPTIONAL_ROWS = ("ticket_distilled",)  # rows a study has only when its finetune.rows names them
 SELECT_ON = ("holdout", "dev")
 
 

@@ -111,8 +111,9 @@ def ticket_distilled_step(study: SubarchStudy, needed_by: Sequence[str] = (), th
     mask = load_mask(mask_file)
     if is_student_dir(model_dir):
         held = read_student_info(model_dir)["selection"]
-        if held["heads"] != [list(map(int, r.nonzero().flatten())) for r in mask.heads] or \
-                held["neurons"] != [list(map(int, r.nonzero().flatten())) for r in mask.ffn]:
+        kept = {part: [r.nonzero().flatten().tolist() for r in rows] for part, rows in (("heads", mask.heads),
+                                                                                       ("neurons", mask.ffn))}
+        if (held["heads"], held["neurons"]) != (kept["heads"], kept["neurons"]):
             raise UserError(f"{model_dir} holds other units than the ticket's mask {mask_file}; delete it (and the "
                             "runs fine-tuned from it) to rebuild")
         print("ticket_distilled: nothing to do", flush=True)
