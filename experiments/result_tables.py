@@ -556,7 +556,8 @@ def results_summary() -> str:
         ("Bort-style sub-architecture of MiniLM, extracted + distilled, first search (5 tasks, 3 seeds; issue 15's "
          "targets)", _subarch_summary(_json("subarch/full/table.json")), "`subarch/full/table.json`"),
         ("Bort-style sub-architecture of MiniLM, extracted + distilled, fourth search: heads and neurons ranked by the "
-         "tasks' importance, 3,000 distillation steps (5 tasks, 3 seeds; issue 15's targets)",
+         "tasks' importance, 3,000 distillation steps; and the same-size ticket's units, distilled the same way (5 "
+         "tasks, 3 seeds; issue 15's targets)",
          _subarch_summary(_json("subarch/units/table.json")), "`subarch/units/table.json`"),
     ]
     lines = ["| what | result (computed from the file) | file (under `experiments/results/`) |", "|---|---|---|"]
