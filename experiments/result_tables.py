@@ -646,16 +646,23 @@ def subarch_cola_other_tasks() -> str:
 
 
 def subarch_shape_screen() -> str:
-    """``subarch/units/shape_screen/shape_screen.json``: one-seed CoLA and STS-B fine-tunes of other shapes and unit
-    weightings of the fourth search's encoder size, against the study's own seed-1 runs."""
+    """``subarch/units/shape_screen/shape_screen.json``: CoLA and STS-B fine-tunes of other shapes and unit weightings
+    of the fourth search's encoder size (seed 1; seeds 1-3 for two), against the study's extracted row."""
     data = _json("subarch/units/shape_screen/shape_screen.json")
-    lines = ["| extraction (not distilled) | heads and FFN neurons ranked by | CoLA dev, seed 1 | STS-B dev, seed 1 |",
-             "|---|---|---:|---:|"]
-    for name, v in data["variants"].items():
+    lines = ["| extraction (not distilled) | heads and FFN neurons ranked by | CoLA dev by seed | CoLA mean ± std | "
+             "CoLA − the study's, paired | STS-B dev by seed | STS-B mean ± std | STS-B − the study's, paired |",
+             "|---|---|---|---:|---|---|---:|---|"]
+    for v in data["variants"].values():
         units = "the tasks' sum, weights " + ", ".join(f"{TASK_NAMES[t]} {w:g}" for t, w in v["weights"].items()) \
             if v["weights"] else "the tasks' sum"
         study = " (the study's extracted row)" if "runs_from" in v else ""
-        lines.append(f"| {v['arch']}{study} | {units} | {v['cola']:.1f} | {v['stsb']:.1f} |")
+        cells = []
+        for task in ("cola", "stsb"):
+            r = v[task]
+            cells += [" / ".join(f"{x:.1f}" for x in r["runs"].values()),
+                      pm(r["mean"], r["std"], 1) if "mean" in r else "",
+                      format_versus(r["minus_study"]) if "minus_study" in r else ""]
+        lines.append(f"| {v['arch']}{study} | {units} | {' | '.join(cells)} |")
     return _lines(lines)
 
 
