@@ -650,8 +650,9 @@ def subarch_shape_screen() -> str:
     of the fourth search's encoder size (seed 1; seeds 1-3 for two), against the study's extracted row."""
     data = _json("subarch/units/shape_screen/shape_screen.json")
     lines = ["| extraction (not distilled) | heads and FFN neurons ranked by | CoLA dev by seed | CoLA mean ± std | "
-             "CoLA − the study's, paired | STS-B dev by seed | STS-B mean ± std | STS-B − the study's, paired |",
-             "|---|---|---|---:|---|---|---:|---|"]
+             "CoLA − the study's, paired | STS-B dev by seed | STS-B mean ± std | STS-B − the study's, paired | "
+             "CPU speed-up b32 |", "|---|---|---|---:|---|---|---:|---|---:|"]
+    speed = data["speed"]["speedup"]
     for v in data["variants"].values():
         units = "the tasks' sum, weights " + ", ".join(f"{TASK_NAMES[t]} {w:g}" for t, w in v["weights"].items()) \
             if v["weights"] else "the tasks' sum"
@@ -662,7 +663,7 @@ def subarch_shape_screen() -> str:
             cells += [" / ".join(f"{x:.1f}" for x in r["runs"].values()),
                       pm(r["mean"], r["std"], 1) if "mean" in r else "",
                       format_versus(r["minus_study"]) if "minus_study" in r else ""]
-        lines.append(f"| {v['arch']}{study} | {units} | {' | '.join(cells)} |")
+        lines.append(f"| {v['arch']}{study} | {units} | {' | '.join(cells)} | {speed[v['arch']]['32']:.2f}× |")
     return _lines(lines)
 
 

@@ -7,7 +7,8 @@
 # Layers and hidden dimensions as in the study (all six, all 384). Each is extracted (not distilled) and fine-tuned on
 # CoLA and STS-B as the study fine-tunes the extracted row: the chosen seed-2 run's config of each task (lr 1e-4,
 # warm-up 0.06, 3 epochs, batch 32), seed 1, one thread each, and seeds 2 and 3 of the two with the highest seed-1
-# CoLA; the baseline is the study's own extracted row, paired by seed.
+# CoLA; the baseline is the study's own extracted row, paired by seed. Then the three shapes are timed against the
+# teacher as the study times its models (batches 1 and 32, 9 rounds, one thread).
 # Usage (from the repository root): GLUE_DIR=../shared/glue bash experiments/results/subarch/units/shape_screen/run.sh DIR
 # Writes experiments/results/subarch/units/shape_screen/shape_screen.json. A finished run is kept, not redone.
 set -euo pipefail
@@ -51,7 +52,7 @@ python - "$D" "$R" <<'PY'
 import json, sys
 from pathlib import Path
 from basics.stats import mean_std, paired_difference
-from masks.cost import EncoderSize, param_counts
+from masks.cost import EncoderSize, measure_latency, param_counts
 from mtl.model import load_encoder
 from mtl.teacher import read_student_info
 from tasks.score import task_score
@@ -83,7 +84,13 @@ for name in ("sum-A6-I640", "sum-A8-I512", "w3-A4-I768", "w3-A6-I640"):
                 if (Path(d) / "runs" / f"{name}-{t}-seed{s}" / "metrics.json").is_file()}
         entry[t] = summary(runs, study_runs(t))
     out["variants"][name] = entry
+# the shapes' speed against the teacher, timed together as the study's latency step times its models (9 rounds,
+# one thread, 128 tokens); w3-A4-I768 stands for D6-A4-H384-I768 (the study's shape) and w3-A6-I640 is sum-A6-I640's
+shapes = {"D6-A4-H384-I768": "w3-A4-I768", "D6-A6-H384-I640": "sum-A6-I640", "D6-A8-H384-I512": "sum-A8-I512"}
+models = {"teacher": load_encoder("minilm")[0], **{a: load_encoder(f"{d}/models/{n}")[0] for a, n in shapes.items()}}
+out["speed"] = measure_latency(models, (1, 32), 128, 9, reference="teacher", threads=1)
 json.dump(out, open(f"{results}/shape_screen/shape_screen.json", "w"), indent=1)
+print(out["speed"]["speedup"])
 for k, v in out["variants"].items():
     print(k, v["arch"], {t: (round(v[t].get("mean", v[t]["runs"][1]), 2), v[t].get("minus_study")) for t in ("cola", "stsb")})
 PY
