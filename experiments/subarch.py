@@ -59,6 +59,7 @@ from mtl.teacher import teacher_shape
 from mtl.trainer import autocast_dtype
 
 MODEL_ROWS = ("extracted", "distilled", *TICKET_ROWS, "ticket_distilled")
+DISTILL_OUTPUTS = ("log.jsonl", "distill.json", "curve.png")  # a distillation's files the results folder keeps
 MODEL_STEPS = {"extracted": extracted_step, "distilled": distilled_step, **{row: ticket_step for row in TICKET_ROWS},
                "ticket_distilled": ticket_distilled_step}
 # Seconds of one distillation step on one core, per sequence of the batch: a + b x (millions of operations per
@@ -158,14 +159,16 @@ class StepCosts:
         allowed = [a for a in archs if limit is None or param_counts(size(a))["layers"] / teacher_layers <= limit + 1e-12]
         arch = (SubArch.parse(read_json(files.chosen)["arch"]) if files.chosen.is_file()
                 else max(allowed or archs, key=lambda a: ops_per_token(size(a), seq)))
-        done = (files.model("distilled") / "subarch.json").is_file()
-        resumed = 0 if done else resume_step(files.distill_dir, study.distill.checkpoint_every)
-        left = 0.0 if done else seconds(arch, study.distill, False) * (1 - resumed / study.distill.steps)
-        ticket = 0.0
-        if "ticket_distilled" in study.rows() and not (files.model("ticket_distilled") / "subarch.json").is_file():
-            ticket_done = resume_step(files.ticket_distill_dir, study.distill.checkpoint_every)
-            ticket = seconds(arch, study.distill, False) * (1 - ticket_done / study.distill.steps)
-        return cls(candidates, latency, cache, cached, left, arch.name, resumed, ticket)
+        def left(row: str, out_dir: Path) -> tuple[float, int]:
+            """``row``'s distillation still to run (one-core seconds) and the step its checkpoint is at."""
+            if (files.model(row) / "subarch.json").is_file():
+                return 0.0, 0
+            resumed = resume_step(out_dir, study.distill.checkpoint_every)
+            return seconds(arch, study.distill, False) * (1 - resumed / study.distill.steps), resumed
+
+        pretrain, resumed = left("distilled", files.distill_dir)
+        ticket = left("ticket_distilled", files.ticket_distill_dir)[0] if "ticket_distilled" in study.rows() else 0.0
+        return cls(candidates, latency, cache, cached, pretrain, arch.name, resumed, ticket)
 
     def lines(self, study: SubarchStudy) -> list[str]:
         """The plan's lines on the search and the distillation pre-training."""
@@ -232,10 +235,8 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None,
         needed += [str(path / "metrics.json") for (r, *_), path in chosen.items() if r == row]
         if row in timed_rows(rows):
             needed.append(str(files.latency))
-        outputs = {"distilled": (files.distill_dir / "log.jsonl", files.distill_dir / "distill.json",
-                                 files.distill_dir / "curve.png"),
-                   "ticket_distilled": (files.ticket_distill_dir / "log.jsonl", files.ticket_distill_dir / "distill.json",
-                                        files.ticket_distill_dir / "curve.png"),
+        outputs = {"distilled": tuple(files.distill_dir / n for n in DISTILL_OUTPUTS),
+                   "ticket_distilled": tuple(files.ticket_distill_dir / n for n in DISTILL_OUTPUTS),
                    **{r: (files.ticket_dir(r) / "mask.safetensors", files.ticket_dir(r) / "ticket.json")
                       for r in TICKET_ROWS}}.get(row, ())
         pretrain = row in ("distilled", "ticket_distilled")  # continues from its checkpoint

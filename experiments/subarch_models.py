@@ -36,7 +36,7 @@ from masks.cost import EncoderSize, torch_threads
 from masks.importance import load_importance
 from masks.mask import load_mask, save_mask
 from masks.matched_ticket import layer_params, matched_union
-from masks.subarch import Selection
+from masks.subarch import Selection, mask_units
 from mtl.corpus import TokenizedCorpus
 from mtl.distill import Distiller, read_log
 from mtl.distributed import pick_device
@@ -110,10 +110,8 @@ def ticket_distilled_step(study: SubarchStudy, needed_by: Sequence[str] = (), th
         raise UserError(f"ticket_distilled distils the ticket row's units: {mask_file} is not there (models/ticket)")
     mask = load_mask(mask_file)
     if is_student_dir(model_dir):
-        held = read_student_info(model_dir)["selection"]
-        kept = {part: [r.nonzero().flatten().tolist() for r in rows] for part, rows in (("heads", mask.heads),
-                                                                                       ("neurons", mask.ffn))}
-        if (held["heads"], held["neurons"]) != (kept["heads"], kept["neurons"]):
+        held = Selection.from_dict(read_student_info(model_dir)["selection"])
+        if (held.heads, held.neurons) != mask_units(mask):
             raise UserError(f"{model_dir} holds other units than the ticket's mask {mask_file}; delete it (and the "
                             "runs fine-tuned from it) to rebuild")
         print("ticket_distilled: nothing to do", flush=True)
@@ -124,7 +122,7 @@ def ticket_distilled_step(study: SubarchStudy, needed_by: Sequence[str] = (), th
     with torch_threads(threads):
         teacher = load_teacher(study.teacher)
         shape = shape_of(teacher.encoder)
-        selection = Selection.of_mask(load_mask(mask_file, expect_shape=shape), shape)
+        selection = Selection.of_mask(mask, shape)  # refuses a mask of another shape
         student = make_student(teacher, selection, {"row": "ticket_distilled"})
         info = {"teacher": study.teacher, "distilled": True, "ticket_mask": str(mask_file),
                 **_distil(study, teacher, student, files.ticket_distill_dir,

@@ -83,7 +83,8 @@ def _model_checks(table: Mapping[str, Any], row: str, targets: Targets) -> list[
     """The three targets for the model ``row`` (the sub-architecture, or the distilled ticket's units)."""
     teacher, model, name = _row(table, "teacher"), _row(table, row), MODEL_NAMES[row]
     checks = []
-    what = "encoder-layer parameters, share of the teacher's" + ("" if row == "distilled" else f" ({name})")
+    of = "" if row == "distilled" else f" ({name})"  # the distilled model's lines keep their plain names
+    what = "encoder-layer parameters, share of the teacher's" + of
     if teacher is not None and model is not None and teacher["model"] and model["model"]:
         share = model["model"]["params"]["layers"] / teacher["model"]["params"]["layers"]
         checks.append(Check(what, f"≤ {targets.max_encoder_share:.0%}",
@@ -94,8 +95,7 @@ def _model_checks(table: Mapping[str, Any], row: str, targets: Targets) -> list[
         checks.append(Check(what, f"≤ {targets.max_encoder_share:.0%}", "–", "not measured"))
     speed = (model or {}).get("speedup") or {}
     b = targets.speedup_batch
-    checks.append(Check(f"measured CPU throughput at batch {b}, against the teacher"
-                        + ("" if row == "distilled" else f" ({name})"), f"≥ {targets.min_speedup:g}×",
+    checks.append(Check(f"measured CPU throughput at batch {b}, against the teacher{of}", f"≥ {targets.min_speedup:g}×",
                         f"{speed[b]:.2f}×" if b in speed else "–",
                         ("yes" if speed[b] >= targets.min_speedup else "no") if b in speed else "not measured"))
     gap = _difference(table, row, "teacher")

@@ -112,12 +112,8 @@ class Selection:
                 tuple(mask.ffn.shape) != (shape.num_layers, shape.intermediate):
             raise UserError(f"a mask with heads {tuple(mask.heads.shape)} and FFN {tuple(mask.ffn.shape)} does not "
                             f"fit the teacher ({shape.describe()})")
-
-        def kept(row: torch.Tensor) -> tuple[int, ...]:
-            return tuple(int(i) for i in torch.nonzero(row).flatten())
-
-        return cls(tuple(range(shape.num_layers)), tuple(kept(r) for r in mask.heads), tuple(kept(r) for r in mask.ffn),
-                   tuple(range(shape.hidden)))
+        heads, neurons = mask_units(mask)
+        return cls(tuple(range(shape.num_layers)), heads, neurons, tuple(range(shape.hidden)))
 
     @classmethod
     def full(cls, shape: EncoderShape) -> "Selection":
@@ -145,6 +141,14 @@ class Selection:
     def from_dict(cls, data: dict) -> "Selection":
         return cls(tuple(data["layers"]), tuple(tuple(h) for h in data["heads"]),
                    tuple(tuple(n) for n in data["neurons"]), tuple(data["dims"]))
+
+
+def mask_units(mask: Mask) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]]:
+    """``(heads, neurons)``: the indices ``mask`` keeps in each layer, ascending (a :class:`Selection`'s form)."""
+    def kept(rows: torch.Tensor) -> tuple[tuple[int, ...], ...]:
+        return tuple(tuple(int(i) for i in torch.nonzero(row).flatten()) for row in rows)
+
+    return kept(mask.heads), kept(mask.ffn)
 
 
 def top(scores: torch.Tensor, k: int) -> tuple[int, ...]:

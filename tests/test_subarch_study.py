@@ -251,6 +251,12 @@ def test_the_ticket_units_distilled_row(tmp_path, capsys):
     capsys.readouterr()
     assert run(tmp_path) == 0  # done: nothing is distilled or trained again
     assert "ticket_distilled: nothing to do" in capsys.readouterr().out
+    held = out / "models" / "ticket_distilled" / "subarch.json"
+    info = json.loads(held.read_text())
+    info["selection"]["heads"][0] = info["selection"]["heads"][0][1:] or [0, 1]  # other units than the mask's
+    held.write_text(json.dumps(info))
+    with pytest.raises(UserError, match="holds other units than the ticket's mask"):
+        subarch.ticket_distilled_step(study_from_dict(study))
     with pytest.raises(UserError, match="ticket_distilled distils the ticket row's units; add ticket to the rows"):
         study_from_dict({**study, "finetune": {**study["finetune"], "rows": ["teacher", "ticket_distilled"]}})
     assert study_from_dict({**study, "ticket": {}}).rows() == ["teacher", "distilled"]  # no ticket, no distilled ticket
