@@ -559,6 +559,9 @@ def results_summary() -> str:
          "tasks' importance, 3,000 distillation steps; and the same-size ticket's units, distilled the same way (5 "
          "tasks, 3 seeds; issue 15's targets)",
          _subarch_summary(_json("subarch/units/table.json")), "`subarch/units/table.json`"),
+        ("Bort-style sub-architecture of MiniLM, extracted + distilled, fifth choice: the fourth search's settings "
+         "with 8 heads and 512 FFN neurons per layer (5 tasks, 3 seeds; issue 15's targets)",
+         _subarch_summary(_json("subarch/a8/table.json")), "`subarch/a8/table.json`"),
     ]
     lines = ["| what | result (computed from the file) | file (under `experiments/results/`) |", "|---|---|---|"]
     lines += [f"| {what} | {result} | {file} |" for what, result, file in rows]
@@ -716,8 +719,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "subarch-task-units": subarch_units_check,
     "subarch-units-progress": subarch_progress("units"),
     "subarch-units-reference": subarch_reference_grid("units"),
-    **{f"subarch-{f}-targets": subarch_targets_table(f) for f in ("demo", "full", "deep", "units")},
-    **{f"subarch-{f}-table": subarch_result_table(f) for f in ("demo", "full", "deep", "units")},
+    "subarch-a8-progress": subarch_progress("a8"),
+    **{f"subarch-{f}-targets": subarch_targets_table(f) for f in ("demo", "full", "deep", "units", "a8")},
+    **{f"subarch-{f}-table": subarch_result_table(f) for f in ("demo", "full", "deep", "units", "a8")},
     "subarch-cola-units": subarch_cola_units,
     "subarch-cola-other-tasks": subarch_cola_other_tasks,
     "subarch-shape-screen": subarch_shape_screen,
