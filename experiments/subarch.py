@@ -192,6 +192,28 @@ class StepCosts:
                 "train faster)"]
 
 
+def _finetune_jobs(study: SubarchStudy, row: str, runs: dict[tuple, TrainConfig],
+                   chosen: dict[tuple, Path]) -> list[Job]:
+    """``row``'s fine-tuning jobs: its lr x warm-up sweep (``runs``), then the seeds that run only the setting the
+    sweep chooses (``chosen``: resolved once the sweep and the row's model are done)."""
+    f = study.finetune
+    jobs = []
+    for (_, task, lr, wu, seed), config in runs.items():
+        deps = () if row == "teacher" else (f"models/{row}",)
+        jobs.append(Job(f"finetune/{row}/{task}/lr{lr:g}-wu{wu:g}-seed{seed}", deps=deps, config=config,
+                        labels={"task": task, "kind": row, "seed": seed}, info={"label": row, "seed": seed}))
+    for (_, task, seed), path in chosen.items():
+        swept = tuple(f"finetune/{row}/{task}/lr{lr:g}-wu{wu:g}-seed{s}" for lr in f.lrs for wu in f.warmups
+                      for s in f.swept())
+        if row != "teacher":  # its model too: swept runs restored from a results folder do not wait for it
+            swept += (f"models/{row}",)
+        placeholder = finetune_config(study, row, task, f.lrs[0], f.warmups[0], seed).replace(output_dir=str(path))
+        jobs.append(Job(f"finetune/{row}/{task}/chosen-seed{seed}", deps=swept, config=placeholder,
+                        resolve=chosen_config, resolve_args=(study, row, task, seed),
+                        labels={"task": task, "kind": row, "seed": seed}, info={"label": row, "seed": seed}))
+    return jobs
+
+
 def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None,
                costs: StepCosts | None = None) -> list[Job]:
     """The whole study as jobs (module docstring); ``costs``: the steps' estimates (the ETA and the time limit)."""
@@ -246,19 +268,9 @@ def study_jobs(study: SubarchStudy, archs: list[SubArch], threads: int | None,
                         where="worker", outputs=outputs, resumable=pretrain,
                         seconds=(costs.ticket_pretrain if row == "ticket_distilled" else costs.pretrain)
                         if costs and pretrain else None))
-    for (row, task, lr, wu, seed), config in runs.items():
-        deps = () if row == "teacher" else (f"models/{row}",)
-        jobs.append(Job(f"finetune/{row}/{task}/lr{lr:g}-wu{wu:g}-seed{seed}", deps=deps, config=config,
-                        labels={"task": task, "kind": row, "seed": seed}, info={"label": row, "seed": seed}))
-    for (row, task, seed), path in chosen.items():
-        swept = tuple(f"finetune/{row}/{task}/lr{lr:g}-wu{wu:g}-seed{s}" for lr in f.lrs for wu in f.warmups
-                      for s in f.swept())
-        if row != "teacher":  # its model too: swept runs restored from a results folder do not wait for it
-            swept += (f"models/{row}",)
-        placeholder = finetune_config(study, row, task, f.lrs[0], f.warmups[0], seed).replace(output_dir=str(path))
-        jobs.append(Job(f"finetune/{row}/{task}/chosen-seed{seed}", deps=swept, config=placeholder,
-                        resolve=chosen_config, resolve_args=(study, row, task, seed),
-                        labels={"task": task, "kind": row, "seed": seed}, info={"label": row, "seed": seed}))
+    for row in rows:  # row by row (its sweep, then its other seeds): a study cut short has whole rows, not sweeps
+        jobs += _finetune_jobs(study, row, {k: c for k, c in runs.items() if k[0] == row},
+                               {k: p for k, p in chosen.items() if k[0] == row})
     timed = tuple(f"models/{r}" for r in timed_rows(rows))
     jobs.append(Job("latency", deps=("select", *timed), action=latency_step, args=(study, rows, threads),
                     where="worker", outputs=(files.latency,)))

@@ -322,6 +322,20 @@ def test_a_chosen_seed_run_waits_for_its_model_even_when_its_sweep_is_restored()
     assert timed_rows(["teacher", "distilled", "ticket"]) == ["distilled", "ticket"]  # no extracted row: the distilled
 
 
+def test_fine_tuning_jobs_are_ordered_row_by_row():
+    """The scheduler starts ready jobs in the order they were added: a row's seeds that run only the chosen
+    setting come before the next row's sweep, so a study cut short (a time limit, a session's end) has whole rows."""
+    study = study_from_dict({"search": {"candidates": CANDIDATES},
+                             "finetune": {"tasks": ["rte", "mrpc"], "seeds": [1, 2, 3], "sweep_seeds": [1],
+                                          "rows": ["teacher", "distilled", "extracted"]}})
+    names = [j.name for j in subarch.study_jobs(study, [SubArch.parse(c) for c in CANDIDATES], 1)
+             if j.name.startswith("finetune/")]
+    rows = [n.split("/")[1] for n in names]
+    assert rows == sorted(rows, key=["teacher", "distilled", "extracted"].index) and len(names) == 3 * 2 * (4 + 2)
+    distilled = [n for n in names if n.startswith("finetune/distilled/")]
+    assert [n.rsplit("/", 1)[1] for n in distilled[-4:]] == ["chosen-seed2", "chosen-seed3"] * 2
+
+
 def test_a_search_on_a_reference_task_of_the_bare_extractions(tmp_path):
     """``search.distill.steps: 0`` with ``select.error: task``: every candidate is extracted (its held-out loss
     measured, not distilled), saved and fine-tuned on the reference task; the error is 100 minus that run's dev
