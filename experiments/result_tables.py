@@ -65,6 +65,7 @@ OPEN = re.compile(r"^<!-- table: [\w.-]+ -->$", re.M)
 CLOSE = re.compile(r"^<!-- /table -->$", re.M)
 PT_TASKS = ("stsb", "rte", "mrpc", "cola")  # experiments/results/phase_transition/
 CPU_FULL_TICKETS = ("rte", "mrpc", "stsb", "cola", "sst2")  # experiments/results/cpu_full/tickets/: add each task as its tickets finish
+SUBARCH_STUDIES = ("demo", "full", "deep", "units", "a8")  # experiments/results/subarch/: the studies with a Bort-style table
 TASK_NAMES = glue_table.TASK_NAMES
 
 
@@ -720,8 +721,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "subarch-units-progress": subarch_progress("units"),
     "subarch-units-reference": subarch_reference_grid("units"),
     "subarch-a8-progress": subarch_progress("a8"),
-    **{f"subarch-{f}-targets": subarch_targets_table(f) for f in ("demo", "full", "deep", "units", "a8")},
-    **{f"subarch-{f}-table": subarch_result_table(f) for f in ("demo", "full", "deep", "units", "a8")},
+    **{f"subarch-{f}-targets": subarch_targets_table(f) for f in SUBARCH_STUDIES},
+    **{f"subarch-{f}-table": subarch_result_table(f) for f in SUBARCH_STUDIES},
     "subarch-cola-units": subarch_cola_units,
     "subarch-cola-other-tasks": subarch_cola_other_tasks,
     "subarch-shape-screen": subarch_shape_screen,

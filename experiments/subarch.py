@@ -197,19 +197,18 @@ def _finetune_jobs(study: SubarchStudy, row: str, runs: dict[tuple, TrainConfig]
     """``row``'s fine-tuning jobs: its lr x warm-up sweep (``runs``), then the seeds that run only the setting the
     sweep chooses (``chosen``: resolved once the sweep and the row's model are done)."""
     f = study.finetune
+    model = () if row == "teacher" else (f"models/{row}",)  # the teacher's model is not built by the study
     jobs = []
 
     def swept_name(task: str, lr: float, wu: float, seed: int) -> str:
         return f"finetune/{row}/{task}/lr{lr:g}-wu{wu:g}-seed{seed}"
 
     for (_, task, lr, wu, seed), config in runs.items():
-        deps = () if row == "teacher" else (f"models/{row}",)
-        jobs.append(Job(swept_name(task, lr, wu, seed), deps=deps, config=config,
+        jobs.append(Job(swept_name(task, lr, wu, seed), deps=model, config=config,
                         labels={"task": task, "kind": row, "seed": seed}, info={"label": row, "seed": seed}))
     for (_, task, seed), path in chosen.items():
-        swept = tuple(swept_name(task, lr, wu, s) for lr in f.lrs for wu in f.warmups for s in f.swept())
-        if row != "teacher":  # its model too: swept runs restored from a results folder do not wait for it
-            swept += (f"models/{row}",)
+        # its model too: swept runs restored from a results folder do not wait for it
+        swept = tuple(swept_name(task, lr, wu, s) for lr in f.lrs for wu in f.warmups for s in f.swept()) + model
         placeholder = finetune_config(study, row, task, f.lrs[0], f.warmups[0], seed).replace(output_dir=str(path))
         jobs.append(Job(f"finetune/{row}/{task}/chosen-seed{seed}", deps=swept, config=placeholder,
                         resolve=chosen_config, resolve_args=(study, row, task, seed),
